@@ -1,0 +1,1 @@
+"""synthjax: conditional GANs for privacy-preserving medical image sharing."""
