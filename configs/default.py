@@ -1,0 +1,148 @@
+r"""The one place defaults live. Other configs import this and override.
+
+Every field a stage reads is here, with the study's value where the study had one
+(DuMont Schütte et al., npj Digit. Med. 2021). Run it (real CheXpert, study sizes at 32x32):
+
+    python -m synthjax.main --config=configs/default.py --workdir=runs/default \
+        --config.dataset.manual_dir=/data/chexpert
+
+`get_config("smoke")` shrinks everything so the whole pipeline runs in about a minute on
+two CPU cores.
+"""
+
+import ml_collections
+
+STAGES = (
+        "prepare",
+        "classifier_real",
+        "gan",
+        "synthesize",
+        "classifier_synthetic",
+        "evaluate",
+        "report",
+)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.stages = STAGES
+
+    # --- data: raw folder -> TFDS shards (one per resolution) -> grain pipeline ---------------
+    c.dataset = ml_collections.ConfigDict()
+    c.dataset.name = "chexpert"  # the TFDS builder that reads `manual_dir`
+    c.dataset.manual_dir = ""  # raw dataset folder ('' with phantom.enabled: workdir/phantom)
+    c.dataset.data_dir = ""  # where prepared shards go ('' = workdir/data; share it in sweeps)
+    c.dataset.resolution = 32
+    c.dataset.base_resolution = 256  # images are resized to this, then 2x2 box-downsampled
+    c.dataset.uncertain_policy = "u_ones"  # the study's: -1 -> 1
+    c.dataset.drop_no_positive = True  # the study dropped images without a positive label
+    c.dataset.num_classes = 0  # keep the N most frequent label combinations (0 = all)
+    c.dataset.samples_per_class = 0  # at most this many train images per combination (0 = all)
+    c.dataset.min_class_count = 0  # drop combinations rarer than this in train (0 = keep)
+    c.dataset.hflip = False  # chest X-rays are not mirror-symmetric; the study flipped anyway
+    c.dataset.phantom = ml_collections.ConfigDict()
+    c.dataset.phantom.enabled = False  # write a built-in CheXpert-layout phantom and use it
+    c.dataset.phantom.num_patients = 2000
+    c.dataset.phantom.image_size = 256
+    c.dataset.phantom.noise = 1.0
+    c.dataset.phantom.subtlety = 1.0
+    c.dataset.phantom.anatomy_variation = 1.0
+
+    # --- classifier (TRTR on real, TSTR on synthetic) -----------------------------------------
+    c.classifier = ml_collections.ConfigDict()
+    c.classifier.arch = "densenet121"  # densenet121 | densenet_narrow
+    c.classifier.batch_size = 48
+    c.classifier.learning_rate = 1e-4
+    c.classifier.train_steps = 20_000  # upper bound; early stopping usually ends sooner
+    c.classifier.eval_every = 105  # ~5,000 samples per "epoch" at batch 48, as in the study
+    c.classifier.patience = 3  # evaluations without a better mean validation AUROC
+    c.classifier.lr_decay_patience = 2  # evaluations without improvement before LR x0.1
+    c.classifier.lr_decay_factor = 0.1
+    c.classifier.pos_weight = True  # BCE positive weights n_neg / n_pos per label
+    c.classifier.eval_batch_size = 256
+    c.classifier.checkpoint_every = 500
+    c.classifier.log_every = 50
+
+    # --- GAN ---------------------------------------------------------------------------------
+    c.gan = ml_collections.ConfigDict()
+    c.gan.arch = "cpd"  # cpd | prog
+    c.gan.batch_size = 256
+    c.gan.train_steps = 47_000  # 12,000 kimg at batch 256 (the study's cap at 32x32)
+    c.gan.learning_rate = 0.005
+    c.gan.adam_b1 = 0.0
+    c.gan.adam_b2 = 0.99
+    c.gan.adam_eps = 1e-8
+    c.gan.latent_dim = 512
+    c.gan.fmap_base = 16384
+    c.gan.fmap_max = 512
+    c.gan.mbstd_group_size = 4
+    c.gan.gp_weight = 10.0  # WGAN-GP lambda
+    c.gan.drift_weight = 0.001  # epsilon * D(x)^2
+    c.gan.ema_decay = 0.999
+    c.gan.ema_warmup = True  # decay = min(ema_decay, (1 + step) / (10 + step)): short runs
+    c.gan.checkpoint_every = 1000
+    c.gan.log_every = 50
+    c.gan.sample_every = 2000  # conditional sample grid PNGs
+    c.gan.sample_rows = 8  # label combinations in the grid (most frequent first)
+    c.gan.sample_cols = 8
+
+    # --- synthesize / evaluate -----------------------------------------------------------------
+    c.synthesize = ml_collections.ConfigDict()
+    c.synthesize.batch_size = 256
+    c.synthesize.shard_size = 4096  # images per array_record shard (a resumable unit)
+    c.evaluate = ml_collections.ConfigDict()
+    c.evaluate.bootstrap_resamples = 1000
+    c.evaluate.confidence = 0.95
+    c.evaluate.min_positives = 10  # labels with fewer test positives stay out of the mean
+
+    # --- devices, numerics ---------------------------------------------------------------------
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1  # devices on the data axis (-1 = all)
+    c.conv_lowering = "auto"  # auto (im2col on CPU, native on GPU/TPU) | native | im2col
+
+    if arg:
+        apply_variant(c, arg)
+    return c
+
+
+def apply_variant(c: ml_collections.ConfigDict, arg: str) -> None:
+    """Applies comma-separated variants named in the config argument (only `smoke` here)."""
+    for variant in arg.split(","):
+        if variant == "smoke":
+            shrink_to_smoke(c)
+        elif variant:
+            raise ValueError(f"unknown config variant {variant!r}; known: smoke")
+
+
+def shrink_to_smoke(c: ml_collections.ConfigDict) -> None:
+    """Everything tiny: the whole pipeline in about a minute on 2 CPU cores."""
+    c.dataset.resolution = 16
+    c.dataset.base_resolution = 64
+    c.dataset.phantom.enabled = True
+    c.dataset.phantom.num_patients = 120
+    c.dataset.phantom.image_size = 64
+    c.dataset.num_classes = 4
+    c.classifier.arch = "densenet_narrow"
+    c.classifier.batch_size = 16
+    c.classifier.learning_rate = 1e-3
+    c.classifier.train_steps = 30
+    c.classifier.eval_every = 10
+    c.classifier.checkpoint_every = 5
+    c.classifier.log_every = 5
+    c.classifier.eval_batch_size = 64
+    c.gan.batch_size = 16
+    c.gan.train_steps = 30
+    c.gan.learning_rate = 0.002
+    c.gan.latent_dim = 32
+    c.gan.fmap_base = 256
+    c.gan.fmap_max = 32
+    c.gan.checkpoint_every = 5
+    c.gan.log_every = 5
+    c.gan.sample_every = 15
+    c.gan.sample_rows = 4
+    c.gan.sample_cols = 4
+    c.synthesize.batch_size = 64
+    c.synthesize.shard_size = 128
+    c.evaluate.bootstrap_resamples = 100
+    c.evaluate.min_positives = 1
