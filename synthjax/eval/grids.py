@@ -1,0 +1,144 @@
+"""Image grids as PNG files: conditional GAN samples, one row per label combination.
+
+The GAN stage writes `DIR/gan/samples/step_<N>.png` with `save_image_grid` while training,
+and the report uses the same function for real-vs-synthetic figures. Only pixels and label
+names go into a grid: never patient ids, file names or DICOM metadata.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+_GUTTER = 2  # px between cells and around the grid
+_PAD = 4  # px around text
+_MAX_ROW_TITLE_CHARS = 32
+_BACKGROUND = 255
+_INK = 0
+
+
+def _truncate(text: str, max_len: int) -> str:
+    if len(text) <= max_len:
+        return text
+    return text[: max(max_len - 3, 0)] + "..."
+
+
+def label_combination_name(labels: Any, names: Sequence[str], max_len: int = 40) -> str:
+    """Readable name of a multi-hot label vector, e.g. 'Cardiomegaly+Edema', or 'none'.
+
+    Args:
+      labels: float[K] multi-hot; entries above 0.5 count as present.
+      names: the K label names.
+      max_len: longer names are cut and end in '...'.
+    """
+    labels = np.asarray(labels, dtype=np.float64).reshape(-1)
+    if labels.size != len(names):
+        raise ValueError(f"{labels.size} labels but {len(names)} names")
+    present = [name for name, value in zip(names, labels, strict=True) if value > 0.5]
+    return _truncate("+".join(present) if present else "none", max_len)
+
+
+def _font(size: int | None) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """PIL's built-in font; sized when this Pillow supports it (10.1+ with FreeType)."""
+    if size is not None:
+        try:
+            return ImageFont.load_default(size=size)
+        except (TypeError, ImportError):
+            pass
+    return ImageFont.load_default()
+
+
+def _text_size(font: Any, text: str) -> tuple[int, int]:
+    left, top, right, bottom = font.getbbox(text)
+    return math.ceil(right - left), math.ceil(bottom - top)
+
+
+def _draw_text(draw: ImageDraw.ImageDraw, font: Any, text: str, x: int, center_y: float) -> None:
+    """Draws `text` with its left edge at x, vertically centred on center_y."""
+    left, top, _, bottom = font.getbbox(text)
+    draw.text((x - left, round(center_y - (top + bottom) / 2)), text, font=font, fill=_INK)
+
+
+def save_image_grid(
+    path: str | os.PathLike,
+    images: np.ndarray,
+    *,
+    row_titles: Sequence[str] | None = None,
+    title: str | None = None,
+    min_cell: int = 64,
+    footer: str | None = None,
+) -> None:
+    """Writes a PNG grid of images, rows titled on the left.
+
+    Args:
+      path: output file; parent directories are created; written atomically.
+      images: uint8[R, C, H, W, ch] with ch = 1 (grayscale) or 3 (RGB); row r holds the
+        samples of row_titles[r].
+      row_titles: R short names (longer ones are cut), e.g. from `label_combination_name`.
+      title: optional line above the grid.
+      min_cell: cells are upscaled by an integer factor (nearest neighbour) until both
+        sides are at least this many pixels, so 32x32 samples stay visible.
+      footer: optional line below the grid, e.g. an attribution or the step.
+    """
+    images = np.asarray(images)
+    if images.ndim != 5 or images.shape[-1] not in (1, 3) or images.dtype != np.uint8:
+        raise ValueError(
+            f"images must be uint8[R, C, H, W, 1 or 3]; got {images.dtype}{list(images.shape)}"
+        )
+    rows, cols, height, width, channels = images.shape
+    if row_titles is not None and len(row_titles) != rows:
+        raise ValueError(f"{len(row_titles)} row titles for {rows} rows")
+
+    text_font, title_font = _font(None), _font(14)
+    scale = max(1, math.ceil(min_cell / min(height, width)))
+    cell_h, cell_w = height * scale, width * scale
+    grid_h = rows * cell_h + (rows - 1) * _GUTTER
+    grid_w = cols * cell_w + (cols - 1) * _GUTTER
+
+    titles = [_truncate(t, _MAX_ROW_TITLE_CHARS) for t in row_titles or []]
+    title_col_w = 0
+    if titles:
+        title_col_w = max(_text_size(text_font, t)[0] for t in titles) + 2 * _PAD
+    top_h = _text_size(title_font, title)[1] + 2 * _PAD if title else 0
+    bottom_h = _text_size(text_font, footer)[1] + 2 * _PAD if footer else 0
+
+    canvas_w = 2 * _GUTTER + title_col_w + grid_w
+    # Widen rather than clip a title or footer longer than the grid.
+    for font, text in ((title_font, title), (text_font, footer)):
+        if text:
+            canvas_w = max(canvas_w, _text_size(font, text)[0] + 2 * _PAD)
+    canvas_h = 2 * _GUTTER + top_h + grid_h + bottom_h
+
+    canvas = np.full((canvas_h, canvas_w, channels), _BACKGROUND, dtype=np.uint8)
+    grid_x, grid_y = _GUTTER + title_col_w, _GUTTER + top_h
+    upscaled = images.repeat(scale, axis=2).repeat(scale, axis=3)
+    for r in range(rows):
+        y = grid_y + r * (cell_h + _GUTTER)
+        for c in range(cols):
+            x = grid_x + c * (cell_w + _GUTTER)
+            canvas[y : y + cell_h, x : x + cell_w] = upscaled[r, c]
+
+    picture = Image.fromarray(canvas[..., 0] if channels == 1 else canvas)
+    draw = ImageDraw.Draw(picture)
+    for r, text in enumerate(titles):
+        row_center = grid_y + r * (cell_h + _GUTTER) + cell_h / 2
+        _draw_text(draw, text_font, text, _GUTTER + _PAD, row_center)
+    if title:
+        title_w = _text_size(title_font, title)[0]
+        # Centred over the images, shifted left only as far as needed to fit.
+        x = min(grid_x + (grid_w - title_w) // 2, canvas_w - title_w - _PAD)
+        _draw_text(draw, title_font, title, max(x, _PAD), _GUTTER + top_h / 2)
+    if footer:
+        _draw_text(draw, text_font, footer, _GUTTER + _PAD, grid_y + grid_h + bottom_h / 2)
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    picture.save(tmp, format="PNG")
+    os.replace(tmp, path)

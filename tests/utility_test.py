@@ -1,0 +1,131 @@
+"""Tests of synthjax.eval.utility: AUROC against sklearn, bootstrap and paired-gap intervals."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from synthjax.eval import utility
+
+
+def _multilabel(num_cases, num_labels, signal=1.0, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((num_cases, num_labels)) < 0.3).astype(np.float32)
+    scores = signal * labels + rng.normal(size=(num_cases, num_labels))
+    return labels, scores
+
+
+@pytest.mark.parametrize("kind", ["random", "tied", "constant", "integer_scores"])
+def test_roc_auc_matches_sklearn(kind):
+    rng = np.random.default_rng(1)
+    y = (rng.random(300) < 0.25).astype(np.float64)
+    scores = {
+        "random": y * 0.7 + rng.normal(size=300),
+        "tied": np.round(y * 0.5 + rng.normal(size=300), 1),
+        "constant": np.full(300, 0.3),
+        "integer_scores": rng.integers(0, 3, size=300).astype(np.float64),
+    }[kind]
+    assert utility.roc_auc(y, scores) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+
+
+def test_roc_auc_below_half_is_not_flipped():
+    y = np.array([0, 0, 1, 1, 1])
+    scores = np.array([0.9, 0.8, 0.1, 0.2, 0.85])
+    expected = roc_auc_score(y, scores)
+    assert expected < 0.5
+    assert utility.roc_auc(y, scores) == pytest.approx(expected, abs=1e-12)
+
+
+def test_roc_auc_one_class_is_nan():
+    assert math.isnan(utility.roc_auc(np.ones(10), np.arange(10.0)))
+    assert math.isnan(utility.roc_auc(np.zeros(10), np.arange(10.0)))
+
+
+def test_roc_auc_rejects_uncertain_labels():
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        utility.roc_auc(np.array([0, 1, -1]), np.array([0.1, 0.2, 0.3]))
+
+
+def test_per_label_and_mean_with_an_undefined_label():
+    labels, scores = _multilabel(400, 4)
+    labels[:, 2] = 0.0  # no positives: AUC undefined for this label
+    per_label = utility.per_label_auroc(labels, scores)
+    assert math.isnan(per_label[2])
+    for k in (0, 1, 3):
+        assert per_label[k] == pytest.approx(roc_auc_score(labels[:, k], scores[:, k]), abs=1e-12)
+    assert utility.mean_auroc(per_label) == pytest.approx(np.mean(per_label[[0, 1, 3]]))
+    assert math.isnan(utility.mean_auroc([math.nan, math.nan]))
+
+
+def test_weighted_auc_equals_auc_of_the_explicit_resample():
+    labels, scores = _multilabel(200, 1, seed=3)
+    scores = np.round(scores, 1)  # include ties
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, 200, size=(5, 200))
+    weights = np.stack([np.bincount(i, minlength=200) for i in idx], axis=1).astype(np.float64)
+    got = utility._weighted_auc(labels[:, 0].astype(np.float64), scores[:, 0], weights)
+    want = [roc_auc_score(labels[i, 0], scores[i, 0]) for i in idx]
+    np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+def test_bootstrap_interval_contains_point_and_narrows_with_n():
+    widths = []
+    for num_cases in (200, 3200):
+        labels, scores = _multilabel(num_cases, 3, seed=num_cases)
+        result = utility.bootstrap_auroc(labels, scores, num_resamples=300, seed=0)
+        json.dumps(result)  # plain Python types only
+        low, high = result["mean_ci"]
+        assert low <= result["mean"] <= high
+        for point, (lo, hi) in zip(result["per_label"], result["per_label_ci"], strict=True):
+            assert lo <= point <= hi
+        widths.append(high - low)
+    assert widths[1] < widths[0] / 2  # width ~ 1/sqrt(N): 16x the cases, ~1/4 the width
+
+
+def test_bootstrap_skips_undefined_labels_and_is_seeded():
+    labels, scores = _multilabel(300, 3)
+    labels[:, 1] = 0.0
+    labels[0, 1] = 1.0  # one positive: undefined in the resamples that miss it
+    result = utility.bootstrap_auroc(labels, scores, num_resamples=200, seed=7)
+    defined = result["per_label_resamples_defined"]
+    assert defined[0] == defined[2] == 200
+    assert 0 < defined[1] < 200  # about 1 - 1/e of the resamples draw case 0
+    again = utility.bootstrap_auroc(labels, scores, num_resamples=200, seed=7)
+    assert again == result
+
+    labels[0, 1] = 0.0
+    result = utility.bootstrap_auroc(labels, scores, num_resamples=50)
+    assert result["per_label"][1] is None
+    assert result["per_label_ci"][1] == [None, None]
+    defined_points = [result["per_label"][0], result["per_label"][2]]
+    assert result["mean"] == pytest.approx(np.mean(defined_points))
+
+
+def test_paired_gap_of_identical_scores_is_exactly_zero():
+    labels, scores = _multilabel(500, 4)
+    gap = utility.bootstrap_auroc_gap(labels, scores, scores.copy(), num_resamples=200)
+    assert gap["mean_gap"] == 0.0
+    assert gap["mean_gap_ci"] == [0.0, 0.0]
+    assert gap["per_label_gap"] == [0.0] * 4
+    assert gap["per_label_gap_ci"] == [[0.0, 0.0]] * 4
+
+
+def test_paired_gap_detects_a_worse_classifier():
+    labels, strong = _multilabel(1000, 3, signal=1.5, seed=1)
+    weak = 0.5 * labels + np.random.default_rng(2).normal(size=labels.shape)
+    gap = utility.bootstrap_auroc_gap(
+        labels, strong, weak, num_resamples=200, return_samples=True
+    )
+    assert gap["mean_gap"] == pytest.approx(gap["mean_a"] - gap["mean_b"])
+    low, high = gap["mean_gap_ci"]
+    assert 0.0 < low <= gap["mean_gap"] <= high
+    assert gap["samples_mean_gap"].shape == (200,)
+    # The same seed resamples the same cases as bootstrap_auroc.
+    a = utility.bootstrap_auroc(labels, strong, num_resamples=200, return_samples=True)
+    b = utility.bootstrap_auroc(labels, weak, num_resamples=200, return_samples=True)
+    assert a["mean"] == gap["mean_a"]
+    np.testing.assert_array_equal(
+        a["samples_per_label"] - b["samples_per_label"], gap["samples_per_label_gap"]
+    )
