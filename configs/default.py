@@ -13,13 +13,13 @@ two CPU cores.
 import ml_collections
 
 STAGES = (
-        "prepare",
-        "classifier_real",
-        "gan",
-        "synthesize",
-        "classifier_synthetic",
-        "evaluate",
-        "report",
+    "prepare",
+    "classifier_real",
+    "gan",
+    "synthesize",
+    "classifier_synthetic",
+    "evaluate",
+    "report",
 )
 
 
@@ -100,6 +100,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # devices on the data axis (-1 = all)
     c.conv_lowering = "auto"  # auto (im2col on CPU, native on GPU/TPU) | native | im2col
+    # Compiled programs cached in <workdir>/compilation_cache: a resumed run (preemption,
+    # crash) skips recompiling. '' disables it; any other value is the cache directory.
+    c.compilation_cache = "workdir"
 
     if arg:
         apply_variant(c, arg)
@@ -120,7 +123,7 @@ def shrink_to_smoke(c: ml_collections.ConfigDict) -> None:
     c.dataset.resolution = 16
     c.dataset.base_resolution = 64
     c.dataset.phantom.enabled = True
-    c.dataset.phantom.num_patients = 120
+    c.dataset.phantom.num_patients = 400
     c.dataset.phantom.image_size = 64
     c.dataset.num_classes = 4
     c.classifier.arch = "densenet_narrow"

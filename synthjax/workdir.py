@@ -37,7 +37,7 @@ def write_json_atomic(path: epath.Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-    tmp.rename(path)
+    tmp.replace(path)
 
 
 def _json_default(x: Any) -> Any:

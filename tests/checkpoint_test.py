@@ -23,15 +23,19 @@ def test_fingerprint_depends_on_values_dtypes_and_paths():
     assert a == state_sha256(_state())
     assert a != state_sha256(_state(seed=1))
     s = _state()
-    assert a != state_sha256({**s, "step": jnp.int64(3) if jax.config.x64_enabled else jnp.int16(3)})
+    assert a != state_sha256(
+        {**s, "step": jnp.int64(3) if jax.config.x64_enabled else jnp.int16(3)}
+    )
     assert a != state_sha256({"step": s["step"], "v": s["w"], "b": s["b"]})
 
 
 def test_state_and_iterator_round_trip(tmp_path):
     mesh = parallel.make_mesh()
     state = jax.device_put(_state(), parallel.replicated(mesh))
-    src = [{"image": np.full((1, 1, 1), i, np.uint8), "labels": np.zeros(1, np.float32)}
-           for i in range(9)]
+    src = [
+        {"image": np.full((1, 1, 1), i, np.uint8), "labels": np.zeros(1, np.float32)}
+        for i in range(9)
+    ]
     ds = pipeline.train_dataset(src, np.arange(9), global_batch=4, seed=0)
     it = pipeline.train_iterator(ds)
     next(it), next(it)

@@ -24,7 +24,8 @@ def test_restored_iterator_continues_exactly():
     state = it.get_state()
     expected = [_ids(next(it)) for _ in range(5)]
     resumed = pipeline.train_iterator(
-        pipeline.train_dataset(src, np.arange(13), global_batch=4, seed=5))
+        pipeline.train_dataset(src, np.arange(13), global_batch=4, seed=5)
+    )
     resumed.set_state(state)
     assert [_ids(next(resumed)) for _ in range(5)] == expected
 
@@ -41,8 +42,9 @@ def test_process_slices_make_the_single_process_batch():
     src = _source(20)
     whole = pipeline.train_dataset(src, np.arange(20), global_batch=8, seed=1)
     parts = [
-        pipeline.train_dataset(src, np.arange(20), global_batch=8, seed=1,
-                               process_index=p, process_count=2)
+        pipeline.train_dataset(
+            src, np.arange(20), global_batch=8, seed=1, process_index=p, process_count=2
+        )
         for p in range(2)
     ]
     for step in range(6):
@@ -58,7 +60,9 @@ def test_eval_batches_pad_and_mask():
 
 
 def test_hflip_is_seeded():
-    src = [{"image": np.arange(4, dtype=np.uint8).reshape(1, 4, 1), "labels": np.zeros(1, np.float32)}] * 8
+    src = [
+        {"image": np.arange(4, dtype=np.uint8).reshape(1, 4, 1), "labels": np.zeros(1, np.float32)}
+    ] * 8
     a = pipeline.train_dataset(src, np.arange(8), global_batch=8, seed=2, hflip=True)[0]
     b = pipeline.train_dataset(src, np.arange(8), global_batch=8, seed=2, hflip=True)[0]
     np.testing.assert_array_equal(a["image"], b["image"])

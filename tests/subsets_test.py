@@ -22,7 +22,11 @@ def test_combinations_ranked_by_count_with_stable_ties():
 
 
 def test_num_classes_keeps_most_frequent_and_is_nested():
-    splits = {"train": _labels(2000), "validation": _labels(300, seed=1), "test": _labels(300, seed=2)}
+    splits = {
+        "train": _labels(2000),
+        "validation": _labels(300, seed=1),
+        "test": _labels(300, seed=2),
+    }
     lc = label_combinations(splits["train"])
     small = select_subset(splits, num_classes=3)
     large = select_subset(splits, num_classes=6)
@@ -36,7 +40,11 @@ def test_num_classes_keeps_most_frequent_and_is_nested():
 
 
 def test_samples_per_class_caps_train_only_and_is_nested():
-    splits = {"train": _labels(3000), "validation": _labels(400, seed=1), "test": _labels(400, seed=2)}
+    splits = {
+        "train": _labels(3000),
+        "validation": _labels(400, seed=1),
+        "test": _labels(400, seed=2),
+    }
     a = select_subset(splits, num_classes=4, samples_per_class=50, seed=3)
     b = select_subset(splits, num_classes=4, samples_per_class=120, seed=3)
     counts = a.counts(splits)

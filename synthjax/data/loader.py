@@ -75,7 +75,7 @@ class ImageSource:
                 tmp = cache.parent / f"{cache.name}.tmp-{os.getpid()}"
                 with tmp.open("wb") as f:
                     np.save(f, self._labels)
-                tmp.rename(cache)
+                tmp.replace(cache)
         return self._labels
 
     def _read_all_labels(self) -> np.ndarray:

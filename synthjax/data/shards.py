@@ -37,7 +37,9 @@ def shard_template(dataset_dir: epath.Path, name: str, split: str) -> tfds.core.
     )
 
 
-def shard_path(dataset_dir: epath.Path, name: str, split: str, index: int, count: int) -> epath.Path:
+def shard_path(
+    dataset_dir: epath.Path, name: str, split: str, index: int, count: int
+) -> epath.Path:
     return shard_template(dataset_dir, name, split).sharded_filepath(
         shard_index=index, num_shards=count
     )
@@ -54,7 +56,7 @@ def write_shard(
         writer.write(features.serialize_example(record))
         n += 1
     writer.close()
-    tmp.rename(path)
+    tmp.replace(path)
     return n
 
 

@@ -1,0 +1,531 @@
+"""CheXpert as a TFDS dataset: the raw CSV + JPEG download -> array_record shards.
+
+Data flow: `manual_dir` (the real CheXpert-v1.0[-small] download, or the phantom that
+`synthjax.data.phantom_cxr` writes in the same layout) -> `prepare_chexpert` / `Chexpert`
+(this module: frontal views, label policy, patient-level 80/10/10 split, resize to the base
+resolution and 2x2 box pyramid down to the stored one) ->
+`data_dir/chexpert/<config>/1.0.0/` holding the shards, `dataset_info.json` and
+`prepare_report.json` -> `tfds.builder_from_directory(...).as_data_source()` -> grain.
+
+Every CSV row is accounted for: kept, filtered (lateral view, no positive label) or skipped as
+bad (no patient id, duplicate, unknown label value, missing or corrupt image), counted by
+reason and listed in the report. The `id` feature (`patientNNNNN/studyN/viewN_frontal`) is for
+internal bookkeeping only and never leaves the private side.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from typing import ClassVar
+
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import logging
+from etils import epath
+from PIL import Image
+
+from synthjax.data.image_ops import box_pyramid, is_power_of_two, resize_square
+from synthjax.errors import ConfigError, DataNotFoundError
+
+CHEXPERT_LABELS: tuple[str, ...] = (
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+)
+UNCERTAIN_POLICIES = ("u_ones", "u_zeros")
+SPLITS = ("train", "validation", "test")
+DATASET_FOLDERS = ("CheXpert-v1.0-small", "CheXpert-v1.0")
+REPORT_FILE = "prepare_report.json"
+# Each skipped row is counted once, under the first reason that applies, in this order.
+SKIP_REASONS = (
+    "not_frontal",
+    "no_patient_id",
+    "duplicate_path",
+    "unknown_label_value",
+    "missing_file",
+    "no_positive_label",
+    "corrupt_image",
+)
+FILTER_REASONS = ("not_frontal", "no_positive_label")  # choices, not data problems
+MAX_LISTED_BAD_ROWS = 2000
+DOWNLOAD_PAGE = (
+    "https://stanfordaimi.azurewebsites.net/datasets/8cbd9ed4-2eb9-4565-affc-111cf4f7ebe2"
+)
+INFO_PAGE = "https://stanfordmlgroup.github.io/competitions/chexpert/"
+_LABEL_VALUES = {"": 0.0, "1": 1.0, "1.0": 1.0, "0": 0.0, "0.0": 0.0, "-1": -1.0, "-1.0": -1.0}
+_PATIENT = re.compile(r"^patient\d+$")
+_PROGRESS_SECONDS = 10.0
+
+
+def config_name(
+    resolution: int, uncertain_policy: str, drop_no_positive: bool, base_resolution: int
+) -> str:
+    """The TFDS config name, from every setting that changes the data: r32-u_ones-drop-b256."""
+    keep = "drop" if drop_no_positive else "keep"
+    return f"r{resolution}-{uncertain_policy}-{keep}-b{base_resolution}"
+
+
+@dataclasses.dataclass(eq=False)
+class ChexpertConfig(tfds.core.BuilderConfig):
+    """One stored variant of CheXpert. The name is derived from the fields; do not pass it.
+
+    resolution: stored side (power of two <= base_resolution); uncertain_policy: 'u_ones'
+    (-1 -> 1, the study's choice) or 'u_zeros' (-1 -> 0); drop_no_positive: drop images whose
+    final label vector is all zero (the study's choice); base_resolution: side the source
+    image is resized to before the 2x2 box pyramid.
+    """
+
+    name: str = ""
+    resolution: int = 32
+    uncertain_policy: str = "u_ones"
+    drop_no_positive: bool = True
+    base_resolution: int = 256
+
+    def __post_init__(self):
+        if not (is_power_of_two(self.base_resolution) and self.base_resolution >= 4):
+            raise ConfigError(
+                "dataset.base_resolution",
+                f"got {self.base_resolution}",
+                "use a power of two such as 256",
+            )
+        if not is_power_of_two(self.resolution) or self.resolution > self.base_resolution:
+            raise ConfigError(
+                "dataset.resolution",
+                f"got {self.resolution}",
+                f"use a power of two <= dataset.base_resolution ({self.base_resolution})",
+            )
+        if self.uncertain_policy not in UNCERTAIN_POLICIES:
+            raise ConfigError(
+                "dataset.uncertain_policy",
+                f"got {self.uncertain_policy!r}",
+                f"use one of {UNCERTAIN_POLICIES}",
+            )
+        self.name = config_name(
+            self.resolution, self.uncertain_policy, self.drop_no_positive, self.base_resolution
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding the data, reading the CSVs, splitting patients
+
+
+def _where_to_get_it(manual_dir: epath.Path, problem: str) -> str:
+    return (
+        f"CheXpert not found: {problem}.\n"
+        f"Download it from the Stanford AIMI CheXpert page ({DOWNLOAD_PAGE}; background at "
+        f"{INFO_PAGE}): sign the research use agreement and download 'CheXpert-v1.0-small' "
+        "(about 11 GB; the full 'CheXpert-v1.0' works too). Unzip it so that "
+        "<FOLDER>/CheXpert-v1.0-small/train.csv exists, then pass that <FOLDER> (the one "
+        "holding CheXpert-v1.0-small/, not the CSV itself) as "
+        "--config.dataset.manual_dir=<FOLDER>. You passed: "
+        f"{manual_dir}"
+    )
+
+
+def find_dataset_root(manual_dir: str | os.PathLike, base_resolution: int = 256) -> epath.Path:
+    """The CheXpert folder (the one holding train.csv) inside or at `manual_dir`.
+
+    When both the small and the full download are present, the small one (~320 px) is used up
+    to base_resolution 320 and the full one above that.
+    """
+    manual_dir = epath.Path(manual_dir)
+    if not manual_dir.exists():
+        raise DataNotFoundError(_where_to_get_it(manual_dir, f"{manual_dir} does not exist"))
+    if (manual_dir / "train.csv").exists():
+        return manual_dir
+    found = [
+        manual_dir / name for name in DATASET_FOLDERS if (manual_dir / name / "train.csv").exists()
+    ]
+    if not found:
+        raise DataNotFoundError(
+            _where_to_get_it(
+                manual_dir, f"no {' or '.join(DATASET_FOLDERS)}/train.csv in {manual_dir}"
+            )
+        )
+    if base_resolution > 320 and len(found) > 1:
+        return found[1]
+    return found[0]
+
+
+def patient_split(patient_id: str) -> str:
+    """'train' / 'validation' / 'test' with probabilities 0.8 / 0.1 / 0.1, stable forever.
+
+    sha256 of the id -> a uniform number in [0, 1): no seed, no dependence on which other
+    patients exist, so a patient never changes split when data is added or removed.
+    """
+    digest = hashlib.sha256(patient_id.encode("utf-8")).digest()
+    u = int.from_bytes(digest[:8], "big") / 2.0**64
+    return "train" if u < 0.8 else ("validation" if u < 0.9 else "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceRow:
+    """One kept CSV row: where its image is and its final label vector (float32[14])."""
+
+    key: str  # patientNNNNN/studyN/viewN_frontal
+    patient: str
+    file: epath.Path
+    csv_path: str
+    labels: np.ndarray
+
+
+class Tally:
+    """Counts of every row by what happened to it, and the list of bad rows."""
+
+    def __init__(self):
+        self.rows_read: dict[str, int] = {}
+        self.counts = {"kept": 0, **{reason: 0 for reason in SKIP_REASONS}}
+        self.bad_rows: list[dict[str, str]] = []
+        self.bad_rows_omitted = 0
+        self.splits: dict[str, dict] = {}
+
+    def skip(self, reason: str, path: str, detail: str = "") -> None:
+        self.counts[reason] += 1
+        if reason in FILTER_REASONS:
+            return
+        if len(self.bad_rows) < MAX_LISTED_BAD_ROWS:
+            self.bad_rows.append({"path": path, "reason": reason, "detail": detail})
+        else:
+            self.bad_rows_omitted += 1
+
+
+def _read_csv(path: epath.Path) -> list[dict[str, str]]:
+    rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    header = set(rows[0]) if rows else set()
+    missing = [c for c in ("Path", "Frontal/Lateral", *CHEXPERT_LABELS) if c not in header]
+    if rows and missing:
+        raise DataNotFoundError(
+            f"{path} does not look like a CheXpert CSV: missing columns "
+            f"{missing}. Point manual_dir at an unmodified download."
+        )
+    return rows
+
+
+def plan_rows(
+    root: epath.Path, *, uncertain_policy: str, drop_no_positive: bool, tally: Tally
+) -> dict[str, list[SourceRow]]:
+    """Reads train.csv and valid.csv (if present) into per-split lists of rows to decode.
+
+    Both CSVs are pooled and split by patient (`patient_split`), as the study did.
+    """
+    uncertain_value = 1.0 if uncertain_policy == "u_ones" else 0.0
+    plans: dict[str, list[SourceRow]] = {split: [] for split in SPLITS}
+    seen: set[str] = set()
+    for csv_name in ("train.csv", "valid.csv"):
+        if not (root / csv_name).exists():
+            continue
+        rows = _read_csv(root / csv_name)
+        tally.rows_read[csv_name] = len(rows)
+        for row in rows:
+            csv_path = row["Path"].strip()
+            parts = [p for p in csv_path.split("/") if p]
+            if parts and parts[0].startswith("CheXpert-v1.0"):
+                parts = parts[1:]  # CSV paths start with the dataset folder's own name
+            if row["Frontal/Lateral"].strip() != "Frontal":
+                tally.skip("not_frontal", csv_path)
+                continue
+            at = next((i for i, p in enumerate(parts) if _PATIENT.match(p)), None)
+            if at is None:
+                tally.skip("no_patient_id", csv_path, "no patientNNNNN folder in the path")
+                continue
+            key = "/".join(parts[at:]).rsplit(".", 1)[0]
+            if key in seen:
+                tally.skip("duplicate_path", csv_path)
+                continue
+            seen.add(key)
+            cells = [row[name].strip() for name in CHEXPERT_LABELS]
+            unknown = [
+                (n, c)
+                for n, c in zip(CHEXPERT_LABELS, cells, strict=True)
+                if c not in _LABEL_VALUES
+            ]
+            if unknown:
+                tally.skip(
+                    "unknown_label_value", csv_path, ", ".join(f"{n}={c!r}" for n, c in unknown)
+                )
+                continue
+            file = root.joinpath(*parts)
+            if not file.exists():
+                tally.skip("missing_file", csv_path, f"{file} does not exist")
+                continue
+            values = np.array([_LABEL_VALUES[c] for c in cells], dtype=np.float32)
+            labels = np.where(values < 0, uncertain_value, values).astype(np.float32)
+            if drop_no_positive and not labels.any():
+                tally.skip("no_positive_label", csv_path)
+                continue
+            plans[patient_split(parts[at])].append(
+                SourceRow(key=key, patient=parts[at], file=file, csv_path=csv_path, labels=labels)
+            )
+    return plans
+
+
+def load_pyramid(file: epath.Path, base_resolution: int, resolution: int) -> np.ndarray:
+    """Decodes an image, resizes it to the base resolution, box-downsamples it.
+
+    Returns uint8[resolution, resolution]. For large JPEGs (the full CheXpert download),
+    `draft` lets libjpeg decode directly at a power-of-two reduction that is still at least
+    the base size: several times faster, and no coarser than the resize that follows.
+    """
+    with file.open("rb") as f:
+        image = Image.open(f)
+        image.draft("L", (base_resolution, base_resolution))
+        base = resize_square(image, base_resolution)
+    return box_pyramid(base, resolution)
+
+
+def source_fingerprint(root: epath.Path) -> dict[str, dict]:
+    """Content hash and modification time of the CSVs, to notice a changed source."""
+    out = {}
+    for csv_name in ("train.csv", "valid.csv"):
+        path = root / csv_name
+        if path.exists():
+            out[csv_name] = {
+                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                "mtime_ns": os.stat(path).st_mtime_ns,
+            }
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The TFDS builder
+
+
+class Chexpert(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """CheXpert frontal radiographs at one resolution, split 80/10/10 by patient.
+
+    Not registered with TFDS (its catalogue has an unrelated `chexpert`); construct it
+    directly or use `prepare_chexpert`.
+    """
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        "1.0.0": "Frontal views, patient-level hash split, box pyramid.",
+    }
+    BUILDER_CONFIGS: ClassVar[list[ChexpertConfig]] = [
+        ChexpertConfig(resolution=r) for r in (32, 64, 128, 256)
+    ]
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        f"Download CheXpert-v1.0-small from the Stanford AIMI CheXpert page ({DOWNLOAD_PAGE}) "
+        "and pass the folder that contains CheXpert-v1.0-small/ as the manual dir "
+        "(--config.dataset.manual_dir)."
+    )
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> None:
+        # TFDS looks for a checksums file beside the builder's source, which needs the optional
+        # importlib_resources package for an installed module. A manual-download dataset has
+        # no checksums, so there is nothing to find.
+        return None
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        r = self.builder_config.resolution
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="CheXpert frontal chest radiographs, grayscale, box-downsampled.",
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Tensor(shape=(r, r, 1), dtype=np.uint8),
+                    "labels": tfds.features.Tensor(shape=(len(CHEXPERT_LABELS),), dtype=np.float32),
+                    "id": tfds.features.Text(),
+                }
+            ),
+            homepage=INFO_PAGE,
+            citation="Irvin et al., CheXpert, AAAI 2019. arXiv:1901.07031",
+            # The loader names label columns from here, for real and synthetic data alike.
+            metadata=tfds.core.MetadataDict(label_names=list(CHEXPERT_LABELS)),
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        config = self.builder_config
+        root = find_dataset_root(dl_manager.manual_dir, config.base_resolution)
+        self._tally = Tally()
+        self._root = root
+        plans = plan_rows(
+            root,
+            uncertain_policy=config.uncertain_policy,
+            drop_no_positive=config.drop_no_positive,
+            tally=self._tally,
+        )
+        empty = [split for split, rows in plans.items() if not rows]
+        if empty:
+            raise DataNotFoundError(
+                f"no usable image for the {empty} split(s) in {root}: too few patients for an "
+                f"80/10/10 patient split, or every row was skipped ({self._tally.counts})."
+            )
+        return {split: self._generate_examples(split, rows) for split, rows in plans.items()}
+
+    def _generate_examples(self, split: str, rows: list[SourceRow]) -> Iterator:
+        config = self.builder_config
+        started = last_log = time.monotonic()
+        kept, patients = 0, set()
+        label_sums = np.zeros(len(CHEXPERT_LABELS), np.float64)
+        for done, row in enumerate(rows, start=1):
+            try:
+                image = load_pyramid(row.file, config.base_resolution, config.resolution)
+            except Exception as error:  # any decoder failure is a corrupt file, not a crash
+                self._tally.skip("corrupt_image", row.csv_path, f"{type(error).__name__}: {error}")
+                continue
+            kept += 1
+            patients.add(row.patient)
+            label_sums += row.labels
+            yield row.key, {"image": image[:, :, None], "labels": row.labels, "id": row.key}
+            now = time.monotonic()
+            if now - last_log >= _PROGRESS_SECONDS:
+                last_log = now
+                logging.info(
+                    "chexpert %s %s: %d/%d images, %.0f images/s",
+                    config.name,
+                    split,
+                    done,
+                    len(rows),
+                    done / (now - started),
+                )
+        self._tally.counts["kept"] += kept
+        self._tally.splits[split] = {
+            "images": kept,
+            "patients": len(patients),
+            "label_prevalence": dict(
+                zip(CHEXPERT_LABELS, (label_sums / max(kept, 1)).round(4).tolist(), strict=True)
+            ),
+        }
+        logging.info(
+            "chexpert %s %s: %d images from %d patients in %.0f s",
+            config.name,
+            split,
+            kept,
+            len(patients),
+            time.monotonic() - started,
+        )
+        # Written inside TFDS's temporary directory, so it appears atomically with the shards.
+        # The last split to finish writes the complete report.
+        report = self.report()
+        (epath.Path(self.data_dir) / REPORT_FILE).write_text(json.dumps(report, indent=2))
+
+    def report(self) -> dict:
+        """The preparation report (see `prepare_chexpert`) from what was seen so far."""
+        config, tally = self.builder_config, self._tally
+        return {
+            "dataset": "chexpert",
+            "config": config.name,
+            "settings": {
+                "resolution": config.resolution,
+                "uncertain_policy": config.uncertain_policy,
+                "drop_no_positive": config.drop_no_positive,
+                "base_resolution": config.base_resolution,
+                "source": os.fspath(self._root),
+            },
+            "source_fingerprint": source_fingerprint(self._root),
+            "rows_read": dict(tally.rows_read),
+            "counts": dict(tally.counts),
+            "splits": {s: tally.splits[s] for s in SPLITS if s in tally.splits},
+            "bad_rows": list(tally.bad_rows),
+            "bad_rows_omitted": tally.bad_rows_omitted,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+
+
+def prepare_chexpert(
+    manual_dir: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    *,
+    resolution: int,
+    uncertain_policy: str = "u_ones",
+    drop_no_positive: bool = True,
+    base_resolution: int = 256,
+) -> tuple[epath.Path, dict]:
+    """Builds CheXpert at one resolution (or reuses a complete build) and reports on it.
+
+    Args:
+      manual_dir: the folder holding `CheXpert-v1.0-small/` (or that folder itself).
+      data_dir: TFDS data root; the dataset lands in `data_dir/chexpert/<config>/1.0.0/`.
+      resolution, uncertain_policy, drop_no_positive, base_resolution: see `ChexpertConfig`.
+
+    Returns:
+      (dataset_dir, report). `dataset_dir` holds dataset_info.json and the shards, so
+      `tfds.builder_from_directory(dataset_dir).as_data_source()` reads it. The report
+      (JSON-able, also at `dataset_dir/prepare_report.json`) has the settings, CSV rows read,
+      `counts` of every row by outcome (kept + each skip reason = rows read), the listed bad
+      rows (at most MAX_LISTED_BAD_ROWS, then `bad_rows_omitted`), and per split the images,
+      patients and label prevalence. A build is reused when its report exists and the source
+      CSVs are unchanged (or the source is no longer there).
+
+    Raises:
+      DataNotFoundError: no CheXpert under `manual_dir`; the message says where to get it.
+      ConfigError: an impossible resolution or policy.
+    """
+    config = ChexpertConfig(
+        resolution=resolution,
+        uncertain_policy=uncertain_policy,
+        drop_no_positive=drop_no_positive,
+        base_resolution=base_resolution,
+    )
+    config = Chexpert.builder_configs.get(config.name) or config
+    builder = Chexpert(config=config, data_dir=os.fspath(data_dir))
+    dataset_dir = epath.Path(builder.data_dir)
+    report_path = dataset_dir / REPORT_FILE
+    if (dataset_dir / "dataset_info.json").exists():
+        report = json.loads(report_path.read_text()) if report_path.exists() else None
+        if report is not None and not epath.Path(manual_dir).exists():
+            logging.info("chexpert: reusing %s (source folder no longer present)", dataset_dir)
+            return dataset_dir, report
+        root = find_dataset_root(manual_dir, base_resolution)
+        if report is not None and report.get("source_fingerprint") == source_fingerprint(root):
+            logging.info("chexpert: reusing %s", dataset_dir)
+            return dataset_dir, report
+        # Only this version directory goes; TFDS cannot re-prepare over a finished one.
+        logging.warning("chexpert: %s is stale or has no report; rebuilding it", dataset_dir)
+        dataset_dir.rmtree()
+        builder = Chexpert(config=config, data_dir=os.fspath(data_dir))
+    else:
+        find_dataset_root(manual_dir, base_resolution)  # people-facing error before TFDS's
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)),
+        file_format="array_record",
+    )
+    return dataset_dir, json.loads(report_path.read_text())
+
+
+def format_report(report: dict) -> str:
+    """A short table of a preparation report: rows by outcome, split sizes."""
+    rows_read = sum(report["rows_read"].values())
+    lines = [
+        f"CheXpert {report['config']}  (source: {report['settings']['source']})",
+        f"  {'CSV rows read':28s}{rows_read:>10d}",
+    ]
+    for reason, count in report["counts"].items():
+        kind = "filtered" if reason in FILTER_REASONS else ("" if reason == "kept" else "bad")
+        lines.append(f"  {reason:28s}{count:>10d}  {kind}".rstrip())
+    lines.append(f"  {'split':16s}{'images':>10s}{'patients':>10s}")
+    for split, stats in report["splits"].items():
+        lines.append(f"  {split:16s}{stats['images']:>10d}{stats['patients']:>10d}")
+    listed = len(report["bad_rows"])
+    if listed:
+        more = report["bad_rows_omitted"]
+        lines.append(
+            f"  {listed} bad rows listed in prepare_report.json"
+            + (f" ({more} more not listed)" if more else "")
+        )
+    return "\n".join(lines)

@@ -1,0 +1,144 @@
+"""The `prepare` stage: raw folder -> prepared shards -> the benchmark subset.
+
+With `dataset.phantom.enabled` and no `manual_dir`, it first writes the built-in phantom
+(a CheXpert-layout folder of JPEGs and CSVs) into `workdir/phantom`, so the phantom goes
+through exactly the ingestion path real data does. Then the TFDS builder prepares the
+requested resolution (reused if already prepared in `data_dir`), and the subset rules
+(`num_classes`, `samples_per_class`) pick what every later stage trains and tests on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import logging
+from etils import epath
+
+from synthjax.data import chexpert, phantom_cxr
+from synthjax.data.subsets import select_subset
+from synthjax.errors import ConfigError
+from synthjax.workdir import SPLITS, Run, read_json, write_json_atomic
+
+
+def phantom_settings(run: Run) -> dict[str, Any]:
+    p = run.config.dataset.phantom
+    return {
+        "num_patients": p.num_patients,
+        "image_size": p.image_size,
+        "noise": p.noise,
+        "subtlety": p.subtlety,
+        "anatomy_variation": p.anatomy_variation,
+        "seed": run.config.seed,
+    }
+
+
+def ensure_phantom(run: Run) -> epath.Path:
+    """Writes the phantom folder once (a `COMPLETE.json` marker says it is whole)."""
+    root = run.workdir / "phantom"
+    marker = root / "COMPLETE.json"
+    settings = phantom_settings(run)
+    if marker.exists() and read_json(marker)["settings"] == settings:
+        return root
+    if root.exists():
+        root.rmtree()  # half-written, or written with other settings
+    logging.info(
+        "prepare: writing the CXR phantom (%d patients) to %s", settings["num_patients"], root
+    )
+    seed = settings.pop("seed")
+    stats = phantom_cxr.write_chexpert_phantom(root, seed=seed, **settings)
+    write_json_atomic(marker, {"settings": phantom_settings(run), "stats": stats})
+    return root
+
+
+def _shards_sha256(dataset_dir: epath.Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(dataset_dir.glob("*.array_record-*")):
+        digest.update(path.name.encode())
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def run_stage(run: Run) -> dict[str, Any]:
+    ds = run.config.dataset
+    if ds.name != "chexpert":
+        raise ConfigError("dataset.name", f"unknown dataset {ds.name!r}", "use 'chexpert'")
+    if ds.manual_dir:
+        manual_dir = epath.Path(ds.manual_dir)
+    elif ds.phantom.enabled:
+        manual_dir = ensure_phantom(run)
+    else:
+        raise ConfigError(
+            "dataset.manual_dir",
+            "no raw data folder given and the phantom is disabled",
+            "pass --config.dataset.manual_dir=/path/to/folder-holding-CheXpert-v1.0-small, "
+            "or --config.dataset.phantom.enabled=True for the built-in phantom",
+        )
+    data_dir = epath.Path(ds.data_dir) if ds.data_dir else run.workdir / "data"
+    tfds.disable_progress_bar()  # our own progress lines say the rate; tqdm bars garble logs
+    dataset_dir, report = chexpert.prepare_chexpert(
+        manual_dir,
+        data_dir,
+        resolution=ds.resolution,
+        uncertain_policy=ds.uncertain_policy,
+        drop_no_positive=ds.drop_no_positive,
+        base_resolution=ds.base_resolution,
+    )
+    print(chexpert.format_report(report), flush=True)
+    stage_dir = run.stage_dir("prepare")
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(stage_dir / "prepare_report.json", report)
+
+    sources = {s: run_source(dataset_dir, s) for s in SPLITS}
+    label_names = sources["train"].label_names or chexpert.CHEXPERT_LABELS
+    split_labels = {s: src.labels for s, src in sources.items()}
+    subset = select_subset(
+        split_labels,
+        num_classes=ds.num_classes,
+        samples_per_class=ds.samples_per_class,
+        min_class_count=ds.min_class_count,
+        seed=run.config.seed,
+    )
+    for split in SPLITS:
+        labels = split_labels[split][subset.indices[split]]
+        # AUROC needs positives and negatives of some label, or there is nothing to select
+        # the classifier on (validation) or to report (test).
+        varying = len(labels) > 0 and bool(np.any(labels.min(0) != labels.max(0)))
+        if not varying:
+            raise ConfigError(
+                "dataset.num_classes",
+                f"the {split} split has {len(labels)} images of the kept label combinations "
+                "and no label with both positive and negative images",
+                "keep more label combinations (dataset.num_classes) or use a larger dataset",
+            )
+    with (stage_dir / "subset.npz").open("wb") as f:
+        np.savez(f, combos=subset.combos, **{f"indices_{s}": subset.indices[s] for s in SPLITS})
+    per_class = subset.counts(split_labels)
+    logging.info(
+        "prepare: kept %d label combinations; images per split: %s",
+        len(subset.combos),
+        {s: len(i) for s, i in subset.indices.items()},
+    )
+    digest = hashlib.sha256(_shards_sha256(dataset_dir).encode())
+    for split in SPLITS:
+        digest.update(subset.indices[split].tobytes())
+    return {
+        "step": 0,
+        "state_sha256": digest.hexdigest(),
+        "dataset_dir": str(dataset_dir),
+        "label_names": list(label_names),
+        "num_combinations": len(subset.combos),
+        "images": {s: len(subset.indices[s]) for s in SPLITS},
+        "images_per_combination": per_class,
+        "prepared_images": {s: len(src) for s, src in sources.items()},
+    }
+
+
+def run_source(dataset_dir: epath.Path, split: str):
+    from synthjax.data.loader import load_source
+
+    return load_source(dataset_dir, split)

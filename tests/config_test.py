@@ -1,0 +1,73 @@
+"""Configs load, and impossible values are refused before any compute, naming the field."""
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+from synthjax.errors import ConfigError
+from synthjax.experiment import STAGE_ORDER, validate_config
+
+CONFIGS = ["default", "quickstart", "cxr_256"]
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("arg", [None, "smoke"])
+def test_configs_load_and_validate(name, arg):
+    config = importlib.import_module(f"configs.{name}").get_config(arg)
+    assert tuple(config.stages) == STAGE_ORDER
+    validate_config(config, num_devices=4)
+
+
+def test_unknown_variant_is_refused():
+    with pytest.raises(ValueError, match="unknown config variant"):
+        importlib.import_module("configs.quickstart").get_config("tiny")
+
+
+def _smoke():
+    return importlib.import_module("configs.quickstart").get_config("smoke")
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("gan.batch_size", 18, "divisible by the 4 devices"),
+        ("classifier.batch_size", 6, "divisible by the 4 devices"),
+        ("dataset.resolution", 48, "power of two"),
+        ("dataset.resolution", 128, "above base_resolution"),
+        ("stages", ("prepare", "gan", "bogus"), "unknown stage"),
+        ("stages", ("gan", "prepare"), "out of order"),
+        ("gan.arch", "stylegan9", "not available"),
+        ("dataset.uncertain_policy", "u_maybe", "not a policy"),
+        ("mesh.data", 3, "does not divide"),
+        ("conv_lowering", "winograd", "unknown"),
+    ],
+)
+def test_impossible_values_are_refused(field, value, match):
+    config = _smoke()
+    section, _, name = field.rpartition(".")
+    (config[section] if section else config)[name] = value
+    with pytest.raises(ConfigError, match=match) as err:
+        validate_config(config, num_devices=4)
+    assert field in str(err.value) and "Fix:" in str(err.value)
+
+
+def test_cli_refuses_before_compute(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "synthjax.main",
+            "--config=configs/quickstart.py:smoke",
+            f"--workdir={tmp_path / 'w'}",
+            "--config.gan.batch_size=18",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "gan.batch_size" in proc.stderr and "Fix:" in proc.stderr
+    assert not (tmp_path / "w" / "prepare").exists()
