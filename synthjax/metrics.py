@@ -256,7 +256,9 @@ class MetricsWriter:
             if len(kept) < len(records):
                 logging.info(
                     "%s: dropping %d lines after resume step %d",
-                    self.path, len(records) - len(kept), resume_step,
+                    self.path,
+                    len(records) - len(kept),
+                    resume_step,
                 )
             records = kept
         _atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in records))

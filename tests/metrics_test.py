@@ -136,7 +136,11 @@ def test_resume_drops_lines_after_the_checkpoint(tmp_path):
     with MetricsWriter(tmp_path, "gan", resume_step=4) as writer:
         writer.write(5, {"loss": 50.0})
     assert [(r["step"], r["loss"]) for r in read_metrics(tmp_path)] == [
-        (1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (5, 50.0),
+        (1, 1.0),
+        (2, 2.0),
+        (3, 3.0),
+        (4, 4.0),
+        (5, 50.0),
     ]
     assert not list(tmp_path.glob("*.tmp"))
 

@@ -43,9 +43,7 @@ class FakeClock:
 
 def _progress(total=5000, **kwargs):
     clock, lines = FakeClock(), []
-    progress = Progress(
-        "gan", total, items_per_step=64, log_fn=lines.append, clock=clock, **kwargs
-    )
+    progress = Progress("gan", total, items_per_step=64, log_fn=lines.append, clock=clock, **kwargs)
     return progress, clock, lines
 
 

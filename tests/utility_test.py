@@ -115,9 +115,7 @@ def test_paired_gap_of_identical_scores_is_exactly_zero():
 def test_paired_gap_detects_a_worse_classifier():
     labels, strong = _multilabel(1000, 3, signal=1.5, seed=1)
     weak = 0.5 * labels + np.random.default_rng(2).normal(size=labels.shape)
-    gap = utility.bootstrap_auroc_gap(
-        labels, strong, weak, num_resamples=200, return_samples=True
-    )
+    gap = utility.bootstrap_auroc_gap(labels, strong, weak, num_resamples=200, return_samples=True)
     assert gap["mean_gap"] == pytest.approx(gap["mean_a"] - gap["mean_b"])
     low, high = gap["mean_gap_ci"]
     assert 0.0 < low <= gap["mean_gap"] <= high

@@ -296,9 +296,7 @@ def bootstrap_auroc_gap(
     _check_bootstrap_args(num_resamples, confidence)
     point_a = per_label_auroc(labels, scores_a)
     point_b = per_label_auroc(labels, scores_b)
-    samples_a, samples_b = _bootstrap_per_label(
-        labels, [scores_a, scores_b], num_resamples, seed
-    )
+    samples_a, samples_b = _bootstrap_per_label(labels, [scores_a, scores_b], num_resamples, seed)
     # Definedness depends only on the labels, so a and b skip the same labels per resample.
     samples_gap = samples_a - samples_b
     samples_mean_gap = _row_nanmean(samples_a) - _row_nanmean(samples_b)
@@ -312,9 +310,7 @@ def bootstrap_auroc_gap(
         "per_label_a": [_json_float(v) for v in point_a],
         "per_label_b": [_json_float(v) for v in point_b],
         "per_label_gap": [_json_float(v) for v in point_a - point_b],
-        "per_label_gap_ci": [
-            _interval(samples_gap[:, k], confidence) for k in range(point_a.size)
-        ],
+        "per_label_gap_ci": [_interval(samples_gap[:, k], confidence) for k in range(point_a.size)],
         "per_label_resamples_defined": np.sum(~np.isnan(samples_gap), axis=0).tolist(),
         "mean_a": _json_float(mean_a),
         "mean_b": _json_float(mean_b),

@@ -1,0 +1,226 @@
+"""The pipeline: validate the config, then run its stages in order, each idempotent.
+
+prepare -> classifier_real -> gan -> synthesize -> classifier_synthetic -> evaluate ->
+report. A stage whose `summary.json` exists is skipped; one that stopped halfway resumes
+from its last checkpoint. So the same command, rerun after a preemption, a crash or
+Ctrl-C, continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import ml_collections
+from absl import logging
+from etils import epath
+
+from synthjax import parallel
+from synthjax.errors import ConfigError
+from synthjax.workdir import Run, read_json, write_json_atomic
+
+STAGE_ORDER = (
+    "prepare",
+    "classifier_real",
+    "gan",
+    "synthesize",
+    "classifier_synthetic",
+    "evaluate",
+    "report",
+)
+GAN_ARCHS = ("cpd",)
+CLASSIFIER_ARCHS = ("densenet121", "densenet_narrow")
+CONV_LOWERINGS = ("auto", "native", "im2col")
+
+
+def _stage_fns() -> dict[str, Callable[[Run], dict[str, Any]]]:
+    # Imported here so `validate_config` runs before any model code is loaded.
+    from synthjax import report, synthesize
+    from synthjax.data import prepare
+    from synthjax.eval import evaluate
+    from synthjax.train import classifier, gan
+
+    return {
+        "prepare": prepare.run_stage,
+        "classifier_real": lambda run: classifier.run_stage(run, "real"),
+        "gan": gan.run_stage,
+        "synthesize": synthesize.run_stage,
+        "classifier_synthetic": lambda run: classifier.run_stage(run, "synthetic"),
+        "evaluate": evaluate.run_stage,
+        "report": report.run_stage,
+    }
+
+
+def _require(ok: bool, field: str, problem: str, fix: str) -> None:
+    if not ok:
+        raise ConfigError(field, problem, fix)
+
+
+def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
+    """Refuses impossible settings before any compute, naming the field and the fix."""
+    stages = tuple(config.stages)
+    unknown = [s for s in stages if s not in STAGE_ORDER]
+    _require(
+        not unknown, "stages", f"unknown stage(s) {unknown}", f"choose from {list(STAGE_ORDER)}"
+    )
+    order = [STAGE_ORDER.index(s) for s in stages]
+    _require(
+        order == sorted(order) and len(set(order)) == len(order),
+        "stages",
+        f"{list(stages)} is out of order or repeats a stage",
+        f"list them in pipeline order: {list(STAGE_ORDER)}",
+    )
+    ds = config.dataset
+    for field, value in (
+        ("dataset.resolution", ds.resolution),
+        ("dataset.base_resolution", ds.base_resolution),
+    ):
+        _require(
+            isinstance(value, int) and 4 <= value <= 1024 and value & (value - 1) == 0,
+            field,
+            f"{value} is not a power of two between 4 and 1024",
+            "use 32, 64, 128, 256, 512 or 1024",
+        )
+    _require(
+        ds.resolution <= ds.base_resolution,
+        "dataset.resolution",
+        f"{ds.resolution} is above base_resolution {ds.base_resolution}",
+        f"set dataset.base_resolution >= {ds.resolution}",
+    )
+    _require(
+        ds.uncertain_policy in ("u_ones", "u_zeros"),
+        "dataset.uncertain_policy",
+        f"{ds.uncertain_policy!r} is not a policy",
+        "use 'u_ones' (the study) or 'u_zeros'",
+    )
+    for field in ("num_classes", "samples_per_class", "min_class_count"):
+        _require(ds[field] >= 0, f"dataset.{field}", f"{ds[field]} is negative", "use 0 or more")
+    _require(
+        config.gan.arch in GAN_ARCHS,
+        "gan.arch",
+        f"{config.gan.arch!r} is not available",
+        f"use one of {list(GAN_ARCHS)}",
+    )
+    _require(
+        config.classifier.arch in CLASSIFIER_ARCHS,
+        "classifier.arch",
+        f"{config.classifier.arch!r} is unknown",
+        f"use one of {list(CLASSIFIER_ARCHS)}",
+    )
+    _require(
+        config.conv_lowering in CONV_LOWERINGS,
+        "conv_lowering",
+        f"{config.conv_lowering!r} is unknown",
+        f"use one of {list(CONV_LOWERINGS)}",
+    )
+    data = config.mesh.data if config.mesh.data != -1 else num_devices
+    _require(
+        data > 0 and num_devices % data == 0,
+        "mesh.data",
+        f"{config.mesh.data} does not divide the {num_devices} devices",
+        f"use -1 (all) or a divisor of {num_devices}",
+    )
+    for field in (
+        "gan.batch_size",
+        "classifier.batch_size",
+        "classifier.eval_batch_size",
+        "synthesize.batch_size",
+    ):
+        section, name = field.split(".")
+        value = config[section][name]
+        _require(
+            value > 0 and value % data == 0,
+            field,
+            f"global batch {value} is not divisible by the {data} devices on the data axis",
+            f"use a multiple of {data}",
+        )
+    group = min(config.gan.mbstd_group_size, config.gan.batch_size // data)
+    _require(
+        group > 0 and (config.gan.batch_size // data) % group == 0,
+        "gan.mbstd_group_size",
+        f"group {config.gan.mbstd_group_size} does not divide the per-device batch "
+        f"{config.gan.batch_size // data}",
+        "use a per-device GAN batch that is a multiple of the group size",
+    )
+    for field in ("gan.train_steps", "classifier.train_steps"):
+        section, name = field.split(".")
+        _require(config[section][name] > 0, field, "must be positive", "use a step count > 0")
+
+
+def _config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += _config_changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changes.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return changes
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict[str, Any]]:
+    """Runs (or resumes) every stage in `config.stages`; returns their summaries."""
+    validate_config(config, jax.device_count())
+    mesh = parallel.make_mesh(config.mesh.data)
+    run_ = Run(config=config, workdir=epath.Path(workdir), mesh=mesh)
+    run_.workdir.mkdir(parents=True, exist_ok=True)
+    if config.compilation_cache:
+        cache = (
+            run_.workdir / "compilation_cache"
+            if config.compilation_cache == "workdir"
+            else epath.Path(config.compilation_cache)
+        )
+        jax.config.update("jax_compilation_cache_dir", str(cache))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    resolved = json.loads(config.to_json_best_effort())
+    config_path = run_.workdir / "config.json"
+    if config_path.exists():
+        changes = _config_changes(read_json(config_path), resolved)
+        if changes:
+            logging.warning(
+                "config differs from the one this workdir was started with; finished stages "
+                "keep their results, later ones use the new values:\n  %s",
+                "\n  ".join(changes),
+            )
+    if run_.is_host0:
+        write_json_atomic(config_path, resolved)
+
+    stage_fns = _stage_fns()
+    summaries = {}
+    for stage in config.stages:
+        if run_.finished(stage):
+            logging.info("%s: finished earlier, skipped", stage)
+            summaries[stage] = run_.summary(stage)
+            continue
+        summaries[stage] = _run_stage(run_, stage, stage_fns[stage])
+    return summaries
+
+
+def _run_stage(run_: Run, stage: str, fn: Callable[[Run], dict[str, Any]]) -> dict[str, Any]:
+    stage_dir = run_.stage_dir(stage)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    elapsed_path = stage_dir / "elapsed.json"
+    earlier = read_json(elapsed_path)["wall_s"] if elapsed_path.exists() else 0.0
+    logging.info("%s: %s", stage, "resuming" if earlier else "starting")
+    print(f"== {stage}", flush=True)
+    start = time.perf_counter()
+    try:
+        result = fn(run_)
+    finally:
+        # Time spent in runs that were stopped counts too (SIGKILL loses only its own).
+        if run_.is_host0:
+            write_json_atomic(elapsed_path, {"wall_s": earlier + time.perf_counter() - start})
+    summary = {
+        "stage": stage,
+        "step": result.pop("step", 0),
+        "wall_s": round(earlier + time.perf_counter() - start, 3),
+        "state_sha256": result.pop("state_sha256", None),
+        **result,
+    }
+    if run_.is_host0:
+        write_json_atomic(run_.summary_path(stage), summary)
+    print(f"== {stage}: done in {summary['wall_s']:.1f} s", flush=True)
+    return summary

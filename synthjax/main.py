@@ -1,0 +1,61 @@
+r"""Entry point: parse flags, start JAX (multi-host when asked), run the pipeline.
+
+  python -m synthjax.main --config=configs/quickstart.py --workdir=runs/quickstart
+  python -m synthjax.main --config=configs/quickstart.py:smoke --workdir=/tmp/smoke \
+      --config.gan.train_steps=100
+"""
+
+import logging as std_logging
+import sys
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from synthjax import experiment
+from synthjax.errors import Preempted, SynthjaxError
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    "config", None, "Config file (configs/<name>.py[:variant]).", lock_config=True
+)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+# Libraries whose INFO lines (one per checkpoint file, per dataset open) would drown the
+# progress lines; their warnings and errors still show.
+QUIET_LIBRARIES = ("/orbax/", "/tensorflow_datasets/", "/jax/_src/xla_bridge", "/grain/")
+
+
+class _QuietLibraries(std_logging.Filter):
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return record.levelno >= std_logging.WARNING or not any(
+            p in record.pathname for p in QUIET_LIBRARIES
+        )
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.get_absl_handler().addFilter(_QuietLibraries())
+    logging.info(
+        "JAX process %d/%d, %d local / %d global devices (%s)",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+        jax.default_backend(),
+    )
+    try:
+        experiment.run(FLAGS.config, FLAGS.workdir)
+    except Preempted as e:
+        print(f"\n{e}", file=sys.stderr, flush=True)
+        sys.exit(0)
+    except SynthjaxError as e:
+        print(f"\nerror: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    app.run(main)

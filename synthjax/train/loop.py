@@ -1,0 +1,172 @@
+"""The training loop both trainers share: init or restore, compile, loop, periodic work,
+final save.
+
+A trainer supplies a jitted pure step `(state, batch) -> (state, metrics)`, a function
+that creates the state already sharded, a grain dataset, and hooks (sample grids,
+validation). The loop owns what every stage must get right: resuming the state *and* the
+data iterator from the last checkpoint, logging metrics one step late (the device never
+waits for the host), progress with rate and ETA, and turning SIGTERM/Ctrl-C into a saved
+checkpoint and a `Preempted` exit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grain
+import jax
+from absl import logging
+from etils import epath
+from jax.sharding import Mesh
+
+from synthjax import parallel
+from synthjax.checkpoint import Checkpointer, StopRequest, abstract_like
+from synthjax.data import pipeline
+from synthjax.errors import Preempted
+from synthjax.metrics import MetricsWriter
+from synthjax.progress import Progress, itstime
+
+State = Any
+Metrics = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Hook:
+    """Periodic work: `fn(state, step) -> (state, metrics)` every `every` steps (and last)."""
+
+    name: str
+    every: int
+    fn: Callable[[State, int], tuple[State, Metrics]]
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopSettings:
+    name: str
+    stage_dir: epath.Path
+    total_steps: int
+    global_batch: int
+    checkpoint_every: int
+    log_every: int
+
+
+@dataclasses.dataclass
+class LoopResult:
+    state: State
+    step: int
+    stopped_early: bool
+    start_step: int
+    throughput: dict[str, float]
+
+
+def train_loop(
+    settings: LoopSettings,
+    *,
+    mesh: Mesh,
+    create_state: Callable[[], State],
+    step_fn: Callable[[State, dict[str, jax.Array]], tuple[State, Metrics]],
+    dataset: grain.MapDataset,
+    hooks: Sequence[Hook] = (),
+    finished: Callable[[State], bool] | None = None,
+    state_step: Callable[[State], int] = lambda s: int(jax.device_get(s.step)),
+) -> LoopResult:
+    """Runs (or resumes) a stage's training to `total_steps` or until `finished(state)`."""
+    # --- init or restore ----------------------------------------------------------------
+    data_iter = pipeline.train_iterator(dataset)
+    ckpt = Checkpointer(settings.stage_dir / "checkpoints")
+    abstract = jax.eval_shape(create_state)
+    abstract = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=parallel.replicated(mesh)),
+        abstract,
+    )
+    if ckpt.latest_step() is not None:
+        state = ckpt.restore(abstract_like(abstract), data_iter)
+        logging.info("%s: resumed from step %d", settings.name, ckpt.latest_step())
+    else:
+        state = create_state()
+    start_step = state_step(state)
+    is_host0 = jax.process_index() == 0
+    writer = MetricsWriter(
+        settings.stage_dir, settings.name, enabled=is_host0, resume_step=start_step
+    )
+    progress = Progress(
+        settings.name,
+        settings.total_steps,
+        start_step=start_step,
+        items_per_step=settings.global_batch,
+    )
+
+    # --- loop ---------------------------------------------------------------------------
+    pending: tuple[int, Metrics] | None = None  # logged one step late
+    step = last_saved = start_step
+    stopped_early = finished is not None and finished(state)
+
+    def flush(pending):
+        if pending is not None:
+            s, m = pending
+            writer.write(s, {k: float(v) for k, v in jax.device_get(m).items()})
+
+    try:
+        with StopRequest() as stop:
+            while step < settings.total_steps and not stopped_early:
+                batch = parallel.to_global(next(data_iter), mesh)
+                state, metrics = step_fn(state, batch)
+                step += 1
+                flush(pending)
+                pending = (
+                    (step, metrics)
+                    if itstime(step, settings.log_every, total=settings.total_steps)
+                    else None
+                )
+                progress.update(step)
+                hooks_ran = False
+                for hook in hooks:
+                    if itstime(step, hook.every, total=settings.total_steps):
+                        flush(pending)
+                        pending = None
+                        state, hook_metrics = hook.fn(state, step)
+                        hooks_ran = True
+                        if hook_metrics:
+                            writer.write(step, hook_metrics)
+                # Only hooks change what `finished` looks at; asking after every step would
+                # make the host wait for the device.
+                if hooks_ran and finished is not None and finished(state):
+                    stopped_early = True
+                if (
+                    itstime(step, settings.checkpoint_every)
+                    or stop.requested
+                    or stopped_early
+                    or step == settings.total_steps
+                ):
+                    flush(pending)
+                    pending = None
+                    ckpt.save(step, state, data_iter)
+                    last_saved = step
+                if stop.requested:
+                    raise Preempted(
+                        f"{settings.name}: stopped by signal {stop.signal} at step {step}; "
+                        "checkpoint saved. Rerun the same command to continue."
+                    )
+        # --- final save -----------------------------------------------------------------
+        flush(pending)
+        if last_saved != step:
+            ckpt.save(step, state, data_iter)
+    finally:
+        # Also on errors: pending async saves finish (or fail) before the process moves on.
+        ckpt.close()
+        writer.close()
+    return LoopResult(state, step, stopped_early, start_step, progress.summary())
+
+
+def restore_final_state(stage_dir: epath.Path, abstract_state: State) -> State:
+    """The final state a finished training stage saved (for later stages)."""
+    with Checkpointer(stage_dir / "checkpoints") as ckpt:
+        return ckpt.restore(abstract_state)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t

@@ -1,0 +1,177 @@
+"""End to end: the `quickstart.py:smoke` pipeline, and resuming after SIGKILL / SIGTERM.
+
+These run the real command line in subprocesses, as a user would. A shared compilation
+cache keeps the restarts from recompiling what the reference run already compiled.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synthjax.data.loader import load_source
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = "configs/quickstart.py:smoke"
+
+
+def _command(workdir, cache, *overrides):
+    return [
+        sys.executable,
+        "-m",
+        "synthjax.main",
+        f"--config={CONFIG}",
+        f"--workdir={workdir}",
+        f"--config.compilation_cache={cache}",
+        *overrides,
+    ]
+
+
+def _env():
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)  # the job as a user runs it: one CPU device
+    return env
+
+
+def _run(workdir, cache, *overrides, timeout=900):
+    proc = subprocess.run(
+        _command(workdir, cache, *overrides),
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
+def _summary(workdir, stage):
+    return json.loads((Path(workdir) / stage / "summary.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("compilation_cache")
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, cache_dir):
+    workdir = tmp_path_factory.mktemp("smoke")
+    proc = _run(workdir, cache_dir)
+    return workdir, proc
+
+
+def test_smoke_pipeline_writes_every_contract_file(smoke_run):
+    workdir, proc = smoke_run
+    stages = [
+        "prepare",
+        "classifier_real",
+        "gan",
+        "synthesize",
+        "classifier_synthetic",
+        "evaluate",
+        "report",
+    ]
+    for stage in stages:
+        summary = _summary(workdir, stage)
+        assert summary["stage"] == stage
+        assert {"step", "wall_s", "state_sha256"} <= set(summary)
+    assert json.loads((workdir / "config.json").read_text())["gan"]["arch"] == "cpd"
+    for stage in ("classifier_real", "gan", "classifier_synthetic"):
+        lines = (workdir / stage / "metrics.jsonl").read_text().splitlines()
+        first = json.loads(lines[0])
+        assert first["stage"] == stage and first["step"] >= 1
+        assert list((workdir / stage / "tensorboard").glob("events.out.tfevents.*"))
+    assert sorted(p.name for p in (workdir / "gan" / "samples").glob("step_*.png"))
+
+    report = json.loads((workdir / "report.json").read_text())
+    for key in ("trtr_auroc_mean", "tstr_auroc_mean", "auroc_gap"):
+        assert isinstance(report[key], float)
+    assert report["per_label"] and (workdir / "report.md").exists()
+    assert (workdir / "report_auroc.png").exists()
+    assert "TSTR" in proc.stdout
+
+
+def test_synthetic_dataset_loads_like_real_and_leaks_no_ids(smoke_run):
+    workdir, _ = smoke_run
+    prepared = _summary(workdir, "prepare")
+    card = json.loads((workdir / "synthetic" / "DATASET_CARD.json").read_text())
+    for split, n in prepared["images"].items():
+        source = load_source(workdir / "synthetic", split)
+        real = load_source(prepared["dataset_dir"], split)
+        assert len(source) == n == card["counts"][split]
+        assert source.image_shape == real.image_shape
+        record = source[0]
+        assert record["image"].dtype == np.uint8 and record["id"].startswith("synthetic-")
+        # The same label distribution, image for image.
+        subset = np.load(workdir / "prepare" / "subset.npz")[f"indices_{split}"]
+        np.testing.assert_array_equal(source.labels, real.labels[subset])
+    real_ids = {load_source(prepared["dataset_dir"], "train")[i]["id"] for i in range(20)}
+    exported = b"".join(p.read_bytes() for p in (workdir / "synthetic").iterdir() if p.is_file())
+    assert not any(i.encode() in exported for i in real_ids)
+    assert b"patient" not in exported
+
+
+def _latest_checkpoint(stage_dir):
+    steps = [int(p.name) for p in (stage_dir / "checkpoints").glob("*") if p.name.isdigit()]
+    return max(steps, default=0)
+
+
+def _start_and_stop(workdir, cache, stage, min_step, sig):
+    """Starts the job, waits for a finished checkpoint >= min_step of `stage`, signals it."""
+    proc = subprocess.Popen(
+        _command(workdir, cache),
+        cwd=REPO,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 600
+    while _latest_checkpoint(workdir / stage) < min_step:
+        assert proc.poll() is None, proc.communicate()[1][-5000:]
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=300)
+    return proc.returncode, out, err
+
+
+def test_killed_and_preempted_runs_resume_to_the_same_fingerprints(smoke_run, cache_dir, tmp_path):
+    reference, _ = smoke_run
+    workdir = tmp_path / "resumed"
+    workdir.mkdir()
+    # The prepared data is shared: this run starts at the first training stage.
+    shutil.copytree(reference / "prepare", workdir / "prepare")
+
+    # SIGKILL in the middle of the classifier: no chance to save, resume from the last one.
+    code, _, _ = _start_and_stop(workdir, cache_dir, "classifier_real", 10, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    assert not (workdir / "classifier_real" / "summary.json").exists()
+
+    # SIGTERM in the middle of the GAN (a preemptible VM going away): save, say so, exit 0.
+    code, _, err = _start_and_stop(workdir, cache_dir, "gan", 10, signal.SIGTERM)
+    assert code == 0, err[-3000:]
+    assert "Rerun the same command" in err
+    assert (
+        _summary(workdir, "classifier_real")["state_sha256"]
+        == _summary(reference, "classifier_real")["state_sha256"]
+    )
+
+    _run(workdir, cache_dir, "--config.stages=('prepare','classifier_real','gan')")
+    assert _summary(workdir, "gan")["state_sha256"] == _summary(reference, "gan")["state_sha256"]
+    # Metrics of the resumed run have each step once.
+    steps = [
+        json.loads(line)["step"]
+        for line in (workdir / "gan" / "metrics.jsonl").read_text().splitlines()
+        if "loss_d" in line
+    ]
+    assert steps == sorted(set(steps))
