@@ -1,0 +1,243 @@
+"""The study's cpD-GAN: conditional pixel-norm generator and label-projection discriminator.
+
+Data flow: `train/gan.py` trains `Generator` and `Discriminator` (WGAN-GP) directly at the
+final resolution; `synthesize.py` runs the EMA generator on the real splits' label vectors to
+write the synthetic dataset.
+
+Generator ("skip", StyleGAN2-like without mapping network or modulation): the input is
+concat(pixel_norm(z), y); a dense layer makes a 4x4 map; each resolution 8..R upsamples and
+applies two 3x3 convs. After every layer: bias, leaky ReLU 0.2, then a conditional pixel norm
+whose per-sample gain and shift are dense functions of concat(z, y). A 1x1 toRGB at every
+resolution is added into an RGB image that is upsampled between resolutions. Output is
+linear (data are in [-1, 1]).
+
+Discriminator ("resnet"): 1x1 fromRGB, then per resolution R..8 a residual block of two 3x3
+convs with a 2x box downsample, then minibatch stddev, a 3x3 conv and two dense layers at
+4x4; the last dense layer gives one score per label and the output is their sum weighted by
+the multi-hot label vector (projection-style conditioning).
+
+Channels follow ProGAN/StyleGAN: nf(stage) = clip(fmap_base / 2**stage, 1, fmap_max) with
+stage 1 at 4x4 and stage s at 2**(s+1). All weights use equalized learning rate. As in the
+study's code, the convs that resample (generator upsampling convs, discriminator downsampling
+convs and residual shortcuts) use gain sqrt(2); every other layer uses gain 1.
+"""
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from synthjax.models.layers import (
+    EqualizedConv2D,
+    EqualizedDense,
+    minibatch_stddev,
+    pixel_norm,
+    upsample_2x,
+)
+
+Array = jax.Array
+Dtype = Any
+PyTree = Any
+
+RESAMPLING_GAIN = math.sqrt(2.0)
+
+
+def feature_maps(stage: int, fmap_base: int, fmap_max: int, fmap_min: int = 1) -> int:
+    """Channel count at a stage (stage 1 = 4x4, stage s = 2**(s+1) pixels on a side)."""
+    return int(np.clip(int(fmap_base / 2.0**stage), fmap_min, fmap_max))
+
+
+def _resolution_log2(resolution: int) -> int:
+    log2 = round(math.log2(resolution))
+    if resolution < 4 or 2**log2 != resolution:
+        raise ValueError(f"resolution must be a power of two >= 4, got {resolution}")
+    return log2
+
+
+def _leaky_relu(x: Array) -> Array:
+    return nn.leaky_relu(x, negative_slope=0.2)
+
+
+class ConditionalPixelNorm(nn.Module):
+    """x * rsqrt(mean(x**2, channels) + 1e-8) * gamma + beta, gamma/beta per sample.
+
+    gamma and beta are equalized dense layers of the conditioning vector concat(z, y). Their
+    weights start at zero and their biases at 1 and 0, so the layer starts as a plain pixel
+    norm and learns how much the latent and the labels rescale each channel.
+    """
+
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, cond: Array) -> Array:
+        """x: float[B, H, W, C], cond: float[B, D] -> dtype[B, H, W, C]."""
+        c = x.shape[-1]
+        gamma = EqualizedDense(c, bias_init=1.0, init_scale=0.0, dtype=self.dtype, name="gamma")
+        beta = EqualizedDense(c, bias_init=0.0, init_scale=0.0, dtype=self.dtype, name="beta")
+        scale = gamma(cond)[:, None, None, :]
+        shift = beta(cond)[:, None, None, :]
+        return pixel_norm(x.astype(self.dtype)) * scale + shift
+
+
+class Generator(nn.Module):
+    """Conditional skip generator: (z, labels) -> images float32[B, R, R, channels]."""
+
+    resolution: int
+    num_labels: int
+    channels: int = 1
+    latent_dim: int = 512
+    fmap_base: int = 16384
+    fmap_max: int = 512
+    conv_lowering: str = "native"
+    dtype: Dtype = jnp.float32
+
+    def nf(self, stage: int) -> int:
+        return feature_maps(stage, self.fmap_base, self.fmap_max)
+
+    @nn.compact
+    def __call__(self, z: Array, labels: Array) -> Array:
+        """z: float32[B, latent_dim], labels: float32[B, num_labels] -> float32[B, R, R, C]."""
+        res_log2 = _resolution_log2(self.resolution)
+        if z.shape[-1] != self.latent_dim or labels.shape[-1] != self.num_labels:
+            raise ValueError(
+                f"expected z [B, {self.latent_dim}] and labels [B, {self.num_labels}], "
+                f"got {z.shape} and {labels.shape}"
+            )
+        z = z.astype(jnp.float32)
+        labels = labels.astype(jnp.float32)
+        cond = jnp.concatenate([z, labels], axis=-1)
+
+        def conv(features: int, kernel_size: int, name: str, **kw: Any) -> EqualizedConv2D:
+            return EqualizedConv2D(
+                features, kernel_size, lowering=self.conv_lowering, dtype=self.dtype,
+                name=name, **kw,
+            )
+
+        def activate(x: Array, name: str) -> Array:
+            return ConditionalPixelNorm(dtype=self.dtype, name=name)(_leaky_relu(x), cond)
+
+        # Only z is normalised so the labels keep their 0/1 scale at any latent size; the
+        # study's code normalised concat(z, y), which is nearly the same at latent 512.
+        x = jnp.concatenate([pixel_norm(z), labels], axis=-1)
+        x = EqualizedDense(self.nf(1) * 16, dtype=self.dtype, name="4x4_dense")(x)
+        x = activate(x.reshape(-1, 4, 4, self.nf(1)), "4x4_dense_norm")
+        x = activate(conv(self.nf(1), 3, "4x4_conv")(x), "4x4_conv_norm")
+        rgb = conv(self.channels, 1, "4x4_to_rgb")(x)
+
+        for log2 in range(3, res_log2 + 1):
+            r = f"{2**log2}x{2**log2}"
+            nf = self.nf(log2 - 1)
+            x = conv(nf, 3, f"{r}_conv0_up", resample="up", gain=RESAMPLING_GAIN)(x)
+            x = activate(x, f"{r}_conv0_norm")
+            x = activate(conv(nf, 3, f"{r}_conv1")(x), f"{r}_conv1_norm")
+            rgb = upsample_2x(rgb) + conv(self.channels, 1, f"{r}_to_rgb")(x)
+        return rgb.astype(jnp.float32)
+
+
+class Discriminator(nn.Module):
+    """Conditional resnet discriminator: (images, labels) -> scores float32[B]."""
+
+    resolution: int
+    num_labels: int
+    channels: int = 1
+    fmap_base: int = 16384
+    fmap_max: int = 512
+    mbstd_group_size: int = 4
+    conv_lowering: str = "native"
+    dtype: Dtype = jnp.float32
+
+    def nf(self, stage: int) -> int:
+        return feature_maps(stage, self.fmap_base, self.fmap_max)
+
+    @nn.compact
+    def __call__(self, images: Array, labels: Array) -> Array:
+        """images: float32[B, R, R, C], labels: float32[B, K] -> float32[B].
+
+        With num_labels = 0 the output is a single unconditional score per image.
+        """
+        res_log2 = _resolution_log2(self.resolution)
+        expected = (self.resolution, self.resolution, self.channels)
+        if tuple(images.shape[1:]) != expected or labels.shape[-1] != self.num_labels:
+            raise ValueError(
+                f"expected images [B, {', '.join(map(str, expected))}] and labels "
+                f"[B, {self.num_labels}], got {images.shape} and {labels.shape}"
+            )
+
+        def conv(features: int, kernel_size: int, name: str, **kw: Any) -> EqualizedConv2D:
+            return EqualizedConv2D(
+                features, kernel_size, lowering=self.conv_lowering, dtype=self.dtype,
+                name=name, **kw,
+            )
+
+        r = f"{self.resolution}x{self.resolution}"
+        x = _leaky_relu(conv(self.nf(res_log2 - 1), 1, f"{r}_from_rgb")(images))
+        for log2 in range(res_log2, 2, -1):
+            r = f"{2**log2}x{2**log2}"
+            shortcut = conv(
+                self.nf(log2 - 2), 1, f"{r}_skip", use_bias=False, resample="down",
+                gain=RESAMPLING_GAIN,
+            )(x)
+            x = _leaky_relu(conv(self.nf(log2 - 1), 3, f"{r}_conv0")(x))
+            x = _leaky_relu(
+                conv(self.nf(log2 - 2), 3, f"{r}_conv1_down", resample="down",
+                     gain=RESAMPLING_GAIN)(x)
+            )
+            # Keeps the residual sum at unit variance, as in StyleGAN2's resnet D.
+            x = (x + shortcut) * (1.0 / math.sqrt(2.0))
+
+        if self.mbstd_group_size > 1:
+            x = minibatch_stddev(x, self.mbstd_group_size, num_features=1)
+        x = _leaky_relu(conv(self.nf(1), 3, "4x4_conv")(x))
+        x = _leaky_relu(EqualizedDense(self.nf(0), dtype=self.dtype, name="4x4_dense")(x))
+        scores = EqualizedDense(max(self.num_labels, 1), dtype=self.dtype, name="label_scores")(x)
+        scores = scores.astype(jnp.float32)
+        if self.num_labels == 0:
+            return scores[:, 0]
+        # The study's conditioning: one score per label, weighted by the multi-hot label vector.
+        return jnp.sum(scores * labels.astype(jnp.float32), axis=1)
+
+
+def count_params(params: PyTree) -> int:
+    """Number of scalars in a pytree of arrays or `jax.ShapeDtypeStruct`s."""
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(params))
+
+
+def param_counts(
+    resolution: int,
+    num_labels: int = 14,
+    channels: int = 1,
+    latent_dim: int = 512,
+    fmap_base: int = 16384,
+    fmap_max: int = 512,
+) -> tuple[int, int]:
+    """(generator, discriminator) parameter counts, from shapes only (`jax.eval_shape`)."""
+    sizes = dict(resolution=resolution, num_labels=num_labels, channels=channels,
+                 fmap_base=fmap_base, fmap_max=fmap_max)
+    g = Generator(latent_dim=latent_dim, **sizes)
+    d = Discriminator(**sizes)
+    key = jax.random.key(0)
+    z = jax.ShapeDtypeStruct((4, latent_dim), jnp.float32)
+    y = jax.ShapeDtypeStruct((4, num_labels), jnp.float32)
+    images = jax.ShapeDtypeStruct((4, resolution, resolution, channels), jnp.float32)
+    g_params = jax.eval_shape(g.init, key, z, y)
+    d_params = jax.eval_shape(d.init, key, images, y)
+    return count_params(g_params), count_params(d_params)
+
+
+def print_param_counts(
+    resolutions: tuple[int, ...] = (32, 64, 128, 256), **settings: Any
+) -> dict[int, tuple[int, int]]:
+    """Prints and returns {resolution: (G params, D params)}; defaults are the study's sizes
+    (fmap_base 16384, fmap_max 512, latent 512, 14 labels, 1 channel)."""
+    counts = {r: param_counts(r, **settings) for r in resolutions}
+    print(f"{'resolution':>10} {'G params':>14} {'D params':>14}")
+    for r, (g, d) in counts.items():
+        print(f"{r:>10} {g:>14,} {d:>14,}")
+    return counts
+
+
+if __name__ == "__main__":
+    print_param_counts()
