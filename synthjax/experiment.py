@@ -9,6 +9,7 @@ Ctrl-C, continues where it stopped.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -165,6 +166,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict[str, 
     """Runs (or resumes) every stage in `config.stages`; returns their summaries."""
     validate_config(config, jax.device_count())
     mesh = parallel.make_mesh(config.mesh.data)
+    if "://" not in workdir:
+        workdir = os.path.abspath(workdir)  # orbax needs absolute paths
     run_ = Run(config=config, workdir=epath.Path(workdir), mesh=mesh)
     run_.workdir.mkdir(parents=True, exist_ok=True)
     if config.compilation_cache:

@@ -6,6 +6,7 @@ r"""Entry point: parse flags, start JAX (multi-host when asked), run the pipelin
 """
 
 import logging as std_logging
+import os
 import sys
 
 import jax
@@ -57,5 +58,24 @@ def main(argv):
         sys.exit(2)
 
 
+def _configs_importable(argv: list[str]) -> None:
+    """Lets config files `from configs import default` wherever the job is started from.
+
+    Config files are loaded by path, not as modules of a package; when the named file sits
+    in a `configs/` package, its parent folder goes on the import path.
+    """
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            value = arg.split("=", 1)[1]
+        elif arg == "--config" and i + 1 < len(argv):
+            value = argv[i + 1]
+        else:
+            continue
+        folder = os.path.dirname(os.path.abspath(value.split(":", 1)[0]))
+        if os.path.exists(os.path.join(folder, "__init__.py")):
+            sys.path.insert(0, os.path.dirname(folder))
+
+
 if __name__ == "__main__":
+    _configs_importable(sys.argv)
     app.run(main)

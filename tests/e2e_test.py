@@ -65,9 +65,14 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory, cache_dir):
-    workdir = tmp_path_factory.mktemp("smoke")
-    proc = _run(workdir, cache_dir)
-    return workdir, proc
+    # Started elsewhere, with a relative workdir and config path, as users do.
+    cwd = tmp_path_factory.mktemp("elsewhere")
+    command = _command("smoke", cache_dir)
+    command[3] = f"--config={REPO / CONFIG}"
+    proc = subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return cwd / "smoke", proc
 
 
 def test_smoke_pipeline_writes_every_contract_file(smoke_run):
