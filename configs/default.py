@@ -12,21 +12,13 @@ two CPU cores.
 
 import ml_collections
 
-STAGES = (
-    "prepare",
-    "classifier_real",
-    "gan",
-    "synthesize",
-    "classifier_synthetic",
-    "evaluate",
-    "report",
-)
+from synthjax.experiment import STAGE_ORDER
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.stages = STAGES
+    c.stages = STAGE_ORDER
 
     # --- data: raw folder -> TFDS shards (one per resolution) -> grain pipeline ---------------
     c.dataset = ml_collections.ConfigDict()

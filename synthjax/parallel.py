@@ -8,7 +8,7 @@ it (`P('data')`), parameters and optimizer states are replicated (`P()`). On sev
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -73,6 +73,15 @@ def to_global(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Arra
     return {
         k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()
     }
+
+
+def replicated_abstract(init_fn: Callable[[], Any], mesh: Mesh) -> Any:
+    """ShapeDtypeStructs of `init_fn()`'s output, replicated on `mesh` (for restoring)."""
+    sharding = replicated(mesh)
+    return jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
+        jax.eval_shape(init_fn),
+    )
 
 
 def to_host(tree: Any) -> Any:

@@ -116,6 +116,10 @@ def run_stage(run: Run) -> dict[str, Any]:
             description=description,
         )
     config_json = json.loads(cfg.to_json_best_effort())
+    # Folder names on the hospital's machines stay there.
+    for field in ("manual_dir", "data_dir"):
+        if config_json["dataset"].get(field):
+            config_json["dataset"][field] = "<withheld>"
     card = {
         "name": DATASET_NAME,
         "description": description,

@@ -69,8 +69,7 @@ def smoke_run(tmp_path_factory, cache_dir):
     cwd = tmp_path_factory.mktemp("elsewhere")
     command = _command("smoke", cache_dir)
     command[3] = f"--config={REPO / CONFIG}"
-    proc = subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True,
-                          timeout=900)
+    proc = subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return cwd / "smoke", proc
 

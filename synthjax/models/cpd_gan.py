@@ -112,8 +112,12 @@ class Generator(nn.Module):
 
         def conv(features: int, kernel_size: int, name: str, **kw: Any) -> EqualizedConv2D:
             return EqualizedConv2D(
-                features, kernel_size, lowering=self.conv_lowering, dtype=self.dtype,
-                name=name, **kw,
+                features,
+                kernel_size,
+                lowering=self.conv_lowering,
+                dtype=self.dtype,
+                name=name,
+                **kw,
             )
 
         def activate(x: Array, name: str) -> Array:
@@ -168,8 +172,12 @@ class Discriminator(nn.Module):
 
         def conv(features: int, kernel_size: int, name: str, **kw: Any) -> EqualizedConv2D:
             return EqualizedConv2D(
-                features, kernel_size, lowering=self.conv_lowering, dtype=self.dtype,
-                name=name, **kw,
+                features,
+                kernel_size,
+                lowering=self.conv_lowering,
+                dtype=self.dtype,
+                name=name,
+                **kw,
             )
 
         r = f"{self.resolution}x{self.resolution}"
@@ -177,13 +185,18 @@ class Discriminator(nn.Module):
         for log2 in range(res_log2, 2, -1):
             r = f"{2**log2}x{2**log2}"
             shortcut = conv(
-                self.nf(log2 - 2), 1, f"{r}_skip", use_bias=False, resample="down",
+                self.nf(log2 - 2),
+                1,
+                f"{r}_skip",
+                use_bias=False,
+                resample="down",
                 gain=RESAMPLING_GAIN,
             )(x)
             x = _leaky_relu(conv(self.nf(log2 - 1), 3, f"{r}_conv0")(x))
             x = _leaky_relu(
-                conv(self.nf(log2 - 2), 3, f"{r}_conv1_down", resample="down",
-                     gain=RESAMPLING_GAIN)(x)
+                conv(
+                    self.nf(log2 - 2), 3, f"{r}_conv1_down", resample="down", gain=RESAMPLING_GAIN
+                )(x)
             )
             # Keeps the residual sum at unit variance, as in StyleGAN2's resnet D.
             x = (x + shortcut) * (1.0 / math.sqrt(2.0))
@@ -214,8 +227,13 @@ def param_counts(
     fmap_max: int = 512,
 ) -> tuple[int, int]:
     """(generator, discriminator) parameter counts, from shapes only (`jax.eval_shape`)."""
-    sizes = dict(resolution=resolution, num_labels=num_labels, channels=channels,
-                 fmap_base=fmap_base, fmap_max=fmap_max)
+    sizes = dict(
+        resolution=resolution,
+        num_labels=num_labels,
+        channels=channels,
+        fmap_base=fmap_base,
+        fmap_max=fmap_max,
+    )
     g = Generator(latent_dim=latent_dim, **sizes)
     d = Discriminator(**sizes)
     key = jax.random.key(0)

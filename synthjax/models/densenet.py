@@ -99,8 +99,6 @@ def densenet121(num_classes: int, **kwargs: Any) -> DenseNet:
 def densenet_narrow(num_classes: int, **kwargs: Any) -> DenseNet:
     """A small DenseNet (growth 12, blocks 3/6/6, 24 initial features, 32x32 stem) for
     CPU quickstarts and tests; same structure as DenseNet-121, about 0.14M parameters."""
-    settings = dict(
-        block_sizes=(3, 6, 6), growth_rate=12, num_init_features=24, small_input=True
-    )
+    settings = dict(block_sizes=(3, 6, 6), growth_rate=12, num_init_features=24, small_input=True)
     settings.update(kwargs)
     return DenseNet(num_classes=num_classes, **settings)

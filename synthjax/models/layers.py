@@ -38,18 +38,14 @@ def resolve_conv_lowering(name: str) -> str:
         return "im2col" if jax.default_backend() == "cpu" else "native"
     if name in CONV_LOWERINGS:
         return name
-    raise ValueError(
-        f"unknown convolution lowering {name!r}; allowed: 'auto', 'native', 'im2col'"
-    )
+    raise ValueError(f"unknown convolution lowering {name!r}; allowed: 'auto', 'native', 'im2col'")
 
 
 def _explicit_padding(
     padding: Padding, spatial: tuple[int, int], window: tuple[int, int], stride: int
 ) -> list[tuple[int, int]]:
     if isinstance(padding, str):
-        return list(
-            jax.lax.padtype_to_pads(spatial, window, (stride, stride), padding.upper())
-        )
+        return list(jax.lax.padtype_to_pads(spatial, window, (stride, stride), padding.upper()))
     if isinstance(padding, int):
         return [(padding, padding), (padding, padding)]
     pads = [tuple(int(p) for p in pair) for pair in padding]
@@ -212,9 +208,7 @@ def _nearest_upsampling_phases(kernel: Array) -> list[tuple[int, Array, list[tup
     return phases
 
 
-def resampled_conv2d(
-    x: Array, kernel: Array, *, resample: str, lowering: str
-) -> Array:
+def resampled_conv2d(x: Array, kernel: Array, *, resample: str, lowering: str) -> Array:
     """A SAME conv with optional 2x resampling, computed at the cheaper resolution.
 
     'up' equals `conv2d(upsample_2x(x), kernel)` and 'down' equals

@@ -31,7 +31,7 @@ from synthjax.eval import utility
 from synthjax.models import densenet
 from synthjax.models.layers import resolve_conv_lowering
 from synthjax.train.gan import images_to_float
-from synthjax.train.loop import Hook, LoopSettings, restore_final_state, train_loop
+from synthjax.train.loop import Hook, LoopSettings, train_loop
 from synthjax.workdir import Run
 
 PyTree = Any
@@ -318,22 +318,3 @@ def run_stage(run: Run, kind: str) -> dict[str, Any]:
         "test_images": len(test_idx),
         "throughput": result.throughput,
     }
-
-
-def restore_classifier(run: Run, kind: str = "real") -> tuple[nn.Module, PyTree, PyTree]:
-    """The selected (best-validation) classifier: (model, params, batch_stats)."""
-    data = run.prepared
-    model = build_model(run.config, len(data.label_names))
-    init = functools.partial(
-        init_state,
-        run.config.seed,
-        model,
-        make_optimizer(run.config.classifier.learning_rate),
-        data.source("train").image_shape,
-    )
-    replicated = parallel.replicated(run.mesh)
-    abstract = jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), jax.eval_shape(init)
-    )
-    state = restore_final_state(run.stage_dir(f"classifier_{kind}"), abstract)
-    return model, state.best_params, state.best_batch_stats

@@ -9,6 +9,7 @@ the empirical training label set").
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -266,15 +267,45 @@ def sample_grid_inputs(
     return z, labels
 
 
-def run_stage(run: Run) -> dict[str, Any]:
-    """Trains the GAN on the prepared real training subset; returns the stage summary."""
-    cfg, mesh = run.config, run.mesh
-    data = run.prepared
-    train_source = data.source("train")
-    train_indices = data.subset.indices["train"]
-    parallel.check_batch_size("gan.batch_size", cfg.gan.batch_size, mesh)
-    image_shape = train_source.image_shape
-    num_labels = len(data.label_names)
+def save_real_grid(
+    path,
+    source,
+    indices: np.ndarray,
+    combos: np.ndarray,
+    *,
+    cols: int,
+    row_titles: list[str],
+    seed: int,
+) -> None:
+    """Real training images laid out like the sample grids (row r = combination r), so
+    generated rows can be compared with what they should look like."""
+    labels = (source.labels[indices] > 0.5).astype(np.uint8)
+    rng = np.random.default_rng([seed, 11])
+    blank = np.zeros(source.image_shape, np.uint8)
+    rows = []
+    for combo in combos:
+        members = indices[np.all(labels == combo, axis=1)]
+        chosen = rng.permutation(members)[:cols]
+        images = [source[int(i)]["image"] for i in chosen]
+        rows.append(images + [blank] * (cols - len(images)))
+    grids.save_image_grid(
+        path, np.asarray(rows), row_titles=row_titles, title="Real training images (reference)"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class GanSetup:
+    """What a run's config decides about the GAN: modules, optimizer, state initialiser."""
+
+    generator: nn.Module
+    discriminator: nn.Module
+    optimizer: optax.GradientTransformation
+    init: Callable[[], GanState]  # builds a fresh state (wrap in jit with out_shardings)
+
+
+def gan_setup(run: Run, image_shape: tuple[int, int, int]) -> GanSetup:
+    cfg = run.config
+    num_labels = len(run.prepared.label_names)
     generator, discriminator = build_models(
         cfg.gan,
         resolution=cfg.dataset.resolution,
@@ -283,20 +314,30 @@ def run_stage(run: Run) -> dict[str, Any]:
         conv_lowering=cfg.conv_lowering,
     )
     optimizer = make_optimizer(cfg.gan)
-    replicated = parallel.replicated(mesh)
-    create_state = jax.jit(
-        functools.partial(
-            init_state,
-            cfg.seed,
-            generator,
-            discriminator,
-            optimizer,
-            latent_dim=cfg.gan.latent_dim,
-            num_labels=num_labels,
-            image_shape=image_shape,
-        ),
-        out_shardings=replicated,
+    init = functools.partial(
+        init_state,
+        cfg.seed,
+        generator,
+        discriminator,
+        optimizer,
+        latent_dim=cfg.gan.latent_dim,
+        num_labels=num_labels,
+        image_shape=image_shape,
     )
+    return GanSetup(generator, discriminator, optimizer, init)
+
+
+def run_stage(run: Run) -> dict[str, Any]:
+    """Trains the GAN on the prepared real training subset; returns the stage summary."""
+    cfg, mesh = run.config, run.mesh
+    data = run.prepared
+    train_source = data.source("train")
+    train_indices = data.subset.indices["train"]
+    parallel.check_batch_size("gan.batch_size", cfg.gan.batch_size, mesh)
+    setup = gan_setup(run, train_source.image_shape)
+    generator, discriminator, optimizer = setup.generator, setup.discriminator, setup.optimizer
+    replicated = parallel.replicated(mesh)
+    create_state = jax.jit(setup.init, out_shardings=replicated)
     label_table = jax.device_put(train_source.labels[train_indices], replicated)
     jit_step = jax.jit(
         make_train_step(cfg.gan, generator, discriminator, optimizer), donate_argnums=0
@@ -338,6 +379,17 @@ def run_stage(run: Run) -> dict[str, Any]:
             )
         return state, {}
 
+    if run.is_host0 and not (samples_dir / "real.png").exists():
+        save_real_grid(
+            samples_dir / "real.png",
+            train_source,
+            train_indices,
+            data.subset.combos[:rows],
+            cols=cfg.gan.sample_cols,
+            row_titles=row_titles,
+            seed=cfg.seed,
+        )
+
     result = train_loop(
         LoopSettings(
             name="gan",
@@ -364,32 +416,7 @@ def run_stage(run: Run) -> dict[str, Any]:
 
 def restore_generator(run: Run) -> tuple[nn.Module, PyTree]:
     """The trained generator module and its EMA parameters (for `synthesize`)."""
-    cfg = run.config
-    data = run.prepared
-    image_shape = data.source("train").image_shape
-    num_labels = len(data.label_names)
-    generator, discriminator = build_models(
-        cfg.gan,
-        resolution=cfg.dataset.resolution,
-        num_labels=num_labels,
-        channels=image_shape[-1],
-        conv_lowering=cfg.conv_lowering,
-    )
-    abstract = jax.eval_shape(
-        functools.partial(
-            init_state,
-            cfg.seed,
-            generator,
-            discriminator,
-            make_optimizer(cfg.gan),
-            latent_dim=cfg.gan.latent_dim,
-            num_labels=num_labels,
-            image_shape=image_shape,
-        )
-    )
-    replicated = parallel.replicated(run.mesh)
-    abstract = jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), abstract
-    )
+    setup = gan_setup(run, run.prepared.source("train").image_shape)
+    abstract = parallel.replicated_abstract(setup.init, run.mesh)
     state = restore_final_state(run.stage_dir("gan"), abstract)
-    return generator, state.g_ema
+    return setup.generator, state.g_ema

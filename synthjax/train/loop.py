@@ -12,7 +12,6 @@ checkpoint and a `Preempted` exit.
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,7 +22,7 @@ from etils import epath
 from jax.sharding import Mesh
 
 from synthjax import parallel
-from synthjax.checkpoint import Checkpointer, StopRequest, abstract_like
+from synthjax.checkpoint import Checkpointer, StopRequest
 from synthjax.data import pipeline
 from synthjax.errors import Preempted
 from synthjax.metrics import MetricsWriter
@@ -76,13 +75,9 @@ def train_loop(
     # --- init or restore ----------------------------------------------------------------
     data_iter = pipeline.train_iterator(dataset)
     ckpt = Checkpointer(settings.stage_dir / "checkpoints")
-    abstract = jax.eval_shape(create_state)
-    abstract = jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=parallel.replicated(mesh)),
-        abstract,
-    )
+    abstract = parallel.replicated_abstract(create_state, mesh)
     if ckpt.latest_step() is not None:
-        state = ckpt.restore(abstract_like(abstract), data_iter)
+        state = ckpt.restore(abstract, data_iter)
         logging.info("%s: resumed from step %d", settings.name, ckpt.latest_step())
     else:
         state = create_state()
@@ -164,9 +159,3 @@ def restore_final_state(stage_dir: epath.Path, abstract_state: State) -> State:
     """The final state a finished training stage saved (for later stages)."""
     with Checkpointer(stage_dir / "checkpoints") as ckpt:
         return ckpt.restore(abstract_state)
-
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
