@@ -38,7 +38,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.dataset.phantom.num_patients = 2000
     c.dataset.phantom.image_size = 256
     c.dataset.phantom.noise = 1.0
-    c.dataset.phantom.subtlety = 1.0
+    # Calibrated so the quickstart's real-data classifier lands in the study's real-data
+    # AUROC range (~0.78-0.93): at 2.0 TRTR reached 0.87 (top-10 combinations, 32x32).
+    c.dataset.phantom.subtlety = 2.0
     c.dataset.phantom.anatomy_variation = 1.0
 
     # --- classifier (TRTR on real, TSTR on synthetic) -----------------------------------------

@@ -124,7 +124,7 @@ def plot_auroc(report: dict[str, Any], path) -> None:
         f"TRTR {_fmt(report['trtr_auroc_mean'])} vs TSTR "
         f"{_fmt(report['tstr_auroc_mean'])} (mean); real test split"
     )
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
