@@ -112,7 +112,7 @@ class Progress:
             self._measure_start = self._last_print = (step, now)
             self._log(
                 f"{self.name}  step {step} took {self._first_step_seconds:.1f}s "
-                "(first step after start: includes compilation, not counted in rates)"
+                "(the first step includes start-up and any compilation; not counted in rates)"
             )
             if step >= self.total_steps:
                 self._log(self._line(step, now, None, scalars))

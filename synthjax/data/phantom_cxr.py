@@ -42,6 +42,7 @@ from synthjax.data.phantom_findings import (
 )
 from synthjax.data.phantom_render import render_frontal, render_lateral
 from synthjax.errors import ConfigError
+from synthjax.progress import Progress
 
 __all__ = [
     "CSV_COLUMNS",
@@ -234,11 +235,13 @@ def write_chexpert_phantom(
         ("valid", num_patients + 1, valid_patients),
     ):
         rows = []
-        for number in range(first, first + count):
+        progress = Progress(f"phantom[{split}]", count, items_per_step=1, item_name="patient")
+        for i, number in enumerate(range(first, first + count), start=1):
             patient_rows = _write_patient(
                 dataset_dir, split, number, seed, table, detector, settings, counts, frontal_labels
             )
             rows.extend(patient_rows)
+            progress.update(i, images=counts["images"])
         (dataset_dir / split).mkdir(parents=True, exist_ok=True)
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
