@@ -22,6 +22,8 @@ from absl import logging
 from synthjax import parallel
 from synthjax.checkpoint import state_sha256
 from synthjax.data import shards
+from synthjax.data.subsets import label_combinations
+from synthjax.eval.grids import label_combination_name
 from synthjax.progress import Progress
 from synthjax.train import gan
 from synthjax.workdir import SPLITS, Run, write_json_atomic
@@ -169,9 +171,6 @@ def run_stage(run: Run) -> dict[str, Any]:
 
 
 def _combination_counts(labels: np.ndarray, names) -> dict[str, int]:
-    from synthjax.data.subsets import label_combinations
-    from synthjax.eval.grids import label_combination_name
-
     combos = label_combinations(labels) if len(labels) else None
     if combos is None:
         return {}

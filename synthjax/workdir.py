@@ -62,8 +62,15 @@ class PreparedData:
     subset: Subset
     label_names: tuple[str, ...]
 
+    _sources: dict[str, ImageSource] = dataclasses.field(
+        default_factory=dict, compare=False, repr=False
+    )
+
     def source(self, split: str) -> ImageSource:
-        return load_source(self.dataset_dir, split)
+        """The split's source, opened once (its label cache is then shared)."""
+        if split not in self._sources:
+            self._sources[split] = load_source(self.dataset_dir, split)
+        return self._sources[split]
 
 
 @dataclasses.dataclass

@@ -18,6 +18,7 @@ from absl import logging
 from etils import epath
 
 from synthjax.data import chexpert, phantom_cxr
+from synthjax.data.loader import load_source
 from synthjax.data.subsets import select_subset
 from synthjax.errors import ConfigError
 from synthjax.workdir import SPLITS, Run, read_json, write_json_atomic
@@ -93,7 +94,7 @@ def run_stage(run: Run) -> dict[str, Any]:
     stage_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(stage_dir / "prepare_report.json", report)
 
-    sources = {s: run_source(dataset_dir, s) for s in SPLITS}
+    sources = {s: load_source(dataset_dir, s) for s in SPLITS}
     label_names = sources["train"].label_names or chexpert.CHEXPERT_LABELS
     split_labels = {s: src.labels for s, src in sources.items()}
     subset = select_subset(
@@ -136,9 +137,3 @@ def run_stage(run: Run) -> dict[str, Any]:
         "images_per_combination": per_class,
         "prepared_images": {s: len(src) for s, src in sources.items()},
     }
-
-
-def run_source(dataset_dir: epath.Path, split: str):
-    from synthjax.data.loader import load_source
-
-    return load_source(dataset_dir, split)

@@ -26,7 +26,7 @@ from absl import logging
 from synthjax import parallel
 from synthjax.checkpoint import state_sha256
 from synthjax.data import pipeline
-from synthjax.data.loader import ImageSource
+from synthjax.data.loader import ImageSource, load_source
 from synthjax.eval import utility
 from synthjax.models import densenet
 from synthjax.models.layers import resolve_conv_lowering
@@ -187,8 +187,6 @@ def run_stage(run: Run, kind: str) -> dict[str, Any]:
         train_idx = data.subset.indices["train"]
         val_idx = data.subset.indices["validation"]
     else:
-        from synthjax.data.loader import load_source
-
         train_source = load_source(run.synthetic_dir, "train")
         val_source = load_source(run.synthetic_dir, "validation")
         train_idx, val_idx = np.arange(len(train_source)), np.arange(len(val_source))
