@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from synthjax.data.loader import load_source
+from synthjax.experiment import STAGE_ORDER
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = "configs/quickstart.py:smoke"
@@ -76,16 +77,7 @@ def smoke_run(tmp_path_factory, cache_dir):
 
 def test_smoke_pipeline_writes_every_contract_file(smoke_run):
     workdir, proc = smoke_run
-    stages = [
-        "prepare",
-        "classifier_real",
-        "gan",
-        "synthesize",
-        "classifier_synthetic",
-        "evaluate",
-        "report",
-    ]
-    for stage in stages:
+    for stage in STAGE_ORDER:
         summary = _summary(workdir, stage)
         assert summary["stage"] == stage
         assert {"step", "wall_s", "state_sha256"} <= set(summary)
