@@ -32,6 +32,7 @@ STAGE_ORDER = (
     "evaluate",
     "report",
 )
+DATASETS = ("chexpert", "nih_cxr14")
 GAN_ARCHS = ("cpd",)
 CLASSIFIER_ARCHS = ("densenet121", "densenet_narrow")
 CONV_LOWERINGS = ("auto", "native", "im2col")
@@ -75,6 +76,12 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
         f"list them in pipeline order: {list(STAGE_ORDER)}",
     )
     ds = config.dataset
+    _require(
+        ds.name in DATASETS,
+        "dataset.name",
+        f"{ds.name!r} is not a dataset here",
+        f"use one of {list(DATASETS)}",
+    )
     for field, value in (
         ("dataset.resolution", ds.resolution),
         ("dataset.base_resolution", ds.base_resolution),

@@ -35,7 +35,8 @@ def build_report(run: Run) -> dict[str, Any]:
     return {
         "report_version": REPORT_VERSION,
         "dataset": cfg.dataset.name,
-        "phantom": bool(cfg.dataset.phantom.enabled),
+        "phantom": bool(stages.get("prepare", {}).get("phantom", False)),
+        "attribution": stages.get("prepare", {}).get("attribution"),
         "resolution": cfg.dataset.resolution,
         "num_classes": len(run.prepared.subset.combos),
         "gan_arch": cfg.gan.arch,
@@ -91,6 +92,8 @@ def report_markdown(report: dict[str, Any]) -> str:
     lines += ["", "| stage | wall time (s) | state_sha256 |", "|---|---|---|"]
     for stage, wall in report["wall_s"].items():
         lines.append(f"| {stage} | {_fmt(wall, 1)} | `{report['state_sha256'][stage][:16]}` |")
+    if report.get("attribution"):
+        lines += ["", report["attribution"]]
     return "\n".join(lines) + "\n"
 
 

@@ -127,7 +127,8 @@ def run_stage(run: Run) -> dict[str, Any]:
         "description": description,
         "source_dataset": {
             "name": cfg.dataset.name,
-            "phantom": bool(cfg.dataset.phantom.enabled),
+            "phantom": bool(prepare_summary.get("phantom", False)),
+            "attribution": prepare_summary.get("attribution"),
             "prepared_sha256": prepare_summary.get("state_sha256"),
         },
         "resolution": cfg.dataset.resolution,

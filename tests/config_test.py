@@ -9,7 +9,7 @@ import pytest
 from synthjax.errors import ConfigError
 from synthjax.experiment import STAGE_ORDER, validate_config
 
-CONFIGS = ["default", "quickstart", "cxr_256"]
+CONFIGS = ["default", "quickstart", "cxr_256", "nih_sample"]
 
 
 @pytest.mark.parametrize("name", CONFIGS)

@@ -173,3 +173,25 @@ def test_killed_and_preempted_runs_resume_to_the_same_fingerprints(smoke_run, ca
         if "loss_d" in line
     ]
     assert steps == sorted(set(steps))
+
+
+NIH_SAMPLE = REPO.parent / "shared" / "data" / "nih_cxr14_sample"
+
+
+@pytest.mark.skipif(not NIH_SAMPLE.exists(), reason=f"real NIH sample not found at {NIH_SAMPLE}")
+def test_nih_sample_smoke_on_real_radiographs(tmp_path, cache_dir):
+    command = _command(tmp_path / "nih", cache_dir, f"--config.dataset.manual_dir={NIH_SAMPLE}")
+    command[3] = "--config=configs/nih_sample.py:smoke"
+    proc = subprocess.run(
+        command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    workdir = tmp_path / "nih"
+    prepared = _summary(workdir, "prepare")
+    assert prepared["phantom"] is False and "NIH Clinical Center" in prepared["attribution"]
+    report = json.loads((workdir / "report.json").read_text())
+    assert report["dataset"] == "nih_cxr14" and isinstance(report["tstr_auroc_mean"], float)
+    assert "NIH Clinical Center" in (workdir / "report.md").read_text()
+    card = json.loads((workdir / "synthetic" / "DATASET_CARD.json").read_text())
+    assert card["source_dataset"]["attribution"] == prepared["attribution"]
+    assert (workdir / "gan" / "samples" / "real.png").exists()

@@ -23,7 +23,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import ClassVar
 
 import numpy as np
@@ -166,14 +166,19 @@ def find_dataset_root(manual_dir: str | os.PathLike, base_resolution: int = 256)
     return found[0]
 
 
-def patient_split(patient_id: str) -> str:
-    """'train' / 'validation' / 'test' with probabilities 0.8 / 0.1 / 0.1, stable forever.
+def patient_uniform(patient_id: str) -> float:
+    """A number in [0, 1) fixed by the id alone: the first 8 bytes of its sha256.
 
-    sha256 of the id -> a uniform number in [0, 1): no seed, no dependence on which other
-    patients exist, so a patient never changes split when data is added or removed.
+    No seed, no dependence on which other patients exist, so a patient never changes split
+    when data is added or removed.
     """
     digest = hashlib.sha256(patient_id.encode("utf-8")).digest()
-    u = int.from_bytes(digest[:8], "big") / 2.0**64
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def patient_split(patient_id: str) -> str:
+    """'train' / 'validation' / 'test' with probabilities 0.8 / 0.1 / 0.1, stable forever."""
+    u = patient_uniform(patient_id)
     return "train" if u < 0.8 else ("validation" if u < 0.9 else "test")
 
 
@@ -191,9 +196,9 @@ class SourceRow:
 class Tally:
     """Counts of every row by what happened to it, and the list of bad rows."""
 
-    def __init__(self):
+    def __init__(self, reasons: Iterable[str] = SKIP_REASONS):
         self.rows_read: dict[str, int] = {}
-        self.counts = {"kept": 0, **{reason: 0 for reason in SKIP_REASONS}}
+        self.counts = {"kept": 0, **{reason: 0 for reason in reasons}}
         self.bad_rows: list[dict[str, str]] = []
         self.bad_rows_omitted = 0
         self.splits: dict[str, dict] = {}
@@ -292,10 +297,12 @@ def load_pyramid(file: epath.Path, base_resolution: int, resolution: int) -> np.
     return box_pyramid(base, resolution)
 
 
-def source_fingerprint(root: epath.Path) -> dict[str, dict]:
-    """Content hash and modification time of the CSVs, to notice a changed source."""
+def source_fingerprint(
+    root: epath.Path, names: Iterable[str] = ("train.csv", "valid.csv")
+) -> dict[str, dict]:
+    """Content hash and modification time of the index files `names`, to notice a change."""
     out = {}
-    for csv_name in ("train.csv", "valid.csv"):
+    for csv_name in names:
         path = root / csv_name
         if path.exists():
             out[csv_name] = {
@@ -316,6 +323,8 @@ class Chexpert(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     directly or use `prepare_chexpert`.
     """
 
+    TITLE = "CheXpert"
+    LABELS: ClassVar[tuple[str, ...]] = CHEXPERT_LABELS
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {
         "1.0.0": "Frontal views, patient-level hash split, box pyramid.",
@@ -378,7 +387,7 @@ class Chexpert(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         config = self.builder_config
         started = last_log = time.monotonic()
         kept, patients = 0, set()
-        label_sums = np.zeros(len(CHEXPERT_LABELS), np.float64)
+        label_sums = np.zeros(len(self.LABELS), np.float64)
         for done, row in enumerate(rows, start=1):
             try:
                 image = load_pyramid(row.file, config.base_resolution, config.resolution)
@@ -393,7 +402,8 @@ class Chexpert(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             if now - last_log >= _PROGRESS_SECONDS:
                 last_log = now
                 logging.info(
-                    "chexpert %s %s: %d/%d images, %.0f images/s",
+                    "%s %s %s: %d/%d images, %.0f images/s",
+                    self.name,
                     config.name,
                     split,
                     done,
@@ -405,11 +415,12 @@ class Chexpert(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             "images": kept,
             "patients": len(patients),
             "label_prevalence": dict(
-                zip(CHEXPERT_LABELS, (label_sums / max(kept, 1)).round(4).tolist(), strict=True)
+                zip(self.LABELS, (label_sums / max(kept, 1)).round(4).tolist(), strict=True)
             ),
         }
         logging.info(
-            "chexpert %s %s: %d images from %d patients in %.0f s",
+            "%s %s %s: %d images from %d patients in %.0f s",
+            self.name,
             config.name,
             split,
             kept,
@@ -421,20 +432,30 @@ class Chexpert(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         report = self.report()
         (epath.Path(self.data_dir) / REPORT_FILE).write_text(json.dumps(report, indent=2))
 
+    def settings(self) -> dict:
+        """The config fields recorded in the report, plus the source folder."""
+        config = self.builder_config
+        return {
+            "resolution": config.resolution,
+            "uncertain_policy": config.uncertain_policy,
+            "drop_no_positive": config.drop_no_positive,
+            "base_resolution": config.base_resolution,
+            "source": os.fspath(self._root),
+        }
+
+    def fingerprint(self) -> dict[str, dict]:
+        """`source_fingerprint` of this dataset's index files."""
+        return source_fingerprint(self._root)
+
     def report(self) -> dict:
         """The preparation report (see `prepare_chexpert`) from what was seen so far."""
         config, tally = self.builder_config, self._tally
         return {
-            "dataset": "chexpert",
+            "dataset": self.name,
+            "title": self.TITLE,
             "config": config.name,
-            "settings": {
-                "resolution": config.resolution,
-                "uncertain_policy": config.uncertain_policy,
-                "drop_no_positive": config.drop_no_positive,
-                "base_resolution": config.base_resolution,
-                "source": os.fspath(self._root),
-            },
-            "source_fingerprint": source_fingerprint(self._root),
+            "settings": self.settings(),
+            "source_fingerprint": self.fingerprint(),
             "rows_read": dict(tally.rows_read),
             "counts": dict(tally.counts),
             "splits": {s: tally.splits[s] for s in SPLITS if s in tally.splits},
@@ -482,25 +503,51 @@ def prepare_chexpert(
         drop_no_positive=drop_no_positive,
         base_resolution=base_resolution,
     )
-    config = Chexpert.builder_configs.get(config.name) or config
-    builder = Chexpert(config=config, data_dir=os.fspath(data_dir))
+    return prepare_with_reuse(
+        Chexpert,
+        config,
+        manual_dir,
+        data_dir,
+        find_root=lambda folder: find_dataset_root(folder, base_resolution),
+        fingerprint=source_fingerprint,
+    )
+
+
+def prepare_with_reuse(
+    builder_class: type[Chexpert],
+    config: tfds.core.BuilderConfig,
+    manual_dir: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    *,
+    find_root: Callable[[str | os.PathLike], epath.Path],
+    fingerprint: Callable[[epath.Path], dict],
+) -> tuple[epath.Path, dict]:
+    """Builds `builder_class` with `config`, or reuses a complete, up-to-date build.
+
+    `find_root(manual_dir)` locates the source (raising a people-facing DataNotFoundError
+    before TFDS's own); `fingerprint(root)` must equal the report's `source_fingerprint` for a
+    build to be reused. A build whose source folder is gone is reused as it is.
+    """
+    name = builder_class.name
+    config = builder_class.builder_configs.get(config.name) or config
+    builder = builder_class(config=config, data_dir=os.fspath(data_dir))
     dataset_dir = epath.Path(builder.data_dir)
     report_path = dataset_dir / REPORT_FILE
     if (dataset_dir / "dataset_info.json").exists():
         report = json.loads(report_path.read_text()) if report_path.exists() else None
         if report is not None and not epath.Path(manual_dir).exists():
-            logging.info("chexpert: reusing %s (source folder no longer present)", dataset_dir)
+            logging.info("%s: reusing %s (source folder no longer present)", name, dataset_dir)
             return dataset_dir, report
-        root = find_dataset_root(manual_dir, base_resolution)
-        if report is not None and report.get("source_fingerprint") == source_fingerprint(root):
-            logging.info("chexpert: reusing %s", dataset_dir)
+        root = find_root(manual_dir)
+        if report is not None and report.get("source_fingerprint") == fingerprint(root):
+            logging.info("%s: reusing %s", name, dataset_dir)
             return dataset_dir, report
         # Only this version directory goes; TFDS cannot re-prepare over a finished one.
-        logging.warning("chexpert: %s is stale or has no report; rebuilding it", dataset_dir)
+        logging.warning("%s: %s is stale or has no report; rebuilding it", name, dataset_dir)
         dataset_dir.rmtree()
-        builder = Chexpert(config=config, data_dir=os.fspath(data_dir))
+        builder = builder_class(config=config, data_dir=os.fspath(data_dir))
     else:
-        find_dataset_root(manual_dir, base_resolution)  # people-facing error before TFDS's
+        find_root(manual_dir)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)),
         file_format="array_record",
@@ -512,7 +559,8 @@ def format_report(report: dict) -> str:
     """A short table of a preparation report: rows by outcome, split sizes."""
     rows_read = sum(report["rows_read"].values())
     lines = [
-        f"CheXpert {report['config']}  (source: {report['settings']['source']})",
+        f"{report.get('title', 'CheXpert')} {report['config']}  "
+        f"(source: {report['settings']['source']})",
         f"  {'CSV rows read':28s}{rows_read:>10d}",
     ]
     for reason, count in report["counts"].items():

@@ -17,10 +17,11 @@ import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
-from synthjax.data import chexpert, phantom_cxr
+from synthjax.data import chexpert, nih_cxr14, phantom_cxr
 from synthjax.data.loader import load_source
 from synthjax.data.subsets import select_subset
 from synthjax.errors import ConfigError
+from synthjax.experiment import DATASETS
 from synthjax.workdir import SPLITS, Run, read_json, write_json_atomic
 
 
@@ -64,38 +65,61 @@ def _shards_sha256(dataset_dir: epath.Path) -> str:
     return digest.hexdigest()
 
 
+MANUAL_DIR_HINT = {
+    "chexpert": "the folder holding CheXpert-v1.0-small/",
+    "nih_cxr14": "the folder holding Data_Entry_2017.csv and images/",
+}
+
+
+def _build(name: str, manual_dir: epath.Path, data_dir: epath.Path, ds) -> tuple:
+    """Runs the dataset's builder: (dataset_dir, report, label names)."""
+    if name == "chexpert":
+        dataset_dir, report = chexpert.prepare_chexpert(
+            manual_dir,
+            data_dir,
+            resolution=ds.resolution,
+            uncertain_policy=ds.uncertain_policy,
+            drop_no_positive=ds.drop_no_positive,
+            base_resolution=ds.base_resolution,
+        )
+        return dataset_dir, report, chexpert.CHEXPERT_LABELS
+    dataset_dir, report = nih_cxr14.prepare_nih_cxr14(
+        manual_dir,
+        data_dir,
+        resolution=ds.resolution,
+        base_resolution=ds.base_resolution,
+        drop_no_positive=ds.drop_no_positive,
+    )
+    return dataset_dir, report, nih_cxr14.NIH_LABELS
+
+
 def run_stage(run: Run) -> dict[str, Any]:
     ds = run.config.dataset
-    if ds.name != "chexpert":
-        raise ConfigError("dataset.name", f"unknown dataset {ds.name!r}", "use 'chexpert'")
+    if ds.name not in DATASETS:
+        raise ConfigError("dataset.name", f"unknown dataset {ds.name!r}", f"use one of {DATASETS}")
     if ds.manual_dir:
         manual_dir = epath.Path(ds.manual_dir)
-    elif ds.phantom.enabled:
+    elif ds.phantom.enabled and ds.name == "chexpert":
         manual_dir = ensure_phantom(run)
     else:
         raise ConfigError(
             "dataset.manual_dir",
-            "no raw data folder given and the phantom is disabled",
-            "pass --config.dataset.manual_dir=/path/to/folder-holding-CheXpert-v1.0-small, "
-            "or --config.dataset.phantom.enabled=True for the built-in phantom",
+            f"no raw data folder given for {ds.name!r}"
+            + (" and the phantom is disabled" if ds.name == "chexpert" else ""),
+            f"pass --config.dataset.manual_dir=<{MANUAL_DIR_HINT[ds.name]}>"
+            + (", or --config.dataset.phantom.enabled=True" if ds.name == "chexpert" else ""),
         )
     data_dir = epath.Path(ds.data_dir) if ds.data_dir else run.workdir / "data"
     tfds.disable_progress_bar()  # our own progress lines say the rate; tqdm bars garble logs
-    dataset_dir, report = chexpert.prepare_chexpert(
-        manual_dir,
-        data_dir,
-        resolution=ds.resolution,
-        uncertain_policy=ds.uncertain_policy,
-        drop_no_positive=ds.drop_no_positive,
-        base_resolution=ds.base_resolution,
-    )
+    phantom = not ds.manual_dir  # only the built-in phantom runs without a raw folder
+    dataset_dir, report, default_names = _build(ds.name, manual_dir, data_dir, ds)
     print(chexpert.format_report(report), flush=True)
     stage_dir = run.stage_dir("prepare")
     stage_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(stage_dir / "prepare_report.json", report)
 
     sources = {s: load_source(dataset_dir, s) for s in SPLITS}
-    label_names = sources["train"].label_names or chexpert.CHEXPERT_LABELS
+    label_names = sources["train"].label_names or default_names
     split_labels = {s: src.labels for s, src in sources.items()}
     subset = select_subset(
         split_labels,
@@ -132,6 +156,8 @@ def run_stage(run: Run) -> dict[str, Any]:
         "state_sha256": digest.hexdigest(),
         "dataset_dir": str(dataset_dir),
         "label_names": list(label_names),
+        "phantom": phantom,
+        "attribution": nih_cxr14.ATTRIBUTION if ds.name == "nih_cxr14" else None,
         "num_combinations": len(subset.combos),
         "images": {s: len(subset.indices[s]) for s in SPLITS},
         "images_per_combination": per_class,

@@ -276,6 +276,7 @@ def save_real_grid(
     cols: int,
     row_titles: list[str],
     seed: int,
+    attribution: str | None = None,
 ) -> None:
     """Real training images laid out like the sample grids (row r = combination r), so
     generated rows can be compared with what they should look like."""
@@ -289,7 +290,11 @@ def save_real_grid(
         images = [source[int(i)]["image"] for i in chosen]
         rows.append(images + [blank] * (cols - len(images)))
     grids.save_image_grid(
-        path, np.asarray(rows), row_titles=row_titles, title="Real training images (reference)"
+        path,
+        np.asarray(rows),
+        row_titles=row_titles,
+        title="Real training images (reference)",
+        footer=attribution,
     )
 
 
@@ -366,6 +371,7 @@ def run_stage(run: Run) -> dict[str, Any]:
         grids.label_combination_name(c, data.label_names) for c in data.subset.combos[:rows]
     ]
     generate = jax.jit(functools.partial(generate_images, generator=generator))
+    attribution = run.summary("prepare").get("attribution")  # shown wherever images are
 
     def save_samples(state: GanState, step: int):
         images = np.asarray(jax.device_get(generate(state.g_ema, z, grid_labels)))
@@ -375,6 +381,7 @@ def run_stage(run: Run) -> dict[str, Any]:
                 samples_dir / f"step_{step:07d}.png",
                 images.reshape(rows, cfg.gan.sample_cols, *images.shape[1:]),
                 row_titles=row_titles,
+                footer=attribution,
                 title=f"EMA generator, step {step} ({step * cfg.gan.batch_size / 1000:.1f} kimg)",
             )
         return state, {}
@@ -388,6 +395,7 @@ def run_stage(run: Run) -> dict[str, Any]:
             cols=cfg.gan.sample_cols,
             row_titles=row_titles,
             seed=cfg.seed,
+            attribution=attribution,
         )
 
     result = train_loop(

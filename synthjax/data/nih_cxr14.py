@@ -1,0 +1,386 @@
+"""NIH ChestX-ray14 as a TFDS dataset: Data_Entry_2017.csv + PNGs -> array_record shards.
+
+Data flow: `manual_dir` (the NIH Clinical Center download, or the 1,000-image sample in the
+same layout) -> `prepare_nih_cxr14` / `NihCxr14` (this module: `|`-separated finding labels
+to a 14-vector, the official patient-disjoint test list plus a patient-hash train/validation
+split, resize to the base resolution and 2x2 box pyramid down to the stored one) ->
+`data_dir/nih_cxr14/<config>/1.0.0/` holding the shards, `dataset_info.json` and
+`prepare_report.json` -> `tfds.builder_from_directory(...).as_data_source()` -> grain.
+
+The builder is the CheXpert one (`synthjax.data.chexpert`) with NIH's reading of the source:
+decoding, the per-split statistics, the report and its reuse rules are shared, so
+`chexpert.format_report` prints either report. Every CSV row is kept or skipped under one
+counted reason (duplicate image index, unknown finding, not in the official split lists,
+missing file, no positive label when asked to drop those, corrupt image).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import os
+from typing import ClassVar
+
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+
+from synthjax.data import chexpert
+from synthjax.data.chexpert import SPLITS, SourceRow, Tally, format_report, patient_uniform
+from synthjax.data.image_ops import is_power_of_two
+from synthjax.data.shards import image_features
+from synthjax.errors import ConfigError, DataNotFoundError
+
+__all__ = [
+    "NIH_LABELS",
+    "NihCxr14",
+    "NihCxr14Config",
+    "format_report",
+    "prepare_nih_cxr14",
+]
+
+NIH_LABELS: tuple[str, ...] = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Effusion",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+    "Consolidation",
+    "Edema",
+    "Emphysema",
+    "Fibrosis",
+    "Pleural_Thickening",
+    "Hernia",
+)
+
+CITATION = (
+    "Wang X, Peng Y, Lu L, Lu Z, Bagheri M, Summers RM. ChestX-ray8: Hospital-scale Chest "
+    "X-ray Database and Benchmarks on Weakly-Supervised Classification and Localization of "
+    "Common Thorax Diseases. IEEE CVPR 2017, pp. 3462-3471."
+)
+# NIH's terms ask for this wherever its images are shown (grids, reports, exports).
+ATTRIBUTION = (
+    "Images: NIH Clinical Center, ChestX-ray14 (nihcc.app.box.com/v/ChestXray-NIHCC); "
+    "Wang et al., CVPR 2017."
+)
+NO_FINDING = "No Finding"
+# NIH renamed the file in 2020 (same columns); either name is accepted, the first found used.
+CSV_NAMES = ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv")
+TRAIN_VAL_LIST = "train_val_list.txt"
+TEST_LIST = "test_list.txt"
+REQUIRED_COLUMNS = ("Image Index", "Finding Labels", "Patient ID")
+# Each skipped row is counted once, under the first reason that applies, in this order.
+SKIP_REASONS = (
+    "duplicate_image_index",
+    "unknown_label",
+    "not_in_split_lists",
+    "missing_file",
+    "no_positive_label",
+    "corrupt_image",
+)
+VALIDATION_SHARE = 1.0 / 9.0  # of the official train_val patients
+DOWNLOAD_PAGE = "https://nihcc.app.box.com/v/ChestXray-NIHCC"
+_LABEL_INDEX = {name: i for i, name in enumerate(NIH_LABELS)}
+
+
+def config_name(resolution: int, drop_no_positive: bool, base_resolution: int) -> str:
+    """The TFDS config name, from every setting that changes the data: r32-keep-b256."""
+    keep = "drop" if drop_no_positive else "keep"
+    return f"r{resolution}-{keep}-b{base_resolution}"
+
+
+@dataclasses.dataclass(eq=False)
+class NihCxr14Config(tfds.core.BuilderConfig):
+    """One stored variant of ChestX-ray14. The name is derived from the fields; do not pass it.
+
+    resolution: stored side (power of two <= base_resolution); drop_no_positive: drop "No
+    Finding" images (off by default: here they are a class of their own); base_resolution:
+    side the source image is resized to before the 2x2 box pyramid.
+    """
+
+    name: str = ""
+    resolution: int = 32
+    drop_no_positive: bool = False
+    base_resolution: int = 256
+
+    def __post_init__(self):
+        if not (is_power_of_two(self.base_resolution) and self.base_resolution >= 4):
+            raise ConfigError(
+                "dataset.base_resolution",
+                f"got {self.base_resolution}",
+                "use a power of two such as 256",
+            )
+        if not is_power_of_two(self.resolution) or self.resolution > self.base_resolution:
+            raise ConfigError(
+                "dataset.resolution",
+                f"got {self.resolution}",
+                f"use a power of two <= dataset.base_resolution ({self.base_resolution})",
+            )
+        self.name = config_name(self.resolution, self.drop_no_positive, self.base_resolution)
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding the data, reading the CSV, splitting patients
+
+
+def _where_to_get_it(manual_dir: epath.Path, problem: str) -> str:
+    return (
+        f"NIH ChestX-ray14 not found: {problem}.\n"
+        f"Download it from the NIH Clinical Center ChestX-ray14 page ({DOWNLOAD_PAGE}): "
+        f"{CSV_NAMES[0]} (or {CSV_NAMES[1]}), {TRAIN_VAL_LIST}, {TEST_LIST} and the "
+        "images_001 ... images_012 archives (about 42 GB). Unpack the archives beside the CSV "
+        "(images/ or images_NNN/images/ both work), then pass the folder holding "
+        f"{CSV_NAMES[0]} as --config.dataset.manual_dir=<FOLDER>. You passed: {manual_dir}"
+    )
+
+
+def _csv_in(folder: epath.Path) -> epath.Path | None:
+    return next((folder / n for n in CSV_NAMES if (folder / n).exists()), None)
+
+
+def find_dataset_root(manual_dir: str | os.PathLike) -> epath.Path:
+    """The folder holding Data_Entry_2017.csv: `manual_dir` itself or one folder below it."""
+    manual_dir = epath.Path(manual_dir)
+    if not manual_dir.exists():
+        raise DataNotFoundError(_where_to_get_it(manual_dir, f"{manual_dir} does not exist"))
+    if _csv_in(manual_dir) is not None:
+        return manual_dir
+    for child in sorted(manual_dir.iterdir()):
+        if child.is_dir() and _csv_in(child) is not None:
+            return child
+    raise DataNotFoundError(
+        _where_to_get_it(manual_dir, f"no {' or '.join(CSV_NAMES)} in {manual_dir}")
+    )
+
+
+def index_images(root: epath.Path) -> dict[str, epath.Path]:
+    """Image file name -> path, over `images*/` and `images*/images/` under `root`.
+
+    One directory listing per folder, instead of one existence check per CSV row (the full
+    dataset has 112,120 images in 12 folders). The first folder in sorted order wins.
+    """
+    found: dict[str, epath.Path] = {}
+    for folder in sorted(root.glob("images*")):
+        if not folder.is_dir():
+            continue
+        for where in (folder, folder / "images"):
+            if where.is_dir():
+                for file in where.iterdir():
+                    found.setdefault(file.name, file)
+    return found
+
+
+def _read_list(path: epath.Path) -> set[str]:
+    return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+
+
+def _read_csv(path: epath.Path) -> list[dict[str, str]]:
+    text = path.read_text()
+    rows = list(csv.DictReader(io.StringIO(text.removeprefix("\ufeff"))))
+    header = set(rows[0]) if rows else set()
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if rows and missing:
+        raise DataNotFoundError(
+            f"{path} does not look like NIH's Data_Entry_2017.csv: missing columns {missing}. "
+            "Point manual_dir at an unmodified download."
+        )
+    return rows
+
+
+def _patient_key(patient_id: str, image_index: str) -> str:
+    """A canonical patient id ('nih00000061'), from the column or the image name's prefix."""
+    raw = patient_id.strip() or image_index.split("_", 1)[0]
+    return f"nih{int(raw):08d}" if raw.isdigit() else f"nih{raw}"
+
+
+def hash_split(patient: str, official: bool) -> str:
+    """The split of a patient not in the official test list (or of any, without the lists).
+
+    official: the patient is in NIH's train_val list, which is split about 8/9 train, 1/9
+    validation; otherwise 80/10/10 as `chexpert.patient_split`. Both hash the patient id
+    alone, so no patient crosses splits.
+    """
+    if official:
+        return "validation" if patient_uniform(patient) >= 1.0 - VALIDATION_SHARE else "train"
+    return chexpert.patient_split(patient)
+
+
+def parse_findings(cell: str) -> tuple[np.ndarray | None, list[str]]:
+    """A 'Finding Labels' cell -> (float32[14] multi-hot, []), or (None, unknown names).
+
+    'No Finding' is all zeros; an empty cell counts as unknown.
+    """
+    labels = np.zeros(len(NIH_LABELS), np.float32)
+    names = [n.strip() for n in cell.split("|") if n.strip()]
+    unknown = [n for n in names if n != NO_FINDING and n not in _LABEL_INDEX]
+    if unknown or not names:
+        return None, unknown or ["<empty>"]
+    for name in names:
+        if name != NO_FINDING:
+            labels[_LABEL_INDEX[name]] = 1.0
+    return labels, []
+
+
+def plan_rows(
+    root: epath.Path, *, drop_no_positive: bool, tally: Tally
+) -> dict[str, list[SourceRow]]:
+    """Reads the CSV (and the official lists, if both present) into per-split rows to decode."""
+    csv_path = _csv_in(root)
+    if csv_path is None:
+        raise DataNotFoundError(_where_to_get_it(root, f"no {' or '.join(CSV_NAMES)} in {root}"))
+    rows = _read_csv(csv_path)
+    tally.rows_read[csv_path.name] = len(rows)
+    official = (root / TRAIN_VAL_LIST).exists() and (root / TEST_LIST).exists()
+    train_val = _read_list(root / TRAIN_VAL_LIST) if official else set()
+    test = _read_list(root / TEST_LIST) if official else set()
+    images = index_images(root)
+    plans: dict[str, list[SourceRow]] = {split: [] for split in SPLITS}
+    seen: set[str] = set()
+    for row in rows:
+        index = row["Image Index"].strip()
+        if index in seen:
+            tally.skip("duplicate_image_index", index)
+            continue
+        seen.add(index)
+        labels, unknown = parse_findings(row["Finding Labels"])
+        if labels is None:
+            tally.skip("unknown_label", index, ", ".join(repr(n) for n in unknown))
+            continue
+        patient = _patient_key(row["Patient ID"], index)
+        if not official:
+            split = hash_split(patient, official=False)
+        elif index in test:
+            split = "test"
+        elif index in train_val:
+            split = hash_split(patient, official=True)
+        else:
+            tally.skip("not_in_split_lists", index, f"in neither {TRAIN_VAL_LIST} nor {TEST_LIST}")
+            continue
+        file = images.get(index)
+        if file is None:
+            tally.skip("missing_file", index, f"no {index} in {root}/images*/")
+            continue
+        if drop_no_positive and not labels.any():
+            tally.skip("no_positive_label", index)
+            continue
+        plans[split].append(
+            SourceRow(key=index, patient=patient, file=file, csv_path=index, labels=labels)
+        )
+    return plans
+
+
+def source_fingerprint(root: epath.Path) -> dict[str, dict]:
+    """Content hash and modification time of the CSV and the split lists."""
+    return chexpert.source_fingerprint(root, (*CSV_NAMES, TRAIN_VAL_LIST, TEST_LIST))
+
+
+# ---------------------------------------------------------------------------------------------
+# The TFDS builder
+
+
+class NihCxr14(chexpert.Chexpert, skip_registration=True):
+    """NIH ChestX-ray14 radiographs at one resolution: official test list, patient-hash rest.
+
+    Shares decoding, statistics and the report with the CheXpert builder; only reading the
+    source differs. Not registered with TFDS; construct it directly or use
+    `prepare_nih_cxr14`.
+    """
+
+    TITLE = "NIH ChestX-ray14"
+    LABELS: ClassVar[tuple[str, ...]] = NIH_LABELS
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        "1.0.0": "Official test list, patient-hash train/validation, box pyramid.",
+    }
+    BUILDER_CONFIGS: ClassVar[list[NihCxr14Config]] = [
+        NihCxr14Config(resolution=r) for r in (32, 64, 128, 256)
+    ]
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        f"Download ChestX-ray14 from the NIH Clinical Center page ({DOWNLOAD_PAGE}) and pass "
+        f"the folder that holds {CSV_NAMES[0]} and images*/ as the manual dir "
+        "(--config.dataset.manual_dir)."
+    )
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        r = self.builder_config.resolution
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="NIH ChestX-ray14 chest radiographs, grayscale, box-downsampled.",
+            features=image_features((r, r, 1), len(NIH_LABELS)),
+            homepage=DOWNLOAD_PAGE,
+            citation=CITATION,
+            metadata=tfds.core.MetadataDict(label_names=list(NIH_LABELS)),
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        config = self.builder_config
+        root = find_dataset_root(dl_manager.manual_dir)
+        self._tally = Tally(SKIP_REASONS)
+        self._root = root
+        plans = plan_rows(root, drop_no_positive=config.drop_no_positive, tally=self._tally)
+        empty = [split for split, rows in plans.items() if not rows]
+        if empty:
+            raise DataNotFoundError(
+                f"no usable image for the {empty} split(s) in {root}: too few patients, or "
+                f"every row was skipped ({self._tally.counts})."
+            )
+        return {split: self._generate_examples(split, rows) for split, rows in plans.items()}
+
+    def settings(self) -> dict:
+        config = self.builder_config
+        return {
+            "resolution": config.resolution,
+            "drop_no_positive": config.drop_no_positive,
+            "base_resolution": config.base_resolution,
+            "source": os.fspath(self._root),
+        }
+
+    def fingerprint(self) -> dict[str, dict]:
+        return source_fingerprint(self._root)
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+
+
+def prepare_nih_cxr14(
+    manual_dir: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    *,
+    resolution: int,
+    base_resolution: int = 256,
+    drop_no_positive: bool = False,
+) -> tuple[epath.Path, dict]:
+    """Builds ChestX-ray14 at one resolution (or reuses a complete build) and reports on it.
+
+    Args:
+      manual_dir: the folder holding Data_Entry_2017.csv and images*/ (or its parent).
+      data_dir: TFDS data root; the dataset lands in `data_dir/nih_cxr14/<config>/1.0.0/`.
+      resolution, base_resolution, drop_no_positive: see `NihCxr14Config`.
+
+    Returns:
+      (dataset_dir, report), as `chexpert.prepare_chexpert`: `counts` has every CSV row by
+      outcome (kept + each of SKIP_REASONS = rows read), `splits` the images, patients and
+      label prevalence per split; `format_report(report)` prints it. The `id` feature is the
+      NIH image index.
+
+    Raises:
+      DataNotFoundError: no Data_Entry_2017.csv under `manual_dir`; the message says where to
+        get it.
+      ConfigError: an impossible resolution.
+    """
+    config = NihCxr14Config(
+        resolution=resolution, drop_no_positive=drop_no_positive, base_resolution=base_resolution
+    )
+    return chexpert.prepare_with_reuse(
+        NihCxr14,
+        config,
+        manual_dir,
+        data_dir,
+        find_root=find_dataset_root,
+        fingerprint=source_fingerprint,
+    )
