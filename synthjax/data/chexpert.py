@@ -84,6 +84,20 @@ def config_name(
     return f"r{resolution}-{uncertain_policy}-{keep}-b{base_resolution}"
 
 
+def check_pyramid_sizes(resolution: int, base_resolution: int) -> None:
+    """Refuses a pyramid level that 2x2 box steps from `base_resolution` cannot reach."""
+    if not (is_power_of_two(base_resolution) and base_resolution >= 4):
+        raise ConfigError(
+            "dataset.base_resolution", f"got {base_resolution}", "use a power of two such as 256"
+        )
+    if not is_power_of_two(resolution) or resolution > base_resolution:
+        raise ConfigError(
+            "dataset.resolution",
+            f"got {resolution}",
+            f"use a power of two <= dataset.base_resolution ({base_resolution})",
+        )
+
+
 @dataclasses.dataclass(eq=False)
 class ChexpertConfig(tfds.core.BuilderConfig):
     """One stored variant of CheXpert. The name is derived from the fields; do not pass it.
@@ -101,18 +115,7 @@ class ChexpertConfig(tfds.core.BuilderConfig):
     base_resolution: int = 256
 
     def __post_init__(self):
-        if not (is_power_of_two(self.base_resolution) and self.base_resolution >= 4):
-            raise ConfigError(
-                "dataset.base_resolution",
-                f"got {self.base_resolution}",
-                "use a power of two such as 256",
-            )
-        if not is_power_of_two(self.resolution) or self.resolution > self.base_resolution:
-            raise ConfigError(
-                "dataset.resolution",
-                f"got {self.resolution}",
-                f"use a power of two <= dataset.base_resolution ({self.base_resolution})",
-            )
+        check_pyramid_sizes(self.resolution, self.base_resolution)
         if self.uncertain_policy not in UNCERTAIN_POLICIES:
             raise ConfigError(
                 "dataset.uncertain_policy",

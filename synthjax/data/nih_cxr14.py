@@ -27,10 +27,16 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from synthjax.data import chexpert
-from synthjax.data.chexpert import SPLITS, SourceRow, Tally, format_report, patient_uniform
-from synthjax.data.image_ops import is_power_of_two
+from synthjax.data.chexpert import (
+    SPLITS,
+    SourceRow,
+    Tally,
+    check_pyramid_sizes,
+    format_report,
+    patient_uniform,
+)
 from synthjax.data.shards import image_features
-from synthjax.errors import ConfigError, DataNotFoundError
+from synthjax.errors import DataNotFoundError
 
 __all__ = [
     "NIH_LABELS",
@@ -108,18 +114,7 @@ class NihCxr14Config(tfds.core.BuilderConfig):
     base_resolution: int = 256
 
     def __post_init__(self):
-        if not (is_power_of_two(self.base_resolution) and self.base_resolution >= 4):
-            raise ConfigError(
-                "dataset.base_resolution",
-                f"got {self.base_resolution}",
-                "use a power of two such as 256",
-            )
-        if not is_power_of_two(self.resolution) or self.resolution > self.base_resolution:
-            raise ConfigError(
-                "dataset.resolution",
-                f"got {self.resolution}",
-                f"use a power of two <= dataset.base_resolution ({self.base_resolution})",
-            )
+        check_pyramid_sizes(self.resolution, self.base_resolution)
         self.name = config_name(self.resolution, self.drop_no_positive, self.base_resolution)
 
 
