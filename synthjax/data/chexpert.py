@@ -15,8 +15,11 @@ internal bookkeeping only and never leaves the private side.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import fcntl
+import functools
 import hashlib
 import io
 import json
@@ -33,6 +36,8 @@ from etils import epath
 from PIL import Image
 
 from synthjax.data.image_ops import box_pyramid, is_power_of_two, resize_square
+from synthjax.data.shards import image_features
+from synthjax.data.workers import BadInput, ordered_map
 from synthjax.errors import ConfigError, DataNotFoundError
 
 CHEXPERT_LABELS: tuple[str, ...] = (
@@ -205,6 +210,7 @@ class Tally:
         self.bad_rows: list[dict[str, str]] = []
         self.bad_rows_omitted = 0
         self.splits: dict[str, dict] = {}
+        self.csv_duplicate_rows = 0  # exact repeats of an earlier row: counted, harmless
 
     def skip(self, reason: str, path: str, detail: str = "") -> None:
         self.counts[reason] += 1
@@ -300,6 +306,11 @@ def load_pyramid(file: epath.Path, base_resolution: int, resolution: int) -> np.
     return box_pyramid(base, resolution)
 
 
+def decode_row(row: SourceRow, *, base_resolution: int, resolution: int) -> np.ndarray:
+    """`load_pyramid` of the row's file with a channel axis: uint8[r, r, 1]."""
+    return load_pyramid(row.file, base_resolution, resolution)[:, :, None]
+
+
 def source_fingerprint(
     root: epath.Path, names: Iterable[str] = ("train.csv", "valid.csv")
 ) -> dict[str, dict]:
@@ -327,6 +338,9 @@ class Chexpert(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """
 
     TITLE = "CheXpert"
+    # Processes decoding images (0 = every available core). Not part of the config: it does
+    # not change the data, only how fast it is written.
+    workers: int = 0
     LABELS: ClassVar[tuple[str, ...]] = CHEXPERT_LABELS
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {
@@ -354,13 +368,7 @@ class Chexpert(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return tfds.core.DatasetInfo(
             builder=self,
             description="CheXpert frontal chest radiographs, grayscale, box-downsampled.",
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Tensor(shape=(r, r, 1), dtype=np.uint8),
-                    "labels": tfds.features.Tensor(shape=(len(CHEXPERT_LABELS),), dtype=np.float32),
-                    "id": tfds.features.Text(),
-                }
-            ),
+            features=image_features((r, r, 1), len(CHEXPERT_LABELS)),
             homepage=INFO_PAGE,
             citation="Irvin et al., CheXpert, AAAI 2019. arXiv:1901.07031",
             # The loader names label columns from here, for real and synthetic data alike.
@@ -386,21 +394,34 @@ class Chexpert(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             )
         return {split: self._generate_examples(split, rows) for split, rows in plans.items()}
 
+    def decoder(self) -> Callable[[SourceRow], np.ndarray]:
+        """A picklable function: a kept row -> its stored image, uint8[r, r, channels].
+
+        It runs in worker processes (`workers.ordered_map`); raising `BadInput` skips the row
+        under that reason, any other exception skips it as `corrupt_image`.
+        """
+        config = self.builder_config
+        return functools.partial(
+            decode_row, base_resolution=config.base_resolution, resolution=config.resolution
+        )
+
     def _generate_examples(self, split: str, rows: list[SourceRow]) -> Iterator:
         config = self.builder_config
         started = last_log = time.monotonic()
         kept, patients = 0, set()
         label_sums = np.zeros(len(self.LABELS), np.float64)
-        for done, row in enumerate(rows, start=1):
-            try:
-                image = load_pyramid(row.file, config.base_resolution, config.resolution)
-            except Exception as error:  # any decoder failure is a corrupt file, not a crash
-                self._tally.skip("corrupt_image", row.csv_path, f"{type(error).__name__}: {error}")
+        decoded = ordered_map(self.decoder(), rows, workers=self.workers)
+        for done, (row, image) in enumerate(decoded, start=1):
+            if isinstance(image, BadInput):
+                self._tally.skip(image.reason, row.csv_path, image.detail)
+                continue
+            if isinstance(image, Exception):  # any decoder failure is a corrupt file
+                self._tally.skip("corrupt_image", row.csv_path, f"{type(image).__name__}: {image}")
                 continue
             kept += 1
             patients.add(row.patient)
             label_sums += row.labels
-            yield row.key, {"image": image[:, :, None], "labels": row.labels, "id": row.key}
+            yield row.key, {"image": image, "labels": row.labels, "id": row.key}
             now = time.monotonic()
             if now - last_log >= _PROGRESS_SECONDS:
                 last_log = now
@@ -479,6 +500,7 @@ def prepare_chexpert(
     uncertain_policy: str = "u_ones",
     drop_no_positive: bool = True,
     base_resolution: int = 256,
+    workers: int = 0,
 ) -> tuple[epath.Path, dict]:
     """Builds CheXpert at one resolution (or reuses a complete build) and reports on it.
 
@@ -486,6 +508,7 @@ def prepare_chexpert(
       manual_dir: the folder holding `CheXpert-v1.0-small/` (or that folder itself).
       data_dir: TFDS data root; the dataset lands in `data_dir/chexpert/<config>/1.0.0/`.
       resolution, uncertain_policy, drop_no_positive, base_resolution: see `ChexpertConfig`.
+      workers: processes decoding images (0 = every available core).
 
     Returns:
       (dataset_dir, report). `dataset_dir` holds dataset_info.json and the shards, so
@@ -513,6 +536,7 @@ def prepare_chexpert(
         data_dir,
         find_root=lambda folder: find_dataset_root(folder, base_resolution),
         fingerprint=source_fingerprint,
+        workers=workers,
     )
 
 
@@ -524,51 +548,99 @@ def prepare_with_reuse(
     *,
     find_root: Callable[[str | os.PathLike], epath.Path],
     fingerprint: Callable[[epath.Path], dict],
+    workers: int = 0,
 ) -> tuple[epath.Path, dict]:
     """Builds `builder_class` with `config`, or reuses a complete, up-to-date build.
 
     `find_root(manual_dir)` locates the source (raising a people-facing DataNotFoundError
     before TFDS's own); `fingerprint(root)` must equal the report's `source_fingerprint` for a
-    build to be reused. A build whose source folder is gone is reused as it is.
+    build to be reused. A build whose source folder is gone is reused as it is. `workers`
+    processes decode images (0 = every available core).
+
+    A build is complete only when TFDS has renamed its temporary directory into place (it
+    writes `dataset_info.json` last, inside that directory): a build killed halfway leaves
+    only a temporary directory, which the next call ignores and builds afresh.
     """
     name = builder_class.name
     config = builder_class.builder_configs.get(config.name) or config
     builder = builder_class(config=config, data_dir=os.fspath(data_dir))
     dataset_dir = epath.Path(builder.data_dir)
     report_path = dataset_dir / REPORT_FILE
-    if (dataset_dir / "dataset_info.json").exists():
-        report = json.loads(report_path.read_text()) if report_path.exists() else None
-        if report is not None and not epath.Path(manual_dir).exists():
-            logging.info("%s: reusing %s (source folder no longer present)", name, dataset_dir)
-            return dataset_dir, report
-        root = find_root(manual_dir)
-        if report is not None and report.get("source_fingerprint") == fingerprint(root):
-            logging.info("%s: reusing %s", name, dataset_dir)
-            return dataset_dir, report
-        # Only this version directory goes; TFDS cannot re-prepare over a finished one.
-        logging.warning("%s: %s is stale or has no report; rebuilding it", name, dataset_dir)
-        dataset_dir.rmtree()
-        builder = builder_class(config=config, data_dir=os.fspath(data_dir))
-    else:
-        find_root(manual_dir)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)),
-        file_format="array_record",
-    )
-    return dataset_dir, json.loads(report_path.read_text())
+    # One builder per dataset version at a time: sweep jobs sharing a data_dir wait here, then
+    # reuse what the first one built.
+    with _build_lock(dataset_dir):
+        if (dataset_dir / "dataset_info.json").exists():
+            report = json.loads(report_path.read_text()) if report_path.exists() else None
+            if report is not None and not epath.Path(manual_dir).exists():
+                logging.info("%s: reusing %s (source folder no longer present)", name, dataset_dir)
+                return dataset_dir, report
+            root = find_root(manual_dir)
+            # Content, not modification time: a copied or touched CSV is the same source.
+            same = _content(report.get("source_fingerprint") if report else None) == _content(
+                fingerprint(root)
+            )
+            if report is not None and same:
+                logging.info("%s: reusing %s", name, dataset_dir)
+                return dataset_dir, report
+            # Only this version directory goes; TFDS cannot re-prepare over a finished one.
+            logging.warning("%s: %s is stale or has no report; rebuilding it", name, dataset_dir)
+            dataset_dir.rmtree()
+            builder = builder_class(config=config, data_dir=os.fspath(data_dir))
+        else:
+            find_root(manual_dir)
+        _remove_killed_builds(dataset_dir)
+        builder.workers = workers
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)),
+            file_format="array_record",
+        )
+        return dataset_dir, json.loads(report_path.read_text())
+
+
+def _content(fingerprint: dict | None) -> dict:
+    return {name: entry.get("sha256") for name, entry in (fingerprint or {}).items()}
+
+
+@contextlib.contextmanager
+def _build_lock(dataset_dir: epath.Path) -> Iterator[None]:
+    """An exclusive lock beside `dataset_dir` (local disks; elsewhere, no lock)."""
+    lock_path = dataset_dir.parent / f".{dataset_dir.name}.lock"
+    if "://" in os.fspath(lock_path):  # a bucket: no flock there
+        yield
+        return
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(os.fspath(lock_path), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _remove_killed_builds(dataset_dir: epath.Path) -> None:
+    """Deletes the temporary directories of builds that were killed before finishing.
+
+    TFDS writes into `incomplete.<random>_<version>/` and renames it into place at the end, so
+    a killed build is never read as complete; but its temporary directory would stay on disk.
+    Called under the build lock, so no live build owns one.
+    """
+    prefix = tfds.core.constants.INCOMPLETE_PREFIX
+    for stale in dataset_dir.parent.glob(f"{prefix}*_{dataset_dir.name}"):
+        logging.warning("removing %s, left by a build that did not finish", stale)
+        stale.rmtree()
 
 
 def format_report(report: dict) -> str:
     """A short table of a preparation report: rows by outcome, split sizes."""
     rows_read = sum(report["rows_read"].values())
+    unit = report.get("unit", "CSV rows")
     lines = [
         f"{report.get('title', 'CheXpert')} {report['config']}  "
         f"(source: {report['settings']['source']})",
-        f"  {'CSV rows read':28s}{rows_read:>10d}",
+        f"  {unit + ' read':28s}{rows_read:>10d}",
     ]
     for reason, count in report["counts"].items():
         kind = "filtered" if reason in FILTER_REASONS else ("" if reason == "kept" else "bad")
         lines.append(f"  {reason:28s}{count:>10d}  {kind}".rstrip())
+    if report.get("csv_duplicate_rows"):
+        lines.append(f"  {'(repeated CSV rows)':28s}{report['csv_duplicate_rows']:>10d}  ignored")
     lines.append(f"  {'split':16s}{'images':>10s}{'patients':>10s}")
     for split, stats in report["splits"].items():
         lines.append(f"  {split:16s}{stats['images']:>10d}{stats['patients']:>10d}")

@@ -349,6 +349,7 @@ def prepare_nih_cxr14(
     resolution: int,
     base_resolution: int = 256,
     drop_no_positive: bool = False,
+    workers: int = 0,
 ) -> tuple[epath.Path, dict]:
     """Builds ChestX-ray14 at one resolution (or reuses a complete build) and reports on it.
 
@@ -356,6 +357,7 @@ def prepare_nih_cxr14(
       manual_dir: the folder holding Data_Entry_2017.csv and images*/ (or its parent).
       data_dir: TFDS data root; the dataset lands in `data_dir/nih_cxr14/<config>/1.0.0/`.
       resolution, base_resolution, drop_no_positive: see `NihCxr14Config`.
+      workers: processes decoding images (0 = every available core).
 
     Returns:
       (dataset_dir, report), as `chexpert.prepare_chexpert`: `counts` has every CSV row by
@@ -378,4 +380,5 @@ def prepare_nih_cxr14(
         data_dir,
         find_root=find_dataset_root,
         fingerprint=source_fingerprint,
+        workers=workers,
     )

@@ -21,10 +21,17 @@ FILE_FORMAT = "array_record"
 
 
 def image_features(image_shape: Sequence[int], num_labels: int) -> tfds.features.FeaturesDict:
-    """{"image": uint8[H, W, C] raw tensor, "labels": float32[K], "id": text}."""
+    """{"image": uint8[H, W, C] raw tensor, "labels": float32[K], "id": text}.
+
+    The image is stored as its raw bytes. TFDS's default for a uint8 tensor is a protobuf
+    list of 64-bit integers, which costs ~600x more to serialise and ~40x more to parse
+    (256x256x3: 83 ms and 8 ms per image, against 0.13 and 0.2 ms) and is 1.5x larger.
+    """
     return tfds.features.FeaturesDict(
         {
-            "image": tfds.features.Tensor(shape=tuple(image_shape), dtype=np.uint8),
+            "image": tfds.features.Tensor(
+                shape=tuple(image_shape), dtype=np.uint8, encoding=tfds.features.Encoding.BYTES
+            ),
             "labels": tfds.features.Tensor(shape=(num_labels,), dtype=np.float32),
             "id": tfds.features.Text(),
         }

@@ -1,0 +1,114 @@
+"""Decoding source files on every core, in order, with a bounded amount in flight.
+
+Dataset builders decode thousands of JPEGs, PNGs or DICOMs; one process would leave the other
+cores idle. `ordered_map` runs a picklable function over items in a process pool and yields
+the results in input order, holding at most two chunks of results in memory at once, so
+preparation memory does not grow with the dataset.
+
+A failure inside the function is returned, not raised: the builder decides which failures are
+a skipped file (counted in its report) and which are bugs. `BadInput` carries a reason name
+for the report.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class BadInput(Exception):
+    """A source file that cannot be used; `reason` names the report's counter."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(reason, detail)  # both in args, so it survives pickling
+        self.reason = reason
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}" if self.detail else self.reason
+
+
+def available_cores() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def resolve_workers(workers: int) -> int:
+    """0 (or less) means every available core."""
+    return workers if workers > 0 else available_cores()
+
+
+def _start_method() -> str:
+    """forkserver where it works, else fork.
+
+    forkserver starts workers from a clean interpreter rather than a fork of a process that
+    may have JAX's or TFDS's threads running. It re-imports `__main__` in each worker, which
+    is impossible when the main program has no file (`python -` reading stdin); those
+    workers would die and be restarted forever, so such programs fork instead.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is not None and not os.path.exists(path):
+        return "fork"
+    return "forkserver"
+
+
+def _call(fn: Callable[[T], R], item: T) -> tuple[bool, Any]:
+    try:
+        return True, fn(item)
+    except Exception as error:  # returned to the parent, which decides what it means
+        return False, error
+
+
+def _call_chunk(fn: Callable[[T], R], items: list[T]) -> list[tuple[bool, Any]]:
+    return [_call(fn, item) for item in items]
+
+
+def ordered_map(
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    *,
+    workers: int = 0,
+    chunk_size: int = 16,
+) -> Iterator[tuple[T, R | Exception]]:
+    """Yields `(item, fn(item))` in input order, or `(item, exception)` where fn raised.
+
+    Args:
+      fn: a picklable callable (a module-level function or a `functools.partial` of one).
+      items: picklable inputs; consumed lazily.
+      workers: processes (0 = every available core; 1 = run here, no pool).
+      chunk_size: items per task sent to a worker. At most `2 * workers` chunks are in
+        flight, which bounds memory to about `2 * workers * chunk_size` results.
+    """
+    workers = resolve_workers(workers)
+    if workers == 1:
+        for item in items:
+            _, value = _call(fn, item)
+            yield item, value
+        return
+    context = multiprocessing.get_context(_start_method())
+    with context.Pool(workers) as pool:
+        pending: list[tuple[list[T], Any]] = []
+        iterator = iter(items)
+        exhausted = False
+        while True:
+            while not exhausted and len(pending) < 2 * workers:
+                chunk = [item for _, item in zip(range(chunk_size), iterator, strict=False)]
+                if not chunk:
+                    exhausted = True
+                    break
+                pending.append((chunk, pool.apply_async(_call_chunk, (fn, chunk))))
+            if not pending:
+                return
+            chunk, result = pending.pop(0)
+            for item, (_, value) in zip(chunk, result.get(), strict=True):
+                yield item, value
