@@ -12,7 +12,7 @@ two CPU cores.
 
 import ml_collections
 
-from synthjax.experiment import STAGE_ORDER
+from synthjax.experiment import PHANTOM_DATASETS, STAGE_ORDER
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -22,7 +22,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # --- data: raw folder -> TFDS shards (one per resolution) -> grain pipeline ---------------
     c.dataset = ml_collections.ConfigDict()
-    c.dataset.name = "chexpert"  # the TFDS builder that reads `manual_dir`
+    c.dataset.name = "chexpert"  # chexpert | nih_cxr14 | rsna_ich | folder: reads `manual_dir`
     c.dataset.manual_dir = ""  # raw dataset folder ('' with phantom.enabled: workdir/phantom)
     c.dataset.data_dir = ""  # where prepared shards go ('' = workdir/data; share it in sweeps)
     c.dataset.resolution = 32
@@ -33,6 +33,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.dataset.samples_per_class = 0  # at most this many train images per combination (0 = all)
     c.dataset.min_class_count = 0  # drop combinations rarer than this in train (0 = keep)
     c.dataset.hflip = False  # chest X-rays are not mirror-symmetric; the study flipped anyway
+    c.dataset.prepare_workers = 0  # processes decoding source images (0 = every core)
+    # Brain CT (rsna_ich): HU -> one 8-bit channel per display window (synthjax.data.dicom).
+    c.dataset.ct = ml_collections.ConfigDict()
+    c.dataset.ct.windows = "brain,subdural,bone"  # 'brain' alone is the study's one channel
+    c.dataset.ct.context = 0  # neighbouring slices per side stacked as channels (0, 1 or 2)
+    # A researcher's own data (folder): images (PNG/JPG/DICOM) + a CSV naming them.
+    c.dataset.folder = ml_collections.ConfigDict()
+    c.dataset.folder.labels_csv = "labels.csv"  # relative to manual_dir
+    c.dataset.folder.image_column = "image"  # path relative to manual_dir
+    c.dataset.folder.patient_column = "patient"  # the split is by patient
+    c.dataset.folder.label_columns = ""  # comma-separated 0/1 columns ('' = all the others)
+    c.dataset.folder.channels = 1  # 1 = grayscale, 3 = RGB
+    c.dataset.folder.dicom_window = "file"  # file (the DICOM's own VOI window) | minmax
     c.dataset.phantom = ml_collections.ConfigDict()
     c.dataset.phantom.enabled = False  # write a built-in CheXpert-layout phantom and use it
     c.dataset.phantom.num_patients = 2000
@@ -42,6 +55,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # AUROC range (~0.78-0.93): at 2.0 TRTR reached 0.87 (top-10 combinations, 32x32).
     c.dataset.phantom.subtlety = 2.0
     c.dataset.phantom.anatomy_variation = 1.0
+    c.dataset.phantom.min_slices = 16  # brain CT phantom (rsna_ich): slices per patient's
+    c.dataset.phantom.max_slices = 32  # series, drawn uniformly in [min, max]
 
     # --- classifier (TRTR on real, TSTR on synthetic) -----------------------------------------
     c.classifier = ml_collections.ConfigDict()
@@ -116,9 +131,14 @@ def shrink_to_smoke(c: ml_collections.ConfigDict) -> None:
     """Everything tiny: the whole pipeline in about a minute on 2 CPU cores."""
     c.dataset.resolution = 16
     c.dataset.base_resolution = 64
-    c.dataset.phantom.enabled = True
+    # The phantom stands in for data that needs a download; other datasets keep manual_dir.
+    c.dataset.phantom.enabled = c.dataset.name in PHANTOM_DATASETS
     c.dataset.phantom.num_patients = 400
     c.dataset.phantom.image_size = 64
+    if c.dataset.name == "rsna_ich":  # ~10 slices per patient: 60 patients are ~600 slices
+        c.dataset.phantom.num_patients = 60
+        c.dataset.phantom.min_slices = 8
+        c.dataset.phantom.max_slices = 12
     c.dataset.num_classes = 4
     c.classifier.arch = "densenet_narrow"
     c.classifier.batch_size = 16

@@ -32,7 +32,8 @@ STAGE_ORDER = (
     "evaluate",
     "report",
 )
-DATASETS = ("chexpert", "nih_cxr14")
+DATASETS = ("chexpert", "nih_cxr14", "rsna_ich", "folder")
+PHANTOM_DATASETS = ("chexpert", "rsna_ich")  # the built-in phantoms write these layouts
 GAN_ARCHS = ("cpd",)
 CLASSIFIER_ARCHS = ("densenet121", "densenet_narrow")
 CONV_LOWERINGS = ("auto", "native", "im2col")
@@ -103,6 +104,33 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
         "dataset.uncertain_policy",
         f"{ds.uncertain_policy!r} is not a policy",
         "use 'u_ones' (the study) or 'u_zeros'",
+    )
+    if ds.name == "rsna_ich":
+        from synthjax.data.dicom import parse_windows  # numpy + pydicom only
+
+        try:
+            parse_windows(ds.ct.windows)
+        except ValueError as error:
+            raise ConfigError(
+                "dataset.ct.windows", str(error), "e.g. 'brain,subdural,bone'"
+            ) from None
+        _require(
+            ds.ct.context in (0, 1, 2),
+            "dataset.ct.context",
+            f"{ds.ct.context} is not 0, 1 or 2",
+            "use 0 (the slice alone) or 1 (with the slices above and below)",
+        )
+    _require(
+        not ds.phantom.enabled or ds.manual_dir or ds.name in PHANTOM_DATASETS,
+        "dataset.phantom.enabled",
+        f"there is no built-in phantom for {ds.name!r}",
+        f"pass --config.dataset.manual_dir, or use a dataset among {list(PHANTOM_DATASETS)}",
+    )
+    _require(
+        1 <= ds.phantom.min_slices <= ds.phantom.max_slices,
+        "dataset.phantom.min_slices",
+        f"{ds.phantom.min_slices}..{ds.phantom.max_slices} is not a range of slices",
+        "use 1 <= min_slices <= max_slices",
     )
     for field in ("num_classes", "samples_per_class", "min_class_count"):
         _require(ds[field] >= 0, f"dataset.{field}", f"{ds[field]} is negative", "use 0 or more")

@@ -9,7 +9,7 @@ import pytest
 from synthjax.errors import ConfigError
 from synthjax.experiment import STAGE_ORDER, validate_config
 
-CONFIGS = ["default", "quickstart", "cxr_256", "nih_sample"]
+CONFIGS = ["default", "quickstart", "cxr_256", "nih_sample", "ct_256"]
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -18,6 +18,44 @@ def test_configs_load_and_validate(name, arg):
     config = importlib.import_module(f"configs.{name}").get_config(arg)
     assert tuple(config.stages) == STAGE_ORDER
     validate_config(config, num_devices=4)
+
+
+@pytest.mark.parametrize("arg", ["ct", "ct,smoke", "smoke,ct"])
+def test_quickstart_ct_variant(arg):
+    config = importlib.import_module("configs.quickstart").get_config(arg)
+    assert config.dataset.name == "rsna_ich" and config.dataset.phantom.enabled
+    assert not config.dataset.drop_no_positive
+    if "smoke" in arg:
+        assert config.dataset.phantom.num_patients <= 100
+    validate_config(config, num_devices=4)
+
+
+def _ct_smoke():
+    return importlib.import_module("configs.ct_256").get_config("smoke")
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("dataset.ct.windows", "brain,lung_x", "unknown CT window"),
+        ("dataset.ct.context", 5, "not 0, 1 or 2"),
+        ("dataset.phantom.min_slices", 0, "not a range"),
+    ],
+)
+def test_impossible_ct_values_are_refused(field, value, match):
+    config = _ct_smoke()
+    section, _, name = field.rpartition(".")
+    config[section][name] = value
+    with pytest.raises(ConfigError, match=match) as err:
+        validate_config(config, num_devices=4)
+    assert field in str(err.value) and "Fix:" in str(err.value)
+
+
+def test_a_dataset_without_phantom_needs_a_folder():
+    config = _smoke()
+    config.dataset.name = "folder"
+    with pytest.raises(ConfigError, match="no built-in phantom"):
+        validate_config(config, num_devices=4)
 
 
 def test_unknown_variant_is_refused():

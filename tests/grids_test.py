@@ -66,3 +66,11 @@ def test_rejects_bad_input(tmp_path):
         save_image_grid(tmp_path / "x.png", np.zeros((2, 8, 8, 1), np.uint8))
     with pytest.raises(ValueError, match="row titles"):
         save_image_grid(tmp_path / "x.png", _images(2, 2, 8, 1), row_titles=["one"])
+
+
+@pytest.mark.parametrize("channels,expected", [(9, (3, 6)), (5, (2, 3)), (15, (6, 9))])
+def test_ct_context_channels_show_the_middle_slice(channels, expected):
+    from synthjax.eval.grids import display_channels
+
+    images = _images(1, 2, 8, channels)
+    np.testing.assert_array_equal(display_channels(images), images[..., expected[0] : expected[1]])

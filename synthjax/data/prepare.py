@@ -17,41 +17,57 @@ import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
-from synthjax.data import chexpert, nih_cxr14, phantom_cxr
+from synthjax.data import chexpert, nih_cxr14, phantom_ct, phantom_cxr, rsna_ich
 from synthjax.data.loader import load_source
 from synthjax.data.subsets import select_subset
 from synthjax.errors import ConfigError
-from synthjax.experiment import DATASETS
+from synthjax.experiment import DATASETS, PHANTOM_DATASETS
 from synthjax.workdir import SPLITS, Run, read_json, write_json_atomic
 
 
 def phantom_settings(run: Run) -> dict[str, Any]:
-    p = run.config.dataset.phantom
-    return {
+    """The keyword arguments of the dataset's phantom writer (they also key its marker)."""
+    ds = run.config.dataset
+    p = ds.phantom
+    common = {
         "num_patients": p.num_patients,
         "image_size": p.image_size,
         "noise": p.noise,
         "subtlety": p.subtlety,
-        "anatomy_variation": p.anatomy_variation,
         "seed": run.config.seed,
     }
+    if ds.name == "rsna_ich":
+        return {
+            **common,
+            "slices_per_series": (p.min_slices, p.max_slices),
+            "workers": ds.prepare_workers or None,
+        }
+    return {**common, "anatomy_variation": p.anatomy_variation}
 
 
 def ensure_phantom(run: Run) -> epath.Path:
-    """Writes the phantom folder once (a `COMPLETE.json` marker says it is whole)."""
-    root = run.workdir / "phantom"
+    """Writes the dataset's phantom folder once (a `COMPLETE.json` marker says it is whole).
+
+    A phantom killed halfway has no marker, so the next run deletes and rewrites it.
+    """
+    name = run.config.dataset.name
+    root = run.workdir / ("phantom" if name == "chexpert" else f"phantom_{name}")
     marker = root / "COMPLETE.json"
     settings = phantom_settings(run)
-    if marker.exists() and read_json(marker)["settings"] == settings:
+    key = {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
+    key.pop("workers", None)  # how fast, not what: the output does not depend on it
+    if marker.exists() and read_json(marker)["settings"] == key:
         return root
     if root.exists():
         root.rmtree()  # half-written, or written with other settings
     logging.info(
-        "prepare: writing the CXR phantom (%d patients) to %s", settings["num_patients"], root
+        "prepare: writing the %s phantom (%d patients) to %s", name, settings["num_patients"], root
     )
-    seed = settings.pop("seed")
-    stats = phantom_cxr.write_chexpert_phantom(root, seed=seed, **settings)
-    write_json_atomic(marker, {"settings": phantom_settings(run), "stats": stats})
+    if name == "rsna_ich":
+        stats = phantom_ct.write_rsna_phantom(root, **settings)
+    else:
+        stats = phantom_cxr.write_chexpert_phantom(root, **settings)
+    write_json_atomic(marker, {"settings": key, "stats": stats})
     return root
 
 
@@ -68,29 +84,43 @@ def _shards_sha256(dataset_dir: epath.Path) -> str:
 MANUAL_DIR_HINT = {
     "chexpert": "the folder holding CheXpert-v1.0-small/",
     "nih_cxr14": "the folder holding Data_Entry_2017.csv and images/",
+    "rsna_ich": "the folder holding stage_2_train.csv and stage_2_train/",
+    "folder": "your folder of images with its labels.csv",
 }
 
 
 def _build(name: str, manual_dir: epath.Path, data_dir: epath.Path, ds) -> tuple:
-    """Runs the dataset's builder: (dataset_dir, report, label names)."""
+    """Runs the dataset's builder: (dataset_dir, report)."""
+    common = {
+        "resolution": ds.resolution,
+        "base_resolution": ds.base_resolution,
+        "drop_no_positive": ds.drop_no_positive,
+        "workers": ds.prepare_workers,
+    }
     if name == "chexpert":
-        dataset_dir, report = chexpert.prepare_chexpert(
-            manual_dir,
-            data_dir,
-            resolution=ds.resolution,
-            uncertain_policy=ds.uncertain_policy,
-            drop_no_positive=ds.drop_no_positive,
-            base_resolution=ds.base_resolution,
+        return chexpert.prepare_chexpert(
+            manual_dir, data_dir, uncertain_policy=ds.uncertain_policy, **common
         )
-        return dataset_dir, report, chexpert.CHEXPERT_LABELS
-    dataset_dir, report = nih_cxr14.prepare_nih_cxr14(
+    if name == "nih_cxr14":
+        return nih_cxr14.prepare_nih_cxr14(manual_dir, data_dir, **common)
+    if name == "rsna_ich":
+        return rsna_ich.prepare_rsna_ich(
+            manual_dir, data_dir, windows=ds.ct.windows, context=ds.ct.context, **common
+        )
+    from synthjax.data import folder
+
+    f = ds.folder
+    return folder.prepare_folder(
         manual_dir,
         data_dir,
-        resolution=ds.resolution,
-        base_resolution=ds.base_resolution,
-        drop_no_positive=ds.drop_no_positive,
+        labels_csv=f.labels_csv,
+        image_column=f.image_column,
+        patient_column=f.patient_column,
+        label_columns=f.label_columns,
+        channels=f.channels,
+        dicom_window=f.dicom_window,
+        **common,
     )
-    return dataset_dir, report, nih_cxr14.NIH_LABELS
 
 
 def run_stage(run: Run) -> dict[str, Any]:
@@ -99,27 +129,28 @@ def run_stage(run: Run) -> dict[str, Any]:
         raise ConfigError("dataset.name", f"unknown dataset {ds.name!r}", f"use one of {DATASETS}")
     if ds.manual_dir:
         manual_dir = epath.Path(ds.manual_dir)
-    elif ds.phantom.enabled and ds.name == "chexpert":
+    elif ds.phantom.enabled and ds.name in PHANTOM_DATASETS:
         manual_dir = ensure_phantom(run)
     else:
+        has_phantom = ds.name in PHANTOM_DATASETS
         raise ConfigError(
             "dataset.manual_dir",
             f"no raw data folder given for {ds.name!r}"
-            + (" and the phantom is disabled" if ds.name == "chexpert" else ""),
+            + (" and the phantom is disabled" if has_phantom else ""),
             f"pass --config.dataset.manual_dir=<{MANUAL_DIR_HINT[ds.name]}>"
-            + (", or --config.dataset.phantom.enabled=True" if ds.name == "chexpert" else ""),
+            + (", or --config.dataset.phantom.enabled=True" if has_phantom else ""),
         )
     data_dir = epath.Path(ds.data_dir) if ds.data_dir else run.workdir / "data"
     tfds.disable_progress_bar()  # our own progress lines say the rate; tqdm bars garble logs
     phantom = not ds.manual_dir  # only the built-in phantom runs without a raw folder
-    dataset_dir, report, default_names = _build(ds.name, manual_dir, data_dir, ds)
+    dataset_dir, report = _build(ds.name, manual_dir, data_dir, ds)
     print(chexpert.format_report(report), flush=True)
     stage_dir = run.stage_dir("prepare")
     stage_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(stage_dir / "prepare_report.json", report)
 
     sources = {s: load_source(dataset_dir, s) for s in SPLITS}
-    label_names = sources["train"].label_names or default_names
+    label_names = sources["train"].label_names
     split_labels = {s: src.labels for s, src in sources.items()}
     subset = select_subset(
         split_labels,

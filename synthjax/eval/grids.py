@@ -65,6 +65,22 @@ def _draw_text(draw: ImageDraw.ImageDraw, font: Any, text: str, x: int, center_y
     draw.text((x - left, round(center_y - (top + bottom) / 2)), text, font=font, fill=_INK)
 
 
+def display_channels(images: np.ndarray) -> np.ndarray:
+    """The channels a picture can show: 1 or 3 unchanged, otherwise the middle slice's.
+
+    CT with neighbouring slices stacks (2k+1) slices x w windows as channels, slice-major;
+    its middle block (the slice itself) is shown: its 3 windows as RGB, or its one window
+    as grayscale.
+    """
+    channels = images.shape[-1]
+    if channels in (1, 3):
+        return images
+    if channels % 3 == 0:
+        middle = (channels // 3) // 2
+        return images[..., 3 * middle : 3 * middle + 3]
+    return images[..., channels // 2 : channels // 2 + 1]
+
+
 def save_image_grid(
     path: str | os.PathLike,
     images: np.ndarray,
@@ -78,8 +94,9 @@ def save_image_grid(
 
     Args:
       path: output file; parent directories are created; written atomically.
-      images: uint8[R, C, H, W, ch] with ch = 1 (grayscale) or 3 (RGB); row r holds the
-        samples of row_titles[r].
+      images: uint8[R, C, H, W, ch]; row r holds the samples of row_titles[r]. ch = 1 is
+        grayscale, 3 is RGB (for CT: the brain, subdural and bone windows as red, green
+        and blue); other channel counts are reduced by `display_channels`.
       row_titles: R short names (longer ones are cut), e.g. from `label_combination_name`.
       title: optional line above the grid.
       min_cell: cells are upscaled by an integer factor (nearest neighbour) until both
@@ -87,10 +104,11 @@ def save_image_grid(
       footer: optional line below the grid, e.g. an attribution or the step.
     """
     images = np.asarray(images)
-    if images.ndim != 5 or images.shape[-1] not in (1, 3) or images.dtype != np.uint8:
+    if images.ndim != 5 or images.dtype != np.uint8:
         raise ValueError(
-            f"images must be uint8[R, C, H, W, 1 or 3]; got {images.dtype}{list(images.shape)}"
+            f"images must be uint8[R, C, H, W, ch]; got {images.dtype}{list(images.shape)}"
         )
+    images = display_channels(images)
     rows, cols, height, width, channels = images.shape
     if row_titles is not None and len(row_titles) != rows:
         raise ValueError(f"{len(row_titles)} row titles for {rows} rows")

@@ -1,0 +1,214 @@
+"""CT DICOM files -> Hounsfield units -> windowed 8-bit channels.
+
+Data flow: a slice file -> `read_header` (tags only, for planning: patient, series, position)
+-> `read_hu` (pixels through the modality LUT, with the RSNA wrap fixed) -> `window_channels`
+(one uint8 channel per display window) -> the builders' resize and box pyramid.
+
+Why each step is explicit: the study read ready-made PNGs whose windowing was never
+written down. Here every number is from the file (RescaleSlope, RescaleIntercept,
+PixelRepresentation, BitsStored) or from the config (window centre/width), and every file
+that cannot be read raises `BadInput` with a reason the preparation report counts.
+
+The RSNA wrap: some RSNA Intracranial Hemorrhage files claim unsigned 12-bit pixels with
+RescaleIntercept near 0 (instead of -1024), but store HU - intercept modulo 4096, so air
+(-1000 HU) appears as ~3096 and would read as dense bone. Those files are recognised by
+(PixelRepresentation 0, BitsStored 12, intercept > -100), and stored values at or above 3072
+(which would read above 3071 HU, the top of the 12-bit range every other file in the set
+uses) are brought back down by 4096: the correction used throughout the RSNA 2019
+challenge, with its threshold set so that -1024..3071 HU round-trips whatever the intercept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import pydicom
+import pydicom.errors
+
+from synthjax.data.workers import BadInput
+
+# name -> (centre, width) in HU. brain/subdural/bone are the three windows radiologists read
+# head CT in; the study's single channel was the brain window.
+WINDOWS: dict[str, tuple[float, float]] = {
+    "brain": (40.0, 80.0),
+    "subdural": (80.0, 200.0),
+    "bone": (600.0, 2800.0),
+    "stroke": (40.0, 40.0),
+    "soft_tissue": (40.0, 380.0),
+}
+AIR_HU = -1024.0
+MIN_SIDE = 32  # smaller images are not CT slices (scouts, thumbnails, corrupt headers)
+MAX_ASPECT = 1.5  # non-square images are padded to square; beyond this they are refused
+_WRAP_THRESHOLD = 4096 - 1024
+_HEADER_TAGS = [
+    "Modality",
+    "PatientID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "ImagePositionPatient",
+    "InstanceNumber",
+    "Rows",
+    "Columns",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class SliceHeader:
+    """What planning needs from a slice, without its pixels."""
+
+    path: str
+    patient_id: str
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    z: float  # ImagePositionPatient[2] (InstanceNumber if absent): the order within a series
+
+
+def parse_windows(spec: str | Sequence[str]) -> tuple[str, ...]:
+    """'brain,subdural,bone' (or a sequence of names) -> validated window names."""
+    names = tuple(n.strip() for n in (spec.split(",") if isinstance(spec, str) else spec))
+    names = tuple(n for n in names if n)
+    unknown = [n for n in names if n not in WINDOWS]
+    if not names or unknown:
+        raise ValueError(
+            f"unknown CT window(s) {unknown or names!r}; use comma-separated names from "
+            f"{sorted(WINDOWS)}"
+        )
+    return names
+
+
+def _open(path: str | os.PathLike, **kwargs) -> pydicom.Dataset:
+    try:
+        return pydicom.dcmread(os.fspath(path), **kwargs)
+    except pydicom.errors.InvalidDicomError as error:
+        raise BadInput("not_dicom", f"{path}: {error}") from None
+    except (EOFError, OSError, ValueError, KeyError, TypeError) as error:
+        raise BadInput("corrupt_dicom", f"{path}: {type(error).__name__}: {error}") from None
+
+
+def _text(ds: pydicom.Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    return str(value).strip() if value is not None else ""
+
+
+def read_header(path: str | os.PathLike, *, modality: str = "CT") -> SliceHeader:
+    """Reads the planning tags of one slice (no pixels).
+
+    Raises:
+      BadInput: not_dicom, corrupt_dicom, wrong_modality (Modality is not `modality`),
+        no_patient_id.
+    """
+    ds = _open(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+    found = _text(ds, "Modality")
+    if found != modality:
+        raise BadInput("wrong_modality", f"{path}: Modality {found or '<missing>'!r}")
+    patient = _text(ds, "PatientID")
+    if not patient:
+        raise BadInput("no_patient_id", f"{path}: no PatientID")
+    position = ds.get("ImagePositionPatient")
+    if position is not None and len(position) == 3:
+        z = float(position[2])
+    else:
+        z = float(ds.get("InstanceNumber") or 0)
+    return SliceHeader(
+        path=os.fspath(path),
+        patient_id=patient,
+        study_uid=_text(ds, "StudyInstanceUID"),
+        series_uid=_text(ds, "SeriesInstanceUID") or f"{patient}/unknown-series",
+        sop_uid=_text(ds, "SOPInstanceUID"),
+        z=z,
+    )
+
+
+def is_rsna_wrapped(ds: pydicom.Dataset) -> bool:
+    """True for the header signature of the RSNA files whose negative HUs wrapped (see top)."""
+    return (
+        int(ds.get("PixelRepresentation", 0)) == 0
+        and int(ds.get("BitsStored", 16)) == 12
+        and float(ds.get("RescaleIntercept", 0.0)) > -100
+    )
+
+
+def stored_to_hu(stored: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
+    """Stored pixel values -> HU: slope * value + intercept (the linear modality LUT).
+
+    Stored values of an RSNA-wrapped file are unwrapped first. Returns float32.
+    """
+    values = stored.astype(np.float32)
+    if is_rsna_wrapped(ds):
+        values = np.where(values >= _WRAP_THRESHOLD, values - 4096.0, values)
+    slope = float(ds.get("RescaleSlope", 1.0))
+    intercept = float(ds.get("RescaleIntercept", 0.0))
+    return values * np.float32(slope) + np.float32(intercept)
+
+
+def read_hu(path: str | os.PathLike, *, modality: str = "CT") -> np.ndarray:
+    """One slice in Hounsfield units, float32[H, W], padded to square with air.
+
+    Raises:
+      BadInput: not_dicom, corrupt_dicom, wrong_modality, no_pixel_data, truncated_pixel_data
+        (fewer bytes than Rows x Columns x BitsAllocated say), wrong_dimensions (not a single
+        2-D grayscale frame, smaller than MIN_SIDE, or further from square than MAX_ASPECT).
+    """
+    ds = _open(path)
+    found = _text(ds, "Modality")
+    if found != modality:
+        raise BadInput("wrong_modality", f"{path}: Modality {found or '<missing>'!r}")
+    if "PixelData" not in ds:
+        raise BadInput("no_pixel_data", f"{path}: no PixelData element")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1))
+    if frames != 1 or samples != 1:
+        raise BadInput(
+            "wrong_dimensions", f"{path}: {frames} frames of {samples} samples, not one 2-D slice"
+        )
+    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+    expected = rows * cols * int(ds.get("BitsAllocated", 16)) // 8
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    compressed = syntax is not None and syntax.is_compressed  # sizes vary; the decoder checks
+    if not compressed and len(ds.PixelData) < expected:
+        raise BadInput(
+            "truncated_pixel_data",
+            f"{path}: {len(ds.PixelData)} pixel bytes, {rows}x{cols} needs {expected}",
+        )
+    try:
+        stored = ds.pixel_array
+    except Exception as error:  # an unsupported or broken encoding
+        raise BadInput("corrupt_dicom", f"{path}: {type(error).__name__}: {error}") from None
+    if stored.ndim != 2 or min(stored.shape) < MIN_SIDE:
+        raise BadInput("wrong_dimensions", f"{path}: pixel array of shape {stored.shape}")
+    if max(stored.shape) > MAX_ASPECT * min(stored.shape):
+        raise BadInput(
+            "wrong_dimensions", f"{path}: {stored.shape[0]}x{stored.shape[1]} is far from square"
+        )
+    return pad_square(stored_to_hu(stored, ds))
+
+
+def pad_square(hu: np.ndarray) -> np.ndarray:
+    """Centres a non-square slice on a square of air (a head CT's field of view is round)."""
+    height, width = hu.shape
+    if height == width:
+        return hu
+    side = max(height, width)
+    out = np.full((side, side), AIR_HU, np.float32)
+    top, left = (side - height) // 2, (side - width) // 2
+    out[top : top + height, left : left + width] = hu
+    return out
+
+
+def window(hu: np.ndarray, center: float, width: float) -> np.ndarray:
+    """The display window: HU in [center - width/2, center + width/2] -> 0..255, clipped.
+
+    Float32 in, float32 out (not yet rounded), so resizing can happen before quantising.
+    """
+    low = center - width / 2.0
+    return np.clip((hu - np.float32(low)) * np.float32(255.0 / width), 0.0, 255.0)
+
+
+def window_channels(hu: np.ndarray, windows: Sequence[str]) -> np.ndarray:
+    """float32[H, W] HU -> float32[H, W, len(windows)] in 0..255, one channel per window."""
+    return np.stack([window(hu, *WINDOWS[name]) for name in windows], axis=-1)
