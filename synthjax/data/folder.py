@@ -1,0 +1,815 @@
+"""A researcher's own images as a TFDS dataset: a labels CSV + PNG/JPEG/DICOM files -> shards.
+
+Data flow: `manual_dir` (any local folder holding a labels CSV with a header row: one row per
+image, naming its file, its patient and one 0/1 cell per label) -> `prepare_folder` /
+`FolderDataset` (this module: label cells to a multi-hot vector, patient-level 80/10/10 split,
+each file decoded to 8-bit display values, padded to square with black, resized to the base
+resolution and 2x2 box-downsampled to the stored one) -> `data_dir/folder/<config>/1.0.0/`
+-> the same loader as every other dataset.
+
+The builder is the CheXpert one (`synthjax.data.chexpert`) with a generic reading of the
+source: the per-split statistics, the report and its reuse rules are shared, so
+`chexpert.format_report` prints the report. Every CSV row and every image file in the folder
+that no row names is accounted for: kept, or skipped under one counted reason (SKIP_REASONS,
+first that applies) and listed in the report. The `id` feature is the image path relative to
+`manual_dir`, for the private side only.
+
+Decoding, per file type (the same for every file, whatever its modality):
+  - PNG / JPEG: 8-bit grayscale or colour as stored (colour to grayscale by ITU-R 601 luma
+    when `channels` is 1); 16-bit (and 32-bit integer or float) grayscale is stretched from
+    the image's own minimum..maximum to 0..255, so 12-bit data in a 16-bit PNG is not black.
+  - DICOM (`.dcm`, or any file with b"DICM" at byte 128): pixels through the modality LUT,
+    then the display window `dicom_window`: 'file' = the file's own first
+    WindowCenter/WindowWidth (linear), or min..max when it has none; 'minmax' = always the
+    image's min..max; a name from `dicom.WINDOWS` ('brain', 'bone', ...) = that window in HU.
+    MONOCHROME1 is inverted so that dense tissue is bright, as in MONOCHROME2. Multi-frame and
+    colour DICOMs are refused (`wrong_dimensions`).
+Non-square images are centred on a black square (never cropped, never stretched); images
+smaller than `dicom.MIN_SIDE` pixels a side or further from square than `dicom.MAX_ASPECT`
+are refused (`wrong_dimensions`).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import hashlib
+import io
+import json
+import os
+from collections.abc import Callable, Sequence
+from typing import ClassVar
+
+import numpy as np
+import pydicom
+import tensorflow_datasets as tfds
+from etils import epath
+from PIL import Image
+from pydicom.multival import MultiValue
+from pydicom.pixels import apply_modality_lut
+
+from synthjax.data import chexpert, dicom
+from synthjax.data.chexpert import (
+    REPORT_FILE,
+    SPLITS,
+    SourceRow,
+    Tally,
+    check_pyramid_sizes,
+    format_report,
+    patient_split,
+)
+from synthjax.data.image_ops import box_pyramid
+from synthjax.data.shards import image_features
+from synthjax.data.workers import BadInput
+from synthjax.errors import ConfigError, DataNotFoundError
+
+__all__ = [
+    "SKIP_REASONS",
+    "FolderConfig",
+    "FolderDataset",
+    "format_report",
+    "parse_label_cell",
+    "prepare_folder",
+    "read_label_table",
+]
+
+# Each skipped CSV row (or unlabelled file) is counted once, under the first reason that
+# applies, in this order. contradictory_labels is the duplicate_image whose labels differ.
+SKIP_REASONS = (
+    "no_patient_id",
+    "duplicate_image",
+    "contradictory_labels",
+    "unknown_label_value",
+    "missing_file",
+    "no_positive_label",
+    "corrupt_image",
+    "wrong_dimensions",
+    "unlabelled_file",
+)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm")
+DICOM_WINDOWS = ("file", "minmax", *dicom.WINDOWS)
+UNLABELLED_KEY = "image files without a CSV row"
+_TRUE = frozenset({"1", "1.0", "true", "yes"})
+_FALSE = frozenset({"0", "0.0", "false", "no", ""})
+_FIELD = "--config.dataset.folder"
+
+
+def config_name(
+    resolution: int,
+    channels: int,
+    dicom_window: str,
+    drop_no_positive: bool,
+    base_resolution: int,
+    columns_hash: str,
+) -> str:
+    """The TFDS config name, from every setting that changes the data.
+
+    e.g. r64-c1-file-keep-b256-1a2b3c4d; the last part is `columns_hash`.
+    """
+    keep = "drop" if drop_no_positive else "keep"
+    return f"r{resolution}-c{channels}-{dicom_window}-{keep}-b{base_resolution}-{columns_hash}"
+
+
+def columns_hash(
+    labels_csv: str, image_column: str, patient_column: str, label_names: Sequence[str]
+) -> str:
+    """8 hex digits fixed by which CSV and which of its columns make the dataset."""
+    spec = json.dumps([labels_csv, image_column, patient_column, list(label_names)])
+    return hashlib.sha256(spec.encode("utf-8")).hexdigest()[:8]
+
+
+def check_settings(channels: int, dicom_window: str) -> None:
+    """Refuses a channel count or DICOM window this builder cannot produce."""
+    if channels not in (1, 3):
+        raise ConfigError(
+            "dataset.folder.channels", f"got {channels}", "use 1 (grayscale) or 3 (RGB)"
+        )
+    if dicom_window not in DICOM_WINDOWS:
+        raise ConfigError(
+            "dataset.folder.dicom_window", f"got {dicom_window!r}", f"use one of {DICOM_WINDOWS}"
+        )
+
+
+@dataclasses.dataclass(eq=False)
+class FolderConfig(tfds.core.BuilderConfig):
+    """One stored variant of a folder dataset. The name is derived from the fields.
+
+    resolution / base_resolution: as for CheXpert. channels: 1 (grayscale) or 3 (RGB; a
+    grayscale source is repeated). dicom_window: see the module docstring. drop_no_positive:
+    drop images whose label vector is all zero. labels_csv, image_column, patient_column:
+    the CSV (relative to manual_dir) and its columns of image paths and patient ids.
+    label_columns: as given ('' = every other column); label_names: the label columns it
+    resolves to, in CSV order (`prepare_folder` reads them from the CSV header).
+    """
+
+    name: str = ""
+    resolution: int = 64
+    channels: int = 1
+    dicom_window: str = "file"
+    drop_no_positive: bool = False
+    base_resolution: int = 256
+    labels_csv: str = "labels.csv"
+    image_column: str = "image"
+    patient_column: str = "patient"
+    label_columns: str = ""
+    label_names: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        check_pyramid_sizes(self.resolution, self.base_resolution)
+        check_settings(self.channels, self.dicom_window)
+        self.label_names = tuple(self.label_names)
+        if not self.label_names:
+            raise ConfigError(
+                "dataset.folder.label_columns",
+                "no label columns",
+                "name the CSV's 0/1 label columns (prepare_folder reads them from the CSV)",
+            )
+        digest = columns_hash(
+            self.labels_csv, self.image_column, self.patient_column, self.label_names
+        )
+        self.name = config_name(
+            self.resolution,
+            self.channels,
+            self.dicom_window,
+            self.drop_no_positive,
+            self.base_resolution,
+            digest,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding the data, reading the CSV
+
+
+def _layout_help(labels_csv: str) -> str:
+    return (
+        f"Put a CSV with a header row at <FOLDER>/{labels_csv}: one row per image, with a "
+        "column of image paths (relative to <FOLDER>, or absolute; PNG, JPEG or DICOM), a "
+        "column of patient ids (the split is by patient) and one 0/1 column per label. Pass "
+        f"--config.dataset.manual_dir=<FOLDER>, and name the CSV and its columns with "
+        f"{_FIELD}.labels_csv, {_FIELD}.image_column, {_FIELD}.patient_column and "
+        f"{_FIELD}.label_columns."
+    )
+
+
+def find_dataset_root(manual_dir: str | os.PathLike, labels_csv: str = "labels.csv") -> epath.Path:
+    """`manual_dir` as an absolute path, once it is known to hold `labels_csv`."""
+    root = epath.Path(os.path.abspath(os.fspath(manual_dir)))
+    if not root.is_dir():
+        raise DataNotFoundError(
+            f"folder dataset not found: {root} is not a folder.\n{_layout_help(labels_csv)}"
+        )
+    if not (root / labels_csv).is_file():
+        found = sorted(p.name for p in root.glob("*.csv"))
+        raise DataNotFoundError(
+            f"folder dataset: no {labels_csv} in {root} (CSV files there: {found or 'none'}). "
+            f"If the labels are in another file, set {_FIELD}.labels_csv=<name>.\n"
+            + _layout_help(labels_csv)
+        )
+    return root
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelTable:
+    """The labels CSV: header, data rows (lists of cells) and where the named columns are."""
+
+    path: epath.Path
+    header: tuple[str, ...]
+    rows: list[list[str]]
+    image_index: int
+    patient_index: int
+    label_indices: tuple[int, ...]
+    label_names: tuple[str, ...]  # CSV order
+
+
+def _csv_text(path: epath.Path) -> str:
+    data = path.read_bytes()
+    if b"\x00" in data[:65536]:
+        raise DataNotFoundError(
+            f"{path} is not a CSV file (it holds binary data, e.g. a spreadsheet). Export it "
+            f"as CSV with a header row, or point {_FIELD}.labels_csv=<name> at the CSV."
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def read_label_table(
+    root: epath.Path,
+    labels_csv: str,
+    image_column: str,
+    patient_column: str,
+    label_columns: str | Sequence[str],
+) -> LabelTable:
+    """Reads the labels CSV and finds its image, patient and label columns.
+
+    label_columns: comma-separated names (or a sequence of names); '' = every column other
+    than the image and patient ones. Label names come back in CSV order. Header names and
+    cells are stripped of surrounding spaces; a header line without commas but with
+    semicolons or tabs is read with that delimiter.
+
+    Raises:
+      DataNotFoundError: not a CSV, no header, missing or repeated columns, no label
+        column; the message lists the columns found and the config field to set.
+      ConfigError: the same column named for two roles.
+    """
+    path = root / labels_csv
+    text = _csv_text(path)
+    first_line = text.split("\n", 1)[0]
+    delimiter = ","
+    if "," not in first_line:
+        delimiter = ";" if ";" in first_line else ("\t" if "\t" in first_line else ",")
+    try:
+        rows = [row for row in csv.reader(io.StringIO(text), delimiter=delimiter) if row]
+    except csv.Error as error:
+        raise DataNotFoundError(f"{path} is not a readable CSV file: {error}") from None
+    if not rows:
+        raise DataNotFoundError(
+            f"{path} is empty: it needs a header row.\n{_layout_help(labels_csv)}"
+        )
+    header = tuple(h.strip() for h in rows[0])
+    if image_column == patient_column:
+        raise ConfigError(
+            "dataset.folder.patient_column",
+            f"the same column {image_column!r} as dataset.folder.image_column",
+            "name the column of patient ids",
+        )
+    if isinstance(label_columns, str):
+        wanted = [n.strip() for n in label_columns.split(",") if n.strip()]
+    else:
+        wanted = list(label_columns)
+    for name in wanted:
+        if name in (image_column, patient_column):
+            raise ConfigError(
+                "dataset.folder.label_columns",
+                f"{name!r} is also the image or patient column",
+                "list only the 0/1 label columns",
+            )
+    fixes = []
+    if image_column not in header:
+        fixes.append((image_column, f"{_FIELD}.image_column=<column of image paths>"))
+    if patient_column not in header:
+        fixes.append((patient_column, f"{_FIELD}.patient_column=<column of patient ids>"))
+    missing_labels = [n for n in wanted if n not in header]
+    if missing_labels:
+        fixes.append(
+            (", ".join(missing_labels), f"{_FIELD}.label_columns=<comma-separated label columns>")
+        )
+    if fixes:
+        raise DataNotFoundError(
+            f"{path} has no column(s) {[name for name, _ in fixes]}; the columns found are "
+            f"{list(header)}. Set " + " and ".join(fix for _, fix in fixes) + "."
+        )
+    if wanted:
+        label_names = tuple(h for h in header if h in wanted)
+    else:
+        label_names = tuple(h for h in header if h not in (image_column, patient_column))
+    used = (image_column, patient_column, *label_names)
+    repeated = sorted({h for h in header if h in used and header.count(h) > 1})
+    if repeated:
+        raise DataNotFoundError(
+            f"{path} has more than one column named {repeated}; the columns found are "
+            f"{list(header)}. Rename them so each is unique."
+        )
+    if not label_names:
+        raise DataNotFoundError(
+            f"{path} has no label columns: the columns found are {list(header)}, of which "
+            f"{image_column!r} holds image paths and {patient_column!r} patient ids. Add one "
+            f"0/1 column per label, or set {_FIELD}.label_columns=<comma-separated columns>."
+        )
+    return LabelTable(
+        path=path,
+        header=header,
+        rows=rows[1:],
+        image_index=header.index(image_column),
+        patient_index=header.index(patient_column),
+        label_indices=tuple(header.index(n) for n in label_names),
+        label_names=label_names,
+    )
+
+
+def parse_label_cell(cell: str | None) -> float | None:
+    """A label cell -> 1.0, 0.0, or None when it is neither.
+
+    1: '1', '1.0', 'true', 'yes' (any case) or any number equal to 1. 0: '0', '0.0', 'false',
+    'no', any number equal to 0, or a blank cell (a label nobody marked is absent). A cell a
+    short row does not have (None) is neither.
+    """
+    if cell is None:
+        return None
+    text = cell.strip().lower()
+    if text in _TRUE:
+        return 1.0
+    if text in _FALSE:
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value in (0.0, 1.0) else None
+
+
+def _label_signature(cells: Sequence[str | None]) -> tuple:
+    """Cells compared for duplicate rows: parsed where possible, else the raw lowercase text."""
+    out = []
+    for cell in cells:
+        value = parse_label_cell(cell)
+        out.append(value if value is not None else (cell or "").strip().lower())
+    return tuple(out)
+
+
+def find_unlabelled(root: epath.Path, referenced: set[str]) -> list[str]:
+    """Image files (IMAGE_EXTENSIONS) under `root` that no CSV row names, sorted.
+
+    Hidden folders and files (names starting with '.') are not looked at.
+    """
+    found = []
+    for folder, subfolders, files in os.walk(os.fspath(root)):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or not name.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            path = os.path.normpath(os.path.join(folder, name))
+            if path not in referenced:
+                found.append(path)
+    return found
+
+
+def plan_rows(
+    root: epath.Path, table: LabelTable, *, drop_no_positive: bool, tally: Tally
+) -> dict[str, list[SourceRow]]:
+    """Sorts every CSV row (and every unlabelled file) into per-split rows to decode or skips."""
+    plans: dict[str, list[SourceRow]] = {split: [] for split in SPLITS}
+    seen: dict[str, tuple[tuple, int]] = {}
+    referenced: set[str] = set()
+    root_text = os.fspath(root)
+
+    def cell(cells: list[str], index: int) -> str | None:
+        return cells[index].strip() if index < len(cells) else None
+
+    for number, cells in enumerate(table.rows, start=1):
+        image = cell(cells, table.image_index) or ""
+        where = image or f"<row {number}: no image path>"
+        key = os.path.normpath(os.path.join(root_text, image)) if image else None
+        if key is not None:
+            referenced.add(key)
+        label_cells = [cell(cells, i) for i in table.label_indices]
+        patient = cell(cells, table.patient_index) or ""
+        if not patient:
+            tally.skip(
+                "no_patient_id", where, f"row {number}: blank {table.header[table.patient_index]!r}"
+            )
+            continue
+        if key is not None:
+            signature = _label_signature(label_cells)
+            if key in seen:
+                first_signature, first_number = seen[key]
+                reason = (
+                    "duplicate_image" if signature == first_signature else "contradictory_labels"
+                )
+                tally.skip(reason, where, f"row {number} names the image of row {first_number}")
+                continue
+            seen[key] = (signature, number)
+        values = [parse_label_cell(c) for c in label_cells]
+        unknown = [
+            f"{n}={c!r}"
+            for n, c, v in zip(table.label_names, label_cells, values, strict=True)
+            if v is None
+        ]
+        if unknown:
+            tally.skip("unknown_label_value", where, f"row {number}: " + ", ".join(unknown))
+            continue
+        if key is None or not os.path.isfile(key):
+            tally.skip("missing_file", where, f"row {number}: no file {key or '(blank cell)'}")
+            continue
+        labels = np.array(values, np.float32)
+        if drop_no_positive and not labels.any():
+            tally.skip("no_positive_label", where)
+            continue
+        relative = os.path.relpath(key, root_text)
+        ident = key if relative.startswith("..") else relative.replace(os.sep, "/")
+        plans[patient_split(patient)].append(
+            SourceRow(
+                key=ident, patient=patient, file=epath.Path(key), csv_path=image, labels=labels
+            )
+        )
+    unlabelled = find_unlabelled(root, referenced)
+    tally.rows_read[f"{table.path.name} rows"] = len(table.rows)
+    tally.rows_read[UNLABELLED_KEY] = len(unlabelled)
+    for path in unlabelled:
+        tally.skip("unlabelled_file", os.path.relpath(path, root_text), "no row in the CSV")
+    return plans
+
+
+def source_fingerprint(root: epath.Path, labels_csv: str = "labels.csv") -> dict[str, dict]:
+    """Content hash and modification time of the labels CSV (the images are not hashed)."""
+    return chexpert.source_fingerprint(root, (labels_csv,))
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding one file (runs in worker processes)
+
+
+def _check_shape(height: int, width: int, path: str) -> None:
+    if min(height, width) < dicom.MIN_SIDE:
+        raise BadInput(
+            "wrong_dimensions", f"{path}: {height}x{width} is under {dicom.MIN_SIDE} px a side"
+        )
+    if max(height, width) > dicom.MAX_ASPECT * min(height, width):
+        raise BadInput(
+            "wrong_dimensions",
+            f"{path}: {height}x{width} is further from square than {dicom.MAX_ASPECT}:1",
+        )
+
+
+def stretch(values: np.ndarray) -> np.ndarray:
+    """The image's own min..max -> 0..255, float32 (a constant image becomes 0)."""
+    values = values.astype(np.float32)
+    low, high = float(values.min()), float(values.max())
+    if not high > low:
+        return np.zeros_like(values)
+    return (values - np.float32(low)) * np.float32(255.0 / (high - low))
+
+
+def _first_number(value) -> float | None:
+    if isinstance(value, (MultiValue, list, tuple)):
+        value = value[0] if len(value) else None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
+
+
+def dicom_display(ds: pydicom.Dataset, path: str, dicom_window: str) -> np.ndarray:
+    """A single-frame grayscale DICOM -> float32[H, W] display values in 0..255.
+
+    Raises:
+      BadInput: corrupt_image (no or undecodable pixel data), wrong_dimensions (multi-frame,
+        colour, not 2-D, too small or too far from square).
+    """
+    if "PixelData" not in ds:
+        raise BadInput("corrupt_image", f"{path}: DICOM without pixel data")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    if frames != 1 or samples != 1 or photometric not in ("", "MONOCHROME1", "MONOCHROME2"):
+        raise BadInput(
+            "wrong_dimensions",
+            f"{path}: {frames} frame(s) of {samples} sample(s), {photometric or 'no'} "
+            "photometric interpretation; only single-frame grayscale images are used",
+        )
+    try:
+        stored = ds.pixel_array
+    except Exception as error:  # truncated or in an encoding pydicom cannot decode here
+        raise BadInput("corrupt_image", f"{path}: {type(error).__name__}: {error}") from None
+    if stored.ndim != 2:
+        raise BadInput("wrong_dimensions", f"{path}: pixel array of shape {stored.shape}")
+    _check_shape(*stored.shape, path)
+    values = np.asarray(apply_modality_lut(stored, ds), np.float32)
+    if dicom_window in dicom.WINDOWS:
+        display = dicom.window(values, *dicom.WINDOWS[dicom_window])
+    else:
+        center = _first_number(ds.get("WindowCenter"))
+        width = _first_number(ds.get("WindowWidth"))
+        if dicom_window == "file" and center is not None and width is not None and width > 0:
+            display = dicom.window(values, center, width)
+        else:
+            display = stretch(values)
+    if photometric == "MONOCHROME1":  # stored with dense tissue dark
+        display = 255.0 - display
+    return display
+
+
+def read_display(
+    file: epath.Path, *, channels: int, dicom_window: str, draft_size: int
+) -> np.ndarray:
+    """One image file -> float32[H, W, 1 or 3] display values in 0..255 (see module docstring).
+
+    `draft_size` lets libjpeg decode a large JPEG at a reduced size no smaller than it.
+
+    Raises:
+      BadInput: corrupt_image, wrong_dimensions. Pillow's own errors (a truncated PNG)
+        propagate and are counted as corrupt_image by the builder.
+    """
+    path = os.fspath(file)
+    with file.open("rb") as f:
+        data = f.read()
+    has_preamble = data[128:132] == b"DICM"
+    if has_preamble or path.lower().endswith(".dcm"):
+        try:
+            # Some old files lack the preamble; `force` reads them, and anything else fails
+            # below for want of pixel data.
+            ds = pydicom.dcmread(io.BytesIO(data), force=not has_preamble)
+        except Exception as error:  # pydicom raises many types for non-DICOM bytes
+            raise BadInput("corrupt_image", f"{path}: not DICOM: {error}") from None
+        if not has_preamble and "PixelData" not in ds:
+            raise BadInput("corrupt_image", f"{path}: not DICOM (no DICM preamble, no pixels)")
+        return dicom_display(ds, path, dicom_window)[:, :, None]
+    image = Image.open(io.BytesIO(data))
+    _check_shape(image.height, image.width, path)
+    image.draft("RGB" if channels == 3 else "L", (draft_size, draft_size))
+    image.load()
+    if image.mode.startswith("I") or image.mode == "F":  # 16-bit (or wider) grayscale
+        return stretch(np.asarray(image))[:, :, None]
+    if channels == 3 and image.mode not in ("L", "LA", "1", "I", "F"):
+        return np.asarray(image.convert("RGB"), np.float32)
+    return np.asarray(image.convert("L"), np.float32)[:, :, None]
+
+
+def pad_to_square(display: np.ndarray) -> np.ndarray:
+    """float32[H, W, C] centred on a black float32[S, S, C], S = max(H, W).
+
+    Black after windowing, for every modality (`dicom.pad_square` pads CT with air before
+    windowing, which would skew a min..max stretch of other modalities).
+    """
+    height, width = display.shape[:2]
+    if height == width:
+        return display
+    side = max(height, width)
+    out = np.zeros((side, side, display.shape[2]), np.float32)
+    top, left = (side - height) // 2, (side - width) // 2
+    out[top : top + height, left : left + width] = display
+    return out
+
+
+def resize_display(square: np.ndarray, size: int) -> np.ndarray:
+    """float32[S, S, C] in 0..255 -> uint8[size, size, C] (Lanczos on floats, then rounded)."""
+    channels = []
+    for c in range(square.shape[2]):
+        channel = np.ascontiguousarray(square[:, :, c], np.float32)
+        if channel.shape != (size, size):
+            resized = Image.fromarray(channel).resize((size, size), Image.Resampling.LANCZOS)
+            channel = np.asarray(resized, np.float32)
+        channels.append(np.clip(np.rint(channel), 0, 255).astype(np.uint8))
+    return np.stack(channels, axis=-1)
+
+
+def decode_folder_row(
+    row: SourceRow, *, channels: int, dicom_window: str, base_resolution: int, resolution: int
+) -> np.ndarray:
+    """A kept row's file -> uint8[resolution, resolution, channels]."""
+    display = read_display(
+        row.file, channels=channels, dicom_window=dicom_window, draft_size=base_resolution
+    )
+    base = resize_display(pad_to_square(display), base_resolution)
+    if base.shape[2] != channels:  # a grayscale source stored as RGB
+        base = np.repeat(base, channels, axis=2)
+    return box_pyramid(base, resolution)
+
+
+# ---------------------------------------------------------------------------------------------
+# The TFDS builder
+
+
+class FolderDataset(chexpert.Chexpert, skip_registration=True):
+    """A researcher's own labelled images at one resolution, split 80/10/10 by patient.
+
+    Shares the statistics, the report and the reuse rules with the CheXpert builder; reads a
+    generic labels CSV and PNG/JPEG/DICOM files. Not registered with TFDS; use
+    `prepare_folder`.
+    """
+
+    name = "folder"
+    TITLE = "Folder dataset"
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES: ClassVar[dict[str, str]] = {
+        "1.0.0": "Labels CSV + PNG/JPEG/DICOM, patient split, black square padding, box pyramid.",
+    }
+    # The label columns come from the researcher's CSV, so there are no predefined variants.
+    BUILDER_CONFIGS: ClassVar[list[FolderConfig]] = []
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        "Pass the folder holding your labels CSV and images as the manual dir "
+        "(--config.dataset.manual_dir)."
+    )
+
+    @property
+    def LABELS(self) -> tuple[str, ...]:  # the base class names it so; here per config
+        return self.builder_config.label_names
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        config = self.builder_config
+        r = config.resolution
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=(
+                f"Labelled images from {config.labels_csv}, {config.channels} channel(s), "
+                f"DICOM window {config.dicom_window}, padded square, box-downsampled."
+            ),
+            features=image_features((r, r, config.channels), len(config.label_names)),
+            metadata=tfds.core.MetadataDict(
+                label_names=list(config.label_names),
+                channels=config.channels,
+                dicom_window=config.dicom_window,
+            ),
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        config = self.builder_config
+        root = find_dataset_root(dl_manager.manual_dir, config.labels_csv)
+        self._tally = Tally(SKIP_REASONS)
+        self._root = root
+        table = read_label_table(
+            root, config.labels_csv, config.image_column, config.patient_column, config.label_names
+        )
+        plans = plan_rows(root, table, drop_no_positive=config.drop_no_positive, tally=self._tally)
+        empty = [split for split, rows in plans.items() if not rows]
+        if empty:
+            raise DataNotFoundError(
+                f"no usable image for the {empty} split(s) in {root}: too few patients for an "
+                f"80/10/10 patient split (about 10 or more are needed, 30+ to be safe), or "
+                f"every row was skipped ({self._tally.counts})."
+            )
+        return {split: self._generate_examples(split, rows) for split, rows in plans.items()}
+
+    def decoder(self) -> Callable[[SourceRow], np.ndarray]:
+        config = self.builder_config
+        return functools.partial(
+            decode_folder_row,
+            channels=config.channels,
+            dicom_window=config.dicom_window,
+            base_resolution=config.base_resolution,
+            resolution=config.resolution,
+        )
+
+    def settings(self) -> dict:
+        config = self.builder_config
+        return {
+            "resolution": config.resolution,
+            "channels": config.channels,
+            "dicom_window": config.dicom_window,
+            "drop_no_positive": config.drop_no_positive,
+            "base_resolution": config.base_resolution,
+            "labels_csv": config.labels_csv,
+            "image_column": config.image_column,
+            "patient_column": config.patient_column,
+            "label_columns": config.label_columns,
+            "label_names": list(config.label_names),
+            "source": os.fspath(self._root),
+        }
+
+    def fingerprint(self) -> dict[str, dict]:
+        return source_fingerprint(self._root, self.builder_config.labels_csv)
+
+    def report(self) -> dict:
+        report = super().report()
+        report["unit"] = "images"
+        return report
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+
+
+def _label_names_of_earlier_build(data_dir: epath.Path, wanted: dict) -> tuple[str, ...] | None:
+    """The label names of the newest complete build with settings `wanted`, if any.
+
+    Lets a build be reused after its source folder is gone, when its label names (part of
+    the config name) can no longer be read from the CSV.
+    """
+    version = str(FolderDataset.VERSION)
+    reports = [
+        p
+        for p in (data_dir / FolderDataset.name).glob(f"*/{version}/{REPORT_FILE}")
+        if (p.parent / "dataset_info.json").exists()
+    ]
+    for path in sorted(reports, key=lambda p: os.path.getmtime(p), reverse=True):
+        settings = json.loads(path.read_text()).get("settings", {})
+        if all(settings.get(k) == v for k, v in wanted.items()):
+            return tuple(settings["label_names"])
+    return None
+
+
+def prepare_folder(
+    manual_dir: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    *,
+    resolution: int,
+    base_resolution: int = 256,
+    labels_csv: str = "labels.csv",
+    image_column: str = "image",
+    patient_column: str = "patient",
+    label_columns: str = "",
+    channels: int = 1,
+    dicom_window: str = "file",
+    drop_no_positive: bool = False,
+    workers: int = 0,
+) -> tuple[epath.Path, dict]:
+    """Builds a folder of labelled images at one resolution (or reuses a build) and reports.
+
+    Args:
+      manual_dir: the folder holding `labels_csv` and the images it names.
+      data_dir: TFDS data root; the dataset lands in `data_dir/folder/<config>/1.0.0/`.
+      resolution, base_resolution: stored side, and the side images are resized to before the
+        2x2 box pyramid (powers of two, resolution <= base_resolution).
+      labels_csv: the CSV, relative to manual_dir, with a header row.
+      image_column: its column of image paths (relative to manual_dir, or absolute).
+      patient_column: its column of patient ids; the 80/10/10 split hashes them
+        (`chexpert.patient_split`), so no patient is in two splits.
+      label_columns: comma-separated label columns ('' = every column but the image and
+        patient ones); the stored label names are these in CSV order. Cells are 1/0 (also
+        1.0/0.0, true/false, yes/no in any case); a blank cell is 0; anything else skips the
+        row as `unknown_label_value`.
+      channels: 1 (grayscale) or 3 (RGB).
+      dicom_window: 'file', 'minmax' or a name from `dicom.WINDOWS` (module docstring).
+      drop_no_positive: skip images whose labels are all 0 (`no_positive_label`).
+      workers: processes decoding images (0 = every available core).
+
+    Returns:
+      (dataset_dir, report), as `chexpert.prepare_chexpert`, with report["unit"] = "images":
+      `rows_read` has the CSV rows and the image files no row names; `counts` has each of them
+      by outcome (kept + each of SKIP_REASONS = both totals); `bad_rows` lists the skipped
+      ones. The config name encodes every setting that changes the data, e.g.
+      r64-c1-file-keep-b256-1a2b3c4d (the hash covers the CSV name and its columns). A build
+      is reused while the CSV is unchanged (images are not hashed: after replacing image
+      files, edit or touch the CSV to rebuild).
+
+    Raises:
+      DataNotFoundError: no folder or CSV, a CSV without the named columns (the message says
+        which config field to set), or too few patients for three splits.
+      ConfigError: an impossible resolution, channel count or DICOM window.
+    """
+    check_pyramid_sizes(resolution, base_resolution)
+    check_settings(channels, dicom_window)
+    wanted = {
+        "resolution": resolution,
+        "channels": channels,
+        "dicom_window": dicom_window,
+        "drop_no_positive": drop_no_positive,
+        "base_resolution": base_resolution,
+        "labels_csv": labels_csv,
+        "image_column": image_column,
+        "patient_column": patient_column,
+        "label_columns": label_columns,
+    }
+    label_names = None
+    if not epath.Path(manual_dir).exists():
+        label_names = _label_names_of_earlier_build(epath.Path(data_dir), wanted)
+    if label_names is None:
+        root = find_dataset_root(manual_dir, labels_csv)
+        label_names = read_label_table(
+            root, labels_csv, image_column, patient_column, label_columns
+        ).label_names
+    config = FolderConfig(
+        resolution=resolution,
+        channels=channels,
+        dicom_window=dicom_window,
+        drop_no_positive=drop_no_positive,
+        base_resolution=base_resolution,
+        labels_csv=labels_csv,
+        image_column=image_column,
+        patient_column=patient_column,
+        label_columns=label_columns,
+        label_names=label_names,
+    )
+    return chexpert.prepare_with_reuse(
+        FolderDataset,
+        config,
+        os.path.abspath(os.fspath(manual_dir)),
+        data_dir,
+        find_root=functools.partial(find_dataset_root, labels_csv=labels_csv),
+        fingerprint=functools.partial(source_fingerprint, labels_csv=labels_csv),
+        workers=workers,
+    )
