@@ -135,10 +135,10 @@ def shrink_to_smoke(c: ml_collections.ConfigDict) -> None:
     c.dataset.phantom.enabled = c.dataset.name in PHANTOM_DATASETS
     c.dataset.phantom.num_patients = 400
     c.dataset.phantom.image_size = 64
-    if c.dataset.name == "rsna_ich":  # ~10 slices per patient: 60 patients are ~600 slices
-        c.dataset.phantom.num_patients = 60
-        c.dataset.phantom.min_slices = 8
-        c.dataset.phantom.max_slices = 12
+    if c.dataset.name == "rsna_ich":  # ~8 slices per patient: ~800 slices, and ~10 test
+        c.dataset.phantom.num_patients = 100  # patients, so the test split has bleeds
+        c.dataset.phantom.min_slices = 6
+        c.dataset.phantom.max_slices = 10
     c.dataset.num_classes = 4
     c.classifier.arch = "densenet_narrow"
     c.classifier.batch_size = 16

@@ -195,3 +195,36 @@ def test_nih_sample_smoke_on_real_radiographs(tmp_path, cache_dir):
     card = json.loads((workdir / "synthetic" / "DATASET_CARD.json").read_text())
     assert card["source_dataset"]["attribution"] == prepared["attribution"]
     assert (workdir / "gan" / "samples" / "real.png").exists()
+
+
+def test_ct_smoke_from_dicom_end_to_end(tmp_path, cache_dir):
+    """The brain-CT arm: phantom DICOMs -> HU -> 3 windows -> GAN -> synthetic -> TSTR."""
+    command = _command(tmp_path / "ct", cache_dir)
+    command[3] = "--config=configs/ct_256.py:smoke"
+    proc = subprocess.run(
+        command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    workdir = tmp_path / "ct"
+    assert (workdir / "phantom_rsna_ich" / "COMPLETE.json").exists()
+    prepared = _summary(workdir, "prepare")
+    assert prepared["phantom"] is True
+    assert prepared["label_names"] == [
+        "epidural",
+        "intraparenchymal",
+        "intraventricular",
+        "subarachnoid",
+        "subdural",
+        "no_finding",
+    ]
+    prepare_report = json.loads((workdir / "prepare" / "prepare_report.json").read_text())
+    assert prepare_report["unit"] == "slices" and prepare_report["counts"]["kept"] > 300
+    assert "slices read" in proc.stdout
+    real = load_source(prepared["dataset_dir"], "train")
+    synthetic = load_source(workdir / "synthetic", "train")
+    assert real.image_shape == synthetic.image_shape == (16, 16, 3)
+    report = json.loads((workdir / "report.json").read_text())
+    assert report["dataset"] == "rsna_ich"
+    assert isinstance(report["trtr_auroc_mean"], float)
+    assert isinstance(report["tstr_auroc_mean"], float)
+    assert (workdir / "gan" / "samples" / "real.png").exists()

@@ -62,9 +62,9 @@ def test_a_killed_build_is_rebuilt_not_reused(raw, tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", code, str(raw), str(data_dir)])
     try:
         deadline = time.monotonic() + 120
-        # Kill it once TFDS has started writing shards into its temporary directory.
+        # Kill it once it has started writing shards into its temporary directory.
         while time.monotonic() < deadline and proc.poll() is None:
-            if any(data_dir.glob("chexpert/*/incomplete.*/*.array_record*")):
+            if any(data_dir.glob("chexpert/*/incomplete.*/*")):
                 break
             time.sleep(0.02)
         assert proc.poll() is None, "the build finished before it could be killed"

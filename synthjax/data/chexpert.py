@@ -26,6 +26,7 @@ import json
 import os
 import re
 import time
+import types
 from collections.abc import Callable, Iterable, Iterator
 from typing import ClassVar
 
@@ -36,7 +37,7 @@ from etils import epath
 from PIL import Image
 
 from synthjax.data.image_ops import box_pyramid, is_power_of_two, resize_square
-from synthjax.data.shards import image_features
+from synthjax.data.shards import image_features, write_metadata, write_split
 from synthjax.data.workers import BadInput, ordered_map
 from synthjax.errors import ConfigError, DataNotFoundError
 
@@ -451,10 +452,6 @@ class Chexpert(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             len(patients),
             time.monotonic() - started,
         )
-        # Written inside TFDS's temporary directory, so it appears atomically with the shards.
-        # The last split to finish writes the complete report.
-        report = self.report()
-        (epath.Path(self.data_dir) / REPORT_FILE).write_text(json.dumps(report, indent=2))
 
     def settings(self) -> dict:
         """The config fields recorded in the report, plus the source folder."""
@@ -557,9 +554,9 @@ def prepare_with_reuse(
     build to be reused. A build whose source folder is gone is reused as it is. `workers`
     processes decode images (0 = every available core).
 
-    A build is complete only when TFDS has renamed its temporary directory into place (it
-    writes `dataset_info.json` last, inside that directory): a build killed halfway leaves
-    only a temporary directory, which the next call ignores and builds afresh.
+    A build is complete only once `write_dataset` has renamed its temporary directory into
+    place: a build killed halfway leaves only that directory, which the next call deletes
+    before building afresh.
     """
     name = builder_class.name
     config = builder_class.builder_configs.get(config.name) or config
@@ -590,11 +587,62 @@ def prepare_with_reuse(
             find_root(manual_dir)
         _remove_killed_builds(dataset_dir)
         builder.workers = workers
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)),
-            file_format="array_record",
-        )
+        write_dataset(builder, manual_dir, dataset_dir)
         return dataset_dir, json.loads(report_path.read_text())
+
+
+def _shard_size(features: tfds.features.FeaturesDict) -> int:
+    """Records per shard: about 64 MB of pixels, between 256 and 8192 records."""
+    shape = features["image"].shape
+    image_bytes = int(np.prod(shape))
+    return int(np.clip((64 << 20) // max(image_bytes, 1), 256, 8192))
+
+
+def write_dataset(builder: Chexpert, manual_dir: str | os.PathLike, dataset_dir: epath.Path):
+    """Streams every split of `builder` into array_record shards, then marks it complete.
+
+    TFDS's own writer buffers each split to shuffle it and, past 1 GB, spills the buffer
+    through TensorFlow's file API, which this project does not install. Writing here keeps
+    one record in memory at a time, in the plan's order (training shuffles at read time),
+    into the same format and directory layout `tfds.builder_from_directory` reads.
+
+    Everything goes into `incomplete.<random>_<version>/` beside `dataset_dir` (TFDS's own
+    convention), and `dataset_info.json` is written last, before the rename: a killed build
+    is never read as complete.
+    """
+    suffix = hashlib.sha256(os.urandom(8)).hexdigest()[:6].upper()
+    prefix = tfds.core.constants.INCOMPLETE_PREFIX
+    tmp_dir = dataset_dir.parent / f"{prefix}{suffix}_{dataset_dir.name}"
+    tmp_dir.mkdir(parents=True)
+    info = builder.info
+    features = info.features
+    generators = builder._split_generators(types.SimpleNamespace(manual_dir=epath.Path(manual_dir)))
+    lengths = {}
+    for split, examples in generators.items():
+        lengths[split] = write_split(
+            tmp_dir,
+            name=builder.name,
+            split=split,
+            features=features,
+            records=(example for _, example in examples),
+            shard_size=_shard_size(features),
+        )
+    (tmp_dir / REPORT_FILE).write_text(json.dumps(builder.report(), indent=2))
+    metadata = dict(info.metadata or {})
+    label_names = metadata.pop("label_names", list(builder.LABELS))
+    write_metadata(
+        tmp_dir,
+        name=builder.name,
+        features=features,
+        shard_lengths=lengths,
+        label_names=label_names,
+        description=info.description,
+        version=str(builder.VERSION),
+        metadata=metadata,
+        homepage=info.homepage,
+        citation=info.citation,
+    )
+    tmp_dir.rename(dataset_dir)
 
 
 def _content(fingerprint: dict | None) -> dict:

@@ -8,6 +8,7 @@ complete shards behind and can resume by skipping them.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -75,8 +76,15 @@ def write_metadata(
     shard_lengths: Mapping[str, Sequence[int]],
     label_names: Sequence[str],
     description: str,
+    version: str = "1.0.0",
+    metadata: Mapping[str, Any] | None = None,
+    **info: Any,
 ) -> None:
-    """Writes dataset_info.json & co. once every shard exists (this marks it complete)."""
+    """Writes dataset_info.json & co. once every shard exists (this marks it complete).
+
+    `metadata` joins `label_names` in the dataset's metadata; `info` (homepage, citation)
+    goes to `tfds.core.DatasetInfo`.
+    """
     split_infos = []
     for split, lengths in shard_lengths.items():
         paths = [shard_path(dataset_dir, name, split, i, len(lengths)) for i in range(len(lengths))]
@@ -94,6 +102,41 @@ def write_metadata(
         split_infos=split_infos,
         filename_template=shard_template(dataset_dir, name, "x"),
         check_data=False,  # its check reads through tf.data; the loader checks instead
+        version=version,
         description=description,
-        metadata=tfds.core.MetadataDict(label_names=list(label_names)),
+        metadata=tfds.core.MetadataDict(label_names=list(label_names), **(metadata or {})),
+        **info,
     )
+
+
+def write_split(
+    dataset_dir: epath.Path,
+    *,
+    name: str,
+    split: str,
+    features: tfds.features.FeaturesDict,
+    records: Iterable[Mapping[str, Any]],
+    shard_size: int,
+) -> list[int]:
+    """Streams `records` into shards of `shard_size`; returns the shard lengths.
+
+    Memory holds one record at a time, whatever the split's size. Shards are written under
+    temporary names (the total count is known only at the end), then renamed.
+    """
+    iterator = iter(records)
+    parts: list[epath.Path] = []
+    lengths: list[int] = []
+    while True:
+        chunk = itertools.islice(iterator, shard_size)
+        part = dataset_dir / f".{name}-{split}.part{len(parts):05d}"
+        count = write_shard(part, features, chunk)
+        if count == 0:
+            part.unlink(missing_ok=True)
+            break
+        parts.append(part)
+        lengths.append(count)
+        if count < shard_size:
+            break
+    for index, part in enumerate(parts):
+        part.replace(shard_path(dataset_dir, name, split, index, len(parts)))
+    return lengths
