@@ -38,7 +38,7 @@ from PIL import Image
 
 from synthjax.data.image_ops import box_pyramid, is_power_of_two, resize_square
 from synthjax.data.shards import image_features, write_metadata, write_split
-from synthjax.data.workers import BadInput, ordered_map
+from synthjax.data.workers import BadInput, ordered_map, process_pool
 from synthjax.errors import ConfigError, DataNotFoundError
 
 CHEXPERT_LABELS: tuple[str, ...] = (
@@ -339,9 +339,10 @@ class Chexpert(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """
 
     TITLE = "CheXpert"
-    # Processes decoding images (0 = every available core). Not part of the config: it does
-    # not change the data, only how fast it is written.
+    # Processes decoding images (0 = every available core), and the pool `write_dataset`
+    # opens for them. Not part of the config: they change how fast, not what, is written.
     workers: int = 0
+    pool = None
     LABELS: ClassVar[tuple[str, ...]] = CHEXPERT_LABELS
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {
@@ -411,7 +412,7 @@ class Chexpert(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         started = last_log = time.monotonic()
         kept, patients = 0, set()
         label_sums = np.zeros(len(self.LABELS), np.float64)
-        decoded = ordered_map(self.decoder(), rows, workers=self.workers)
+        decoded = ordered_map(self.decoder(), rows, workers=self.workers, pool=self.pool)
         for done, (row, image) in enumerate(decoded, start=1):
             if isinstance(image, BadInput):
                 self._tally.skip(image.reason, row.csv_path, image.detail)
@@ -616,17 +617,19 @@ def write_dataset(builder: Chexpert, manual_dir: str | os.PathLike, dataset_dir:
     tmp_dir.mkdir(parents=True)
     info = builder.info
     features = info.features
-    generators = builder._split_generators(types.SimpleNamespace(manual_dir=epath.Path(manual_dir)))
     lengths = {}
-    for split, examples in generators.items():
-        lengths[split] = write_split(
-            tmp_dir,
-            name=builder.name,
-            split=split,
-            features=features,
-            records=(example for _, example in examples),
-            shard_size=_shard_size(features),
-        )
+    with process_pool(builder.workers) as builder.pool:
+        source = types.SimpleNamespace(manual_dir=epath.Path(manual_dir))
+        for split, examples in builder._split_generators(source).items():
+            lengths[split] = write_split(
+                tmp_dir,
+                name=builder.name,
+                split=split,
+                features=features,
+                records=(example for _, example in examples),
+                shard_size=_shard_size(features),
+            )
+    builder.pool = None
     (tmp_dir / REPORT_FILE).write_text(json.dumps(builder.report(), indent=2))
     metadata = dict(info.metadata or {})
     label_names = metadata.pop("label_names", list(builder.LABELS))

@@ -12,6 +12,8 @@ for the report.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import multiprocessing
 import os
 import sys
@@ -73,11 +75,28 @@ def _call_chunk(fn: Callable[[T], R], items: list[T]) -> list[tuple[bool, Any]]:
     return [_call(fn, item) for item in items]
 
 
+@contextlib.contextmanager
+def process_pool(workers: int = 0) -> Iterator[Any]:
+    """A pool of `workers` processes (0 = every core) for `ordered_map`, or None for one.
+
+    Starting workers costs seconds (each imports the decoders and TFDS), so a build opens one
+    pool and passes it to every `ordered_map` call: header reading and every split.
+    """
+    workers = resolve_workers(workers)
+    if workers == 1:
+        yield None
+        return
+    context = multiprocessing.get_context(_start_method())
+    with context.Pool(workers) as pool:
+        yield pool
+
+
 def ordered_map(
     fn: Callable[[T], R],
     items: Iterable[T],
     *,
     workers: int = 0,
+    pool: Any = None,
     chunk_size: int = 16,
 ) -> Iterator[tuple[T, R | Exception]]:
     """Yields `(item, fn(item))` in input order, or `(item, exception)` where fn raised.
@@ -85,30 +104,34 @@ def ordered_map(
     Args:
       fn: a picklable callable (a module-level function or a `functools.partial` of one).
       items: picklable inputs; consumed lazily.
-      workers: processes (0 = every available core; 1 = run here, no pool).
+      workers: processes (0 = every available core; 1 = run here, no pool); used when no
+        `pool` is given.
+      pool: a `process_pool` to run in (its size overrides `workers`).
       chunk_size: items per task sent to a worker. At most `2 * workers` chunks are in
         flight, which bounds memory to about `2 * workers * chunk_size` results.
     """
-    workers = resolve_workers(workers)
-    if workers == 1:
-        for item in items:
-            _, value = _call(fn, item)
-            yield item, value
+    if pool is None:
+        with process_pool(workers) as own:
+            if own is None:
+                for item in items:
+                    _, value = _call(fn, item)
+                    yield item, value
+            else:
+                yield from ordered_map(fn, items, pool=own, chunk_size=chunk_size)
         return
-    context = multiprocessing.get_context(_start_method())
-    with context.Pool(workers) as pool:
-        pending: list[tuple[list[T], Any]] = []
-        iterator = iter(items)
-        exhausted = False
-        while True:
-            while not exhausted and len(pending) < 2 * workers:
-                chunk = [item for _, item in zip(range(chunk_size), iterator, strict=False)]
-                if not chunk:
-                    exhausted = True
-                    break
-                pending.append((chunk, pool.apply_async(_call_chunk, (fn, chunk))))
-            if not pending:
-                return
-            chunk, result = pending.pop(0)
-            for item, (_, value) in zip(chunk, result.get(), strict=True):
-                yield item, value
+    in_flight = 2 * pool._processes
+    pending: list[tuple[list[T], Any]] = []
+    iterator = iter(items)
+    exhausted = False
+    while True:
+        while not exhausted and len(pending) < in_flight:
+            chunk = list(itertools.islice(iterator, chunk_size))
+            if not chunk:
+                exhausted = True
+                break
+            pending.append((chunk, pool.apply_async(_call_chunk, (fn, chunk))))
+        if not pending:
+            return
+        chunk, result = pending.pop(0)
+        for item, (_, value) in zip(chunk, result.get(), strict=True):
+            yield item, value
