@@ -49,6 +49,7 @@ def build_report(run: Run) -> dict[str, Any]:
         "auroc_gap_ci": ev.get("auroc_gap_ci"),
         "per_label": ev.get("per_label", []),
         "labels_excluded": ev.get("labels_excluded", {}),
+        "min_positives": ev.get("min_positives"),
         "images": stages.get("prepare", {}).get("images"),
         "gan_kimg": stages.get("gan", {}).get("kimg"),
         "wall_s": {s: v.get("wall_s") for s, v in stages.items()},
@@ -88,7 +89,9 @@ def report_markdown(report: dict[str, Any]) -> str:
         )
     if report["labels_excluded"]:
         excluded = ", ".join(f"{k} ({v})" for k, v in report["labels_excluded"].items())
-        lines += ["", f"Not in the mean (too few test positives): {excluded}."]
+        need = report.get("min_positives")
+        rule = f"fewer than {need} test positives or negatives" if need else "too few test cases"
+        lines += ["", f"Not in the mean ({rule}; test positives shown): {excluded}."]
     lines += ["", "| stage | wall time (s) | state_sha256 |", "|---|---|---|"]
     for stage, wall in report["wall_s"].items():
         lines.append(f"| {stage} | {_fmt(wall, 1)} | `{report['state_sha256'][stage][:16]}` |")
