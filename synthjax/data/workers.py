@@ -16,7 +16,6 @@ import contextlib
 import itertools
 import multiprocessing
 import os
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -50,18 +49,14 @@ def resolve_workers(workers: int) -> int:
 
 
 def _start_method() -> str:
-    """forkserver where it works, else fork.
+    """fork where the platform has it, else spawn.
 
-    forkserver starts workers from a clean interpreter rather than a fork of a process that
-    may have JAX's or TFDS's threads running. It re-imports `__main__` in each worker, which
-    is impossible when the main program has no file (`python -` reading stdin); those
-    workers would die and be restarted forever, so such programs fork instead.
+    forkserver and spawn re-run the main program's top level in every worker, so a script
+    that builds a dataset without an `if __name__ == "__main__":` guard would start pools
+    recursively. Forked workers inherit the parent as it is and only run numpy, Pillow and
+    pydicom code, never JAX, so the parent's JAX threads cannot deadlock them.
     """
-    main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
-    if path is not None and not os.path.exists(path):
-        return "fork"
-    return "forkserver"
+    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def _call(fn: Callable[[T], R], item: T) -> tuple[bool, Any]:
