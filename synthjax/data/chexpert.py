@@ -388,11 +388,21 @@ class Chexpert(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             drop_no_positive=config.drop_no_positive,
             tally=self._tally,
         )
+        return self.split_generators(plans, unit="image")
+
+    def split_generators(
+        self,
+        plans: dict[str, list[SourceRow]],
+        *,
+        unit: str = "image",
+        why: str = "too few patients for an 80/10/10 patient split",
+    ) -> dict[str, Iterator]:
+        """One example generator per split; refuses a split left without a single row."""
         empty = [split for split, rows in plans.items() if not rows]
         if empty:
             raise DataNotFoundError(
-                f"no usable image for the {empty} split(s) in {root}: too few patients for an "
-                f"80/10/10 patient split, or every row was skipped ({self._tally.counts})."
+                f"no usable {unit} for the {empty} split(s) in {self._root}: {why}, or every "
+                f"row was skipped ({self._tally.counts})."
             )
         return {split: self._generate_examples(split, rows) for split, rows in plans.items()}
 

@@ -655,14 +655,12 @@ class FolderDataset(chexpert.Chexpert, skip_registration=True):
             root, config.labels_csv, config.image_column, config.patient_column, config.label_names
         )
         plans = plan_rows(root, table, drop_no_positive=config.drop_no_positive, tally=self._tally)
-        empty = [split for split, rows in plans.items() if not rows]
-        if empty:
-            raise DataNotFoundError(
-                f"no usable image for the {empty} split(s) in {root}: too few patients for an "
-                f"80/10/10 patient split (about 10 or more are needed, 30+ to be safe), or "
-                f"every row was skipped ({self._tally.counts})."
-            )
-        return {split: self._generate_examples(split, rows) for split, rows in plans.items()}
+        return self.split_generators(
+            plans,
+            unit="image",
+            why="too few patients for an 80/10/10 patient split (about 10 or more are "
+            "needed, 30+ to be safe)",
+        )
 
     def decoder(self) -> Callable[[SourceRow], np.ndarray]:
         config = self.builder_config

@@ -317,13 +317,7 @@ class NihCxr14(chexpert.Chexpert, skip_registration=True):
         self._tally = Tally(SKIP_REASONS)
         self._root = root
         plans = plan_rows(root, drop_no_positive=config.drop_no_positive, tally=self._tally)
-        empty = [split for split, rows in plans.items() if not rows]
-        if empty:
-            raise DataNotFoundError(
-                f"no usable image for the {empty} split(s) in {root}: too few patients, or "
-                f"every row was skipped ({self._tally.counts})."
-            )
-        return {split: self._generate_examples(split, rows) for split, rows in plans.items()}
+        return self.split_generators(plans, unit="image")
 
     def settings(self) -> dict:
         config = self.builder_config

@@ -474,13 +474,7 @@ class RsnaIch(chexpert.Chexpert, skip_registration=True):
             workers=self.workers,
             pool=self.pool,
         )
-        empty = [split for split, rows in plans.items() if not rows]
-        if empty:
-            raise DataNotFoundError(
-                f"no usable slice for the {empty} split(s) in {root}: too few patients for an "
-                f"80/10/10 patient split, or every slice was skipped ({self._tally.counts})."
-            )
-        return {split: self._generate_examples(split, rows) for split, rows in plans.items()}
+        return self.split_generators(plans, unit="slice")
 
     def decoder(self) -> Callable[[SourceRow], np.ndarray]:
         config = self.builder_config
