@@ -33,6 +33,7 @@ from flax import linen as nn
 from synthjax.models.layers import (
     EqualizedConv2D,
     EqualizedDense,
+    compute_dtype,
     minibatch_stddev,
     pixel_norm,
     upsample_2x,
@@ -50,7 +51,7 @@ def feature_maps(stage: int, fmap_base: int, fmap_max: int, fmap_min: int = 1) -
     return int(np.clip(int(fmap_base / 2.0**stage), fmap_min, fmap_max))
 
 
-def _resolution_log2(resolution: int) -> int:
+def resolution_log2(resolution: int) -> int:
     log2 = round(math.log2(resolution))
     if resolution < 4 or 2**log2 != resolution:
         raise ValueError(f"resolution must be a power of two >= 4, got {resolution}")
@@ -93,6 +94,7 @@ class Generator(nn.Module):
     fmap_max: int = 512
     conv_lowering: str = "native"
     dtype: Dtype = jnp.float32
+    bf16_resolution: int = 0  # layers at this resolution and above compute in bfloat16
 
     def nf(self, stage: int) -> int:
         return feature_maps(stage, self.fmap_base, self.fmap_max)
@@ -100,7 +102,7 @@ class Generator(nn.Module):
     @nn.compact
     def __call__(self, z: Array, labels: Array) -> Array:
         """z: float32[B, latent_dim], labels: float32[B, num_labels] -> float32[B, R, R, C]."""
-        res_log2 = _resolution_log2(self.resolution)
+        res_log2 = resolution_log2(self.resolution)
         if z.shape[-1] != self.latent_dim or labels.shape[-1] != self.num_labels:
             raise ValueError(
                 f"expected z [B, {self.latent_dim}] and labels [B, {self.num_labels}], "
@@ -110,18 +112,21 @@ class Generator(nn.Module):
         labels = labels.astype(jnp.float32)
         cond = jnp.concatenate([z, labels], axis=-1)
 
-        def conv(features: int, kernel_size: int, name: str, **kw: Any) -> EqualizedConv2D:
+        def conv(
+            features: int, kernel_size: int, name: str, res: int = 4, **kw: Any
+        ) -> EqualizedConv2D:
             return EqualizedConv2D(
                 features,
                 kernel_size,
                 lowering=self.conv_lowering,
-                dtype=self.dtype,
+                dtype=compute_dtype(res, self.dtype, self.bf16_resolution),
                 name=name,
                 **kw,
             )
 
         def activate(x: Array, name: str) -> Array:
-            return ConditionalPixelNorm(dtype=self.dtype, name=name)(_leaky_relu(x), cond)
+            dtype = self.dtype if x.dtype == jnp.float32 else x.dtype
+            return ConditionalPixelNorm(dtype=dtype, name=name)(_leaky_relu(x), cond)
 
         # Only z is normalised so the labels keep their 0/1 scale at any latent size; the
         # study's code normalised concat(z, y), which is nearly the same at latent 512.
@@ -132,12 +137,13 @@ class Generator(nn.Module):
         rgb = conv(self.channels, 1, "4x4_to_rgb")(x)
 
         for log2 in range(3, res_log2 + 1):
-            r = f"{2**log2}x{2**log2}"
+            r, res = f"{2**log2}x{2**log2}", 2**log2
             nf = self.nf(log2 - 1)
-            x = conv(nf, 3, f"{r}_conv0_up", resample="up", gain=RESAMPLING_GAIN)(x)
+            x = conv(nf, 3, f"{r}_conv0_up", res, resample="up", gain=RESAMPLING_GAIN)(x)
             x = activate(x, f"{r}_conv0_norm")
-            x = activate(conv(nf, 3, f"{r}_conv1")(x), f"{r}_conv1_norm")
-            rgb = upsample_2x(rgb) + conv(self.channels, 1, f"{r}_to_rgb")(x)
+            x = activate(conv(nf, 3, f"{r}_conv1", res)(x), f"{r}_conv1_norm")
+            to_rgb = conv(self.channels, 1, f"{r}_to_rgb", res)(x).astype(jnp.float32)
+            rgb = upsample_2x(rgb) + to_rgb
         return rgb.astype(jnp.float32)
 
 
@@ -152,6 +158,7 @@ class Discriminator(nn.Module):
     mbstd_group_size: int = 4
     conv_lowering: str = "native"
     dtype: Dtype = jnp.float32
+    bf16_resolution: int = 0
 
     def nf(self, stage: int) -> int:
         return feature_maps(stage, self.fmap_base, self.fmap_max)
@@ -162,7 +169,7 @@ class Discriminator(nn.Module):
 
         With num_labels = 0 the output is a single unconditional score per image.
         """
-        res_log2 = _resolution_log2(self.resolution)
+        res_log2 = resolution_log2(self.resolution)
         expected = (self.resolution, self.resolution, self.channels)
         if tuple(images.shape[1:]) != expected or labels.shape[-1] != self.num_labels:
             raise ValueError(
@@ -170,36 +177,45 @@ class Discriminator(nn.Module):
                 f"[B, {self.num_labels}], got {images.shape} and {labels.shape}"
             )
 
-        def conv(features: int, kernel_size: int, name: str, **kw: Any) -> EqualizedConv2D:
+        def conv(
+            features: int, kernel_size: int, name: str, res: int = 4, **kw: Any
+        ) -> EqualizedConv2D:
             return EqualizedConv2D(
                 features,
                 kernel_size,
                 lowering=self.conv_lowering,
-                dtype=self.dtype,
+                dtype=compute_dtype(res, self.dtype, self.bf16_resolution),
                 name=name,
                 **kw,
             )
 
-        r = f"{self.resolution}x{self.resolution}"
-        x = _leaky_relu(conv(self.nf(res_log2 - 1), 1, f"{r}_from_rgb")(images))
+        r, res = f"{self.resolution}x{self.resolution}", self.resolution
+        x = _leaky_relu(conv(self.nf(res_log2 - 1), 1, f"{r}_from_rgb", res)(images))
         for log2 in range(res_log2, 2, -1):
-            r = f"{2**log2}x{2**log2}"
+            r, res = f"{2**log2}x{2**log2}", 2**log2
             shortcut = conv(
                 self.nf(log2 - 2),
                 1,
                 f"{r}_skip",
+                res,
                 use_bias=False,
                 resample="down",
                 gain=RESAMPLING_GAIN,
             )(x)
-            x = _leaky_relu(conv(self.nf(log2 - 1), 3, f"{r}_conv0")(x))
+            x = _leaky_relu(conv(self.nf(log2 - 1), 3, f"{r}_conv0", res)(x))
             x = _leaky_relu(
                 conv(
-                    self.nf(log2 - 2), 3, f"{r}_conv1_down", resample="down", gain=RESAMPLING_GAIN
+                    self.nf(log2 - 2),
+                    3,
+                    f"{r}_conv1_down",
+                    res,
+                    resample="down",
+                    gain=RESAMPLING_GAIN,
                 )(x)
             )
             # Keeps the residual sum at unit variance, as in StyleGAN2's resnet D.
             x = (x + shortcut) * (1.0 / math.sqrt(2.0))
+            x = x.astype(compute_dtype(res // 2, self.dtype, self.bf16_resolution))
 
         if self.mbstd_group_size > 1:
             x = minibatch_stddev(x, self.mbstd_group_size, num_features=1)

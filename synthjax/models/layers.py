@@ -41,6 +41,16 @@ def resolve_conv_lowering(name: str) -> str:
     raise ValueError(f"unknown convolution lowering {name!r}; allowed: 'auto', 'native', 'im2col'")
 
 
+def compute_dtype(resolution: int, dtype: Dtype, bf16_resolution: int) -> Dtype:
+    """The compute dtype of a layer working at `resolution`: bfloat16 from `bf16_resolution`
+    up (0 = never), else `dtype`. The GANs' mixed precision: high-resolution convolutions,
+    which dominate the FLOPs, run in bfloat16 while the coarse layers, the parameters and
+    the optimizer state stay float32."""
+    if bf16_resolution and resolution >= bf16_resolution:
+        return jnp.bfloat16
+    return dtype
+
+
 def _explicit_padding(
     padding: Padding, spatial: tuple[int, int], window: tuple[int, int], stride: int
 ) -> list[tuple[int, int]]:
