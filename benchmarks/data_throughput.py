@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import importlib.util
 import inspect
 import os
@@ -196,28 +195,12 @@ def gan_step_inputs(
     """(jitted step, fresh state, one global batch, label table), as the `gan` stage has them."""
     cfg = settings.config
     shape = (resolution, resolution, settings.channels)
-    generator, discriminator = gan.build_models(
-        cfg.gan,
-        resolution=resolution,
-        num_labels=settings.num_labels,
-        channels=settings.channels,
-        conv_lowering=cfg.conv_lowering,
-    )
-    optimizer = gan.make_optimizer(cfg.gan)
-    init = functools.partial(
-        gan.init_state,
-        cfg.seed,
-        generator,
-        discriminator,
-        optimizer,
-        latent_dim=cfg.gan.latent_dim,
-        num_labels=settings.num_labels,
-        image_shape=shape,
-    )
+    setup = gan.gan_setup(cfg, num_labels=settings.num_labels, image_shape=shape)
     replicated = parallel.replicated(mesh)
-    state = jax.jit(init, out_shardings=replicated)()
+    state = jax.jit(setup.init, out_shardings=replicated)()
+    phase = setup.schedule.final
     step = jax.jit(
-        gan.make_train_step(cfg.gan, generator, discriminator, optimizer), donate_argnums=0
+        gan.make_train_step(cfg.gan, setup.models, setup.optimizer, phase), donate_argnums=0
     )
     rng = np.random.default_rng(resolution)
     batch = parallel.to_global(

@@ -75,10 +75,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # --- GAN ---------------------------------------------------------------------------------
     c.gan = ml_collections.ConfigDict()
-    c.gan.arch = "cpd"  # cpd | prog
-    c.gan.batch_size = 256
-    c.gan.train_steps = 47_000  # 12,000 kimg at batch 256 (the study's cap at 32x32)
-    c.gan.learning_rate = 0.005
+    c.gan.arch = "cpd"  # cpd | prog (prog's own sizes and schedule: gan.prog below)
+    c.gan.batch_size = 256  # cpd (prog: gan.prog.batch_sizes per resolution)
+    c.gan.train_kimg = 12_000.0  # length in thousands of real images (the study's cap at 32^2;
+    # 14,000 at 64^2, 16,000 at 128^2)
+    c.gan.train_steps = 0  # > 0: exactly this many steps instead (smoke tests, extensions)
+    c.gan.learning_rate = 0.005  # cpd (prog: gan.prog.learning_rate)
     c.gan.adam_b1 = 0.0
     c.gan.adam_b2 = 0.99
     c.gan.adam_eps = 1e-8
@@ -86,8 +88,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.gan.fmap_base = 16384
     c.gan.fmap_max = 512
     c.gan.mbstd_group_size = 4
+    c.gan.loss = "wgan_gp"  # wgan_gp (the study) | logistic_r1 (non-saturating + lazy R1)
     c.gan.gp_weight = 10.0  # WGAN-GP lambda
     c.gan.drift_weight = 0.001  # epsilon * D(x)^2
+    c.gan.r1_gamma = 0.01  # logistic_r1: gamma/2 * |grad D(real)|^2 (ADA's setting at 32^2)
+    c.gan.r1_interval = 16  # logistic_r1: the penalty every N steps, weighted by N (lazy)
+    # Mixed precision: layers at this resolution and above compute in bfloat16; parameters,
+    # optimizer state and the coarse layers stay float32 (0 = everything float32).
+    c.gan.bf16_resolution = 0
     c.gan.ema_decay = 0.999
     c.gan.ema_warmup = True  # decay = min(ema_decay, (1 + step) / (10 + step)): short runs
     c.gan.checkpoint_every = 1000
@@ -95,6 +103,38 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.gan.sample_every = 2000  # conditional sample grid PNGs
     c.gan.sample_rows = 8  # label combinations in the grid (most frequent first)
     c.gan.sample_cols = 8
+    # prog-GAN (Karras et al. 2018 with the study's conditioning): grows from start_resolution,
+    # each new resolution faded in over fade_kimg and trained stable_kimg (the study: 1,400 at
+    # 32^2, 1,000 at 64^2 and above); the last resolution trains until train_kimg.
+    c.gan.prog = ml_collections.ConfigDict()
+    c.gan.prog.start_resolution = 8
+    c.gan.prog.batch_sizes = "8:256,16:128,32:64,64:32,128:16,256:16,512:8,1024:4"
+    c.gan.prog.fade_kimg = 1400.0
+    c.gan.prog.stable_kimg = 1400.0
+    c.gan.prog.learning_rate = 0.001
+    c.gan.prog.fmap_base = 8192
+    c.gan.prog.acgan_weight = 1.0  # AC-GAN label cross-entropy, in D's and G's losses
+    c.gan.prog.reset_optimizer = True  # fresh Adam moments when layers are added / settle
+    # Adaptive discriminator augmentation (Karras et al. 2020), either architecture.
+    c.gan.ada = ml_collections.ConfigDict()
+    c.gan.ada.enabled = False  # the study had none
+    c.gan.ada.augmentations = "translate,rotate,scale,brightness,contrast,cutout"  # + xflip
+    c.gan.ada.target = 0.6  # target E[sign(D(real))]
+    c.gan.ada.interval = 4  # steps between adjustments of p
+    c.gan.ada.speed_kimg = 500.0  # p can go from 0 to 1 in this many kimg
+    # Model selection and early stopping by Fréchet distance (the study: FID every 4 ticks
+    # from 7,000 kimg, 9,000 at 128^2, patience 2) of the EMA generator against real images,
+    # in the real-trained classifier's pooled features ('classifier', the domain features)
+    # or Inception-v3 pool3 features from a weights file you provide ('inception').
+    c.gan.fd = ml_collections.ConfigDict()
+    c.gan.fd.every_kimg = 400.0  # 0 disables (synthesize then uses the last EMA generator)
+    c.gan.fd.start_kimg = 7000.0  # evaluations before this are logged, not selected
+    c.gan.fd.patience = 2  # stop after this many eligible evaluations without a better FD
+    c.gan.fd.num_images = 10_000  # generated images per evaluation (and real ones at most)
+    c.gan.fd.reference_split = "validation"  # real images FD is measured against
+    c.gan.fd.features = "classifier"  # classifier | inception
+    c.gan.fd.inception_weights = ""  # .npz from scripts/convert_fid_inception.py
+    c.gan.fd.batch_size = 256
 
     # --- synthesize / evaluate -----------------------------------------------------------------
     c.synthesize = ml_collections.ConfigDict()
@@ -154,6 +194,15 @@ def shrink_to_smoke(c: ml_collections.ConfigDict) -> None:
     c.gan.latent_dim = 32
     c.gan.fmap_base = 256
     c.gan.fmap_max = 32
+    c.gan.prog.fmap_base = 256
+    c.gan.prog.learning_rate = 0.002
+    c.gan.prog.batch_sizes = "8:16,16:16,32:16,64:16"
+    c.gan.prog.fade_kimg = 0.16  # 10 steps of 16
+    c.gan.prog.stable_kimg = 0.16
+    c.gan.fd.every_kimg = 0.16
+    c.gan.fd.start_kimg = 0.16
+    c.gan.fd.num_images = 64
+    c.gan.fd.batch_size = 64
     c.gan.checkpoint_every = 5
     c.gan.log_every = 5
     c.gan.sample_every = 15

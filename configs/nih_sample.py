@@ -35,11 +35,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.classifier.checkpoint_every = 100
 
     c.gan.batch_size = 32
-    c.gan.train_steps = 2000
+    c.gan.train_kimg = 64.0  # 2,000 steps of 32
     c.gan.learning_rate = 0.002
     c.gan.latent_dim = 128
     c.gan.fmap_base = 1024
     c.gan.fmap_max = 64
+    c.gan.prog.fmap_base = 1024
+    c.gan.prog.learning_rate = 0.002
+    c.gan.prog.batch_sizes = "8:32,16:32,32:32,64:32"
+    c.gan.prog.fade_kimg = 6.4
+    c.gan.prog.stable_kimg = 6.4
+    c.gan.fd.every_kimg = 6.4
+    c.gan.fd.start_kimg = 32.0
+    c.gan.fd.patience = 0
+    c.gan.fd.num_images = 1000
     c.gan.checkpoint_every = 200
     c.gan.sample_every = 500
     if arg:

@@ -34,7 +34,9 @@ STAGE_ORDER = (
 )
 DATASETS = ("chexpert", "nih_cxr14", "rsna_ich", "folder")
 PHANTOM_DATASETS = ("chexpert", "rsna_ich")  # the built-in phantoms write these layouts
-GAN_ARCHS = ("cpd",)
+GAN_ARCHS = ("cpd", "prog")
+GAN_LOSSES = ("wgan_gp", "logistic_r1")
+FD_FEATURES = ("classifier", "inception")
 CLASSIFIER_ARCHS = ("densenet121", "densenet_narrow")
 CONV_LOWERINGS = ("auto", "native", "im2col")
 
@@ -135,12 +137,6 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
     for field in ("num_classes", "samples_per_class", "min_class_count"):
         _require(ds[field] >= 0, f"dataset.{field}", f"{ds[field]} is negative", "use 0 or more")
     _require(
-        config.gan.arch in GAN_ARCHS,
-        "gan.arch",
-        f"{config.gan.arch!r} is not available",
-        f"use one of {list(GAN_ARCHS)}",
-    )
-    _require(
         config.classifier.arch in CLASSIFIER_ARCHS,
         "classifier.arch",
         f"{config.classifier.arch!r} is unknown",
@@ -159,12 +155,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
         f"{config.mesh.data} does not divide the {num_devices} devices",
         f"use -1 (all) or a divisor of {num_devices}",
     )
-    for field in (
-        "gan.batch_size",
-        "classifier.batch_size",
-        "classifier.eval_batch_size",
-        "synthesize.batch_size",
-    ):
+    for field in ("classifier.batch_size", "classifier.eval_batch_size", "synthesize.batch_size"):
         section, name = field.split(".")
         value = config[section][name]
         _require(
@@ -173,17 +164,111 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
             f"global batch {value} is not divisible by the {data} devices on the data axis",
             f"use a multiple of {data}",
         )
-    group = min(config.gan.mbstd_group_size, config.gan.batch_size // data)
     _require(
-        group > 0 and (config.gan.batch_size // data) % group == 0,
-        "gan.mbstd_group_size",
-        f"group {config.gan.mbstd_group_size} does not divide the per-device batch "
-        f"{config.gan.batch_size // data}",
-        "use a per-device GAN batch that is a multiple of the group size",
+        config.classifier.train_steps > 0,
+        "classifier.train_steps",
+        "must be positive",
+        "use a step count > 0",
     )
-    for field in ("gan.train_steps", "classifier.train_steps"):
-        section, name = field.split(".")
-        _require(config[section][name] > 0, field, "must be positive", "use a step count > 0")
+    _validate_gan(config.gan, ds.resolution, data)
+
+
+def _validate_gan(gan: ml_collections.ConfigDict, resolution: int, data: int) -> None:
+    """The GAN's fields: architecture, schedule, losses, augmentation, FD selection."""
+    from synthjax.train.augment import parse_augmentations  # jax.numpy only
+    from synthjax.train.schedule import build_schedule  # pure Python
+
+    _require(
+        gan.arch in GAN_ARCHS, "gan.arch", f"{gan.arch!r} is not available", f"use {GAN_ARCHS}"
+    )
+    _require(gan.loss in GAN_LOSSES, "gan.loss", f"{gan.loss!r} is unknown", f"use {GAN_LOSSES}")
+    _require(
+        gan.train_steps > 0 or gan.train_kimg > 0,
+        "gan.train_kimg",
+        "the GAN would train for no images",
+        "set gan.train_kimg (thousands of images) or gan.train_steps > 0",
+    )
+    if gan.arch == "prog":
+        start = gan.prog.start_resolution
+        _require(
+            start >= 4 and start & (start - 1) == 0 and start <= resolution,
+            "gan.prog.start_resolution",
+            f"{start} is not a power of two between 4 and the resolution {resolution}",
+            "use 8 (the study) or another power of two <= dataset.resolution",
+        )
+    field = "gan.prog.batch_sizes" if gan.arch == "prog" else "gan.batch_size"
+    try:
+        schedule = build_schedule(gan, resolution)
+    except ValueError as error:
+        raise ConfigError(
+            field if "batch" in str(error) else "gan.train_kimg",
+            str(error),
+            "see configs/default.py for the study's schedule",
+        ) from None
+    for phase in schedule.phases:
+        b = phase.batch_size
+        where = f" (at {phase.resolution}x{phase.resolution})" if gan.arch == "prog" else ""
+        _require(
+            b > 0 and b % data == 0,
+            field,
+            f"global batch {b}{where} is not divisible by the {data} devices on the data axis",
+            f"use a multiple of {data}",
+        )
+        group = min(gan.mbstd_group_size, b // data)
+        _require(
+            group > 0 and (b // data) % group == 0,
+            "gan.mbstd_group_size",
+            f"group {gan.mbstd_group_size} does not divide the per-device batch {b // data}{where}",
+            "use a per-device GAN batch that is a multiple of the group size",
+        )
+    _require(
+        gan.bf16_resolution == 0
+        or (gan.bf16_resolution >= 4 and gan.bf16_resolution & (gan.bf16_resolution - 1) == 0),
+        "gan.bf16_resolution",
+        f"{gan.bf16_resolution} is not 0 or a power of two",
+        "use 0 (float32 throughout) or e.g. 64 (bfloat16 convolutions from 64x64 up)",
+    )
+    _require(gan.r1_interval > 0, "gan.r1_interval", "must be positive", "use e.g. 16")
+    try:
+        parse_augmentations(gan.ada.augmentations)
+    except ValueError as error:
+        raise ConfigError("gan.ada.augmentations", str(error), "e.g. 'translate,cutout'") from None
+    _require(
+        0.0 < gan.ada.target < 1.0 and gan.ada.interval > 0 and gan.ada.speed_kimg > 0,
+        "gan.ada",
+        f"target {gan.ada.target}, interval {gan.ada.interval}, speed_kimg "
+        f"{gan.ada.speed_kimg} are not a usable ADA setting",
+        "use 0 < target < 1 (0.6 is ADA's), interval >= 1 and speed_kimg > 0",
+    )
+    fd = gan.fd
+    if fd.every_kimg > 0:
+        _require(
+            fd.features in FD_FEATURES,
+            "gan.fd.features",
+            f"{fd.features!r} is unknown",
+            f"use {FD_FEATURES}",
+        )
+        _require(
+            fd.reference_split in ("train", "validation", "test"),
+            "gan.fd.reference_split",
+            f"{fd.reference_split!r} is not a split",
+            "use 'validation' (default) or 'train' (the study's choice)",
+        )
+        _require(
+            fd.num_images >= 2 and fd.batch_size > 0 and fd.batch_size % data == 0,
+            "gan.fd.batch_size",
+            f"{fd.num_images} images in batches of {fd.batch_size} on {data} devices",
+            f"use num_images >= 2 and a batch that is a multiple of {data}",
+        )
+        if fd.features == "inception":
+            _require(
+                bool(fd.inception_weights) and os.path.isfile(fd.inception_weights),
+                "gan.fd.inception_weights",
+                f"{fd.inception_weights!r} is not a file",
+                "convert pytorch-fid's pt_inception-2015-12-05 weights once with "
+                "scripts/convert_fid_inception.py and pass the .npz, or use "
+                "gan.fd.features=classifier",
+            )
 
 
 def _config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -66,6 +66,7 @@ class Progress:
         *,
         start_step: int = 0,
         items_per_step: int = 0,
+        items_at: Callable[[int], float] | None = None,
         item_name: str = "img",
         every_seconds: float = 10.0,
         log_fn: Callable[[str], None] | None = None,
@@ -78,6 +79,8 @@ class Progress:
           total_steps: the step at which the run ends.
           start_step: the step the run starts (or resumes) from.
           items_per_step: global batch size, for an items/s rate; 0 hides it.
+          items_at: items done after n steps, for schedules whose batch size changes
+            (prog-GAN's phases); replaces `items_per_step`.
           item_name: what an item is called in the line.
           every_seconds: minimum time between lines (the last step is always printed).
           log_fn: where lines go; absl.logging.info by default.
@@ -87,6 +90,9 @@ class Progress:
         self.total_steps = total_steps
         self.start_step = start_step
         self.items_per_step = items_per_step
+        self._items_at = items_at
+        if items_at is None and items_per_step:
+            self._items_at = lambda steps: steps * items_per_step
         self.item_name = item_name
         self.every_seconds = every_seconds
         self._log = log_fn if log_fn is not None else logging.info
@@ -125,10 +131,20 @@ class Progress:
         if step > last_step and now > last_time:
             steps_per_second = (step - last_step) / (now - last_time)
         self._last_print = (step, now)
-        self._log(self._line(step, now, steps_per_second, scalars))
+        items_per_second = None
+        if steps_per_second is not None and self._items_at is not None:
+            items_per_second = (self._items_at(step) - self._items_at(last_step)) / (
+                now - last_time
+            )
+        self._log(self._line(step, now, steps_per_second, scalars, items_per_second))
 
     def _line(
-        self, step: int, now: float, steps_per_second: float | None, scalars: dict[str, Any]
+        self,
+        step: int,
+        now: float,
+        steps_per_second: float | None,
+        scalars: dict[str, Any],
+        items_per_second: float | None = None,
     ) -> str:
         width = len(str(self.total_steps))
         percent = 100.0 * step / self.total_steps if self.total_steps else 100.0
@@ -137,9 +153,8 @@ class Progress:
             parts.append("-- step/s")
         else:
             parts.append(f"{steps_per_second:.2f} step/s")
-            if self.items_per_step:
-                items = steps_per_second * self.items_per_step
-                parts.append(f"{items:.1f} {self.item_name}/s")
+            if items_per_second is not None:
+                parts.append(f"{items_per_second:.1f} {self.item_name}/s")
         parts.append(f"elapsed {format_duration(now - self._start_time)}")
         remaining = self.total_steps - step
         if remaining <= 0:
@@ -169,8 +184,9 @@ class Progress:
             measured_s = last_time - self._measure_start[1]
         steps_per_s = measured_steps / measured_s if measured_steps > 0 and measured_s > 0 else None
         items_per_s = None
-        if steps_per_s is not None and self.items_per_step:
-            items_per_s = steps_per_s * self.items_per_step
+        if steps_per_s is not None and self._items_at is not None:
+            start = self._measure_start[0]
+            items_per_s = (self._items_at(last_step) - self._items_at(start)) / measured_s
         return {
             "name": self.name,
             "start_step": self.start_step,

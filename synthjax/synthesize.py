@@ -37,9 +37,9 @@ def _latents(key_data: jax.Array, indices: jax.Array, latent_dim: int) -> jax.Ar
     return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (latent_dim,)))(indices)
 
 
-def _generate(g_params, key_data, indices, labels, *, generator, latent_dim):
+def _generate(g_params, key_data, indices, labels, *, models, latent_dim):
     z = _latents(key_data, indices, latent_dim)
-    return gan.generate_images(g_params, z, labels, generator=generator)
+    return gan.generate_images(g_params, z, labels, models=models)
 
 
 def run_stage(run: Run) -> dict[str, Any]:
@@ -47,11 +47,9 @@ def run_stage(run: Run) -> dict[str, Any]:
     data = run.prepared
     out_dir = run.synthetic_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    generator, g_ema = gan.restore_generator(run)
+    models, g_ema = gan.restore_generator(run)
     parallel.check_batch_size("synthesize.batch_size", cfg.synthesize.batch_size, mesh)
-    generate = jax.jit(
-        functools.partial(_generate, generator=generator, latent_dim=cfg.gan.latent_dim)
-    )
+    generate = jax.jit(functools.partial(_generate, models=models, latent_dim=cfg.gan.latent_dim))
     batch = cfg.synthesize.batch_size
     shard_size = max(batch, (cfg.synthesize.shard_size // batch) * batch)
     image_shape = data.source("train").image_shape
@@ -157,6 +155,7 @@ def run_stage(run: Run) -> dict[str, Any]:
             "state_sha256": gan_summary["state_sha256"],
             "ema_params_sha256": state_sha256(g_ema),
             "kimg": gan_summary.get("kimg"),
+            "selected": gan_summary.get("selected"),
         },
         "config": config_json,
     }

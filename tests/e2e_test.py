@@ -228,3 +228,39 @@ def test_ct_smoke_from_dicom_end_to_end(tmp_path, cache_dir):
     assert isinstance(report["trtr_auroc_mean"], float)
     assert isinstance(report["tstr_auroc_mean"], float)
     assert (workdir / "gan" / "samples" / "real.png").exists()
+
+
+PROG = (
+    "--config.gan.arch=prog",
+    "--config.gan.ada.enabled=True",
+    "--config.stages=('prepare','classifier_real','gan','synthesize')",
+)
+
+
+@pytest.fixture(scope="session")
+def prog_run(smoke_run, cache_dir, tmp_path_factory):
+    """prog-GAN with ADA on the smoke data, uninterrupted, through synthesize."""
+    reference, _ = smoke_run
+    workdir = tmp_path_factory.mktemp("prog") / "run"
+    workdir.mkdir()
+    for stage in ("prepare", "classifier_real"):
+        shutil.copytree(reference / stage, workdir / stage)
+    _run(workdir, cache_dir, *PROG)
+    return workdir
+
+
+def test_prog_gan_grows_selects_by_fd_and_synthesizes(prog_run):
+    gan = _summary(prog_run, "gan")
+    assert gan["arch"] == "prog"
+    assert [p["resolution"] for p in gan["phases"]] == [8, 16]
+    assert gan["selected"]["by"] == "fd" and gan["selected"]["features"] == "classifier"
+    assert gan["ada_p"] >= 0.0
+    records = [json.loads(line) for line in (prog_run / "gan" / "metrics.jsonl").open()]
+    alphas = [r["alpha"] for r in records if "alpha" in r]
+    assert alphas and alphas == sorted(alphas) and 0.0 <= alphas[0] < 1.0
+    assert any("fd" in r for r in records) and any("ada_p" in r for r in records)
+    synthetic = load_source(prog_run / "synthetic", "train")
+    assert synthetic.image_shape == (16, 16, 1)
+    card = json.loads((prog_run / "synthetic" / "DATASET_CARD.json").read_text())
+    assert card["generator"]["arch"] == "prog"
+    assert card["generator"]["selected"]["step"] == gan["selected"]["step"]

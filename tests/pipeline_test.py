@@ -68,3 +68,32 @@ def test_hflip_is_seeded():
     np.testing.assert_array_equal(a["image"], b["image"])
     flipped = (a["image"][:, 0, 0, 0] == 3).sum()
     assert 0 < flipped < 8
+
+
+def test_batch_plan_changes_size_and_continues_the_record_stream():
+    src = _source(30)
+    plan = [(0, 8), (3, 4), (5, 6)]
+    ds = pipeline.train_dataset(src, np.arange(30), global_batch=plan, seed=3)
+    sizes = [len(_ids(ds[j])) for j in range(8)]
+    assert sizes == [8, 8, 8, 4, 4, 6, 6, 6]
+    # Batches are consecutive pieces of the same shuffled stream as a constant batch of 2.
+    pairs = pipeline.train_dataset(src, np.arange(30), global_batch=2, seed=3)
+    stream = [i for j in range(25) for i in _ids(pairs[j])]
+    assert [i for j in range(8) for i in _ids(ds[j])] == stream[: sum(sizes)]
+    halves = [
+        pipeline.train_dataset(
+            src, np.arange(30), global_batch=plan, seed=3, process_index=p, process_count=2
+        )
+        for p in range(2)
+    ]
+    for j in range(8):
+        assert _ids(ds[j]) == _ids(halves[0][j]) + _ids(halves[1][j])
+    resumed = pipeline.train_iterator(ds)
+    for _ in range(4):
+        next(resumed)
+    state = resumed.get_state()
+    again = pipeline.train_iterator(
+        pipeline.train_dataset(src, np.arange(30), global_batch=plan, seed=3)
+    )
+    again.set_state(state)
+    assert _ids(next(again)) == _ids(ds[4])

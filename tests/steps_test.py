@@ -9,6 +9,7 @@ import pytest
 from configs import default
 from synthjax import parallel
 from synthjax.train import classifier, gan
+from synthjax.train.schedule import build_schedule
 
 
 def _batch(rng, n, res, k):
@@ -22,14 +23,15 @@ def _run_gan(num_devices, steps=3):
     cfg = default.get_config("smoke")
     mesh = parallel.make_mesh(num_devices)
     rep = parallel.replicated(mesh)
-    g, d = gan.build_models(cfg.gan, resolution=8, num_labels=3, channels=1, conv_lowering="im2col")
+    models = gan.build_models(
+        cfg.gan, resolution=8, num_labels=3, channels=1, conv_lowering="im2col"
+    )
     opt = gan.make_optimizer(cfg.gan)
     state = jax.jit(
         functools.partial(
             gan.init_state,
             0,
-            g,
-            d,
+            models,
             opt,
             latent_dim=cfg.gan.latent_dim,
             num_labels=3,
@@ -37,7 +39,8 @@ def _run_gan(num_devices, steps=3):
         ),
         out_shardings=rep,
     )()
-    step = jax.jit(gan.make_train_step(cfg.gan, g, d, opt), donate_argnums=0)
+    phase = build_schedule(cfg.gan, 8).phases[0]
+    step = jax.jit(gan.make_train_step(cfg.gan, models, opt, phase), donate_argnums=0)
     rng = np.random.default_rng(0)
     table = jax.device_put((rng.random((20, 3)) < 0.4).astype(np.float32), rep)
     metrics = []

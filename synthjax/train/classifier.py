@@ -30,8 +30,7 @@ from synthjax.data.loader import ImageSource, load_source
 from synthjax.eval import utility
 from synthjax.models import densenet
 from synthjax.models.layers import resolve_conv_lowering
-from synthjax.train.gan import images_to_float
-from synthjax.train.loop import Hook, LoopSettings, train_loop
+from synthjax.train.loop import Hook, LoopSettings, restore_final_state, train_loop
 from synthjax.workdir import Run
 
 PyTree = Any
@@ -117,7 +116,7 @@ def train_step(
     optimizer: optax.GradientTransformation,
 ) -> tuple[ClassifierState, dict[str, jax.Array]]:
     """One Adam step on weighted BCE. batch: {"image": uint8[B,H,W,C], "labels": f32[B,K]}."""
-    images = images_to_float(batch["image"])
+    images = pipeline.images_to_float(batch["image"])
     labels = batch["labels"]
 
     def loss_fn(params):
@@ -147,7 +146,9 @@ def predict(
 ) -> tuple[jax.Array, jax.Array]:
     """uint8[B,H,W,C] -> (probabilities float32[B,K], pooled features float32[B,F])."""
     logits, features = model.apply(
-        {"params": params, "batch_stats": batch_stats}, images_to_float(images), train=False
+        {"params": params, "batch_stats": batch_stats},
+        pipeline.images_to_float(images),
+        train=False,
     )
     return jax.nn.sigmoid(logits), features
 
@@ -171,6 +172,43 @@ def score_split(
         feats.append(np.asarray(jax.device_get(f))[mask])
         labels.append(batch["labels"][mask])
     return np.concatenate(probs), np.concatenate(feats), np.concatenate(labels)
+
+
+class DomainFeatures:
+    """The real-trained classifier's pooled features: the domain feature space in which
+    generated images are compared with real ones (GAN monitoring, fidelity, memorization).
+
+    `of_images(uint8[N, H, W, C]) -> float32[N, F]`, batched at `classifier.eval_batch_size`
+    with the last batch padded so one program serves every call.
+    """
+
+    def __init__(self, run: Run):
+        cfg = run.config
+        run.summary("classifier_real")  # a clear error if it has not finished
+        image_shape = run.prepared.source("train").image_shape
+        model = build_model(cfg, len(run.prepared.label_names))
+        init = functools.partial(
+            init_state, cfg.seed, model, make_optimizer(cfg.classifier.learning_rate), image_shape
+        )
+        state = restore_final_state(
+            run.stage_dir("classifier_real"), parallel.replicated_abstract(init, run.mesh)
+        )
+        self._variables = (state.best_params, state.best_batch_stats)
+        self._predict = jax.jit(functools.partial(predict, model=model))
+        self._batch = cfg.classifier.eval_batch_size
+        self._mesh = run.mesh
+
+    def of_images(self, images: np.ndarray) -> np.ndarray:
+        out = []
+        for start in range(0, len(images), self._batch):
+            chunk = np.asarray(images[start : start + self._batch])
+            n = len(chunk)
+            if n < self._batch:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self._batch - n, axis=0)])
+            x = parallel.to_global({"x": chunk}, self._mesh)["x"]
+            _, features = self._predict(*self._variables, x)
+            out.append(np.asarray(jax.device_get(features))[:n])
+        return np.concatenate(out)
 
 
 # --- the classifier stages ---------------------------------------------------------------
@@ -273,7 +311,7 @@ def run_stage(run: Run, kind: str) -> dict[str, Any]:
         ),
         mesh=mesh,
         create_state=create_state,
-        step_fn=lambda state, batch: jit_step(state, batch, pos_weight),
+        step_fn=lambda state, batch, _: jit_step(state, batch, pos_weight),
         dataset=pipeline.train_dataset(
             train_source,
             train_idx,

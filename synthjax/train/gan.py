@@ -1,10 +1,16 @@
-"""GAN training: the train state, the pure WGAN-GP step, and the stage's training loop.
+"""GAN training: the train state, the pure train step of either GAN, and the `gan` stage.
 
 Data flow: grain batches of real images (uint8) + their label vectors -> global arrays on
 the mesh -> `train_step` (one discriminator and one generator update, as the study's
-trainer alternated them) -> EMA generator -> sample grids and checkpoints. Labels for fakes
+trainer alternated them; WGAN-GP or logistic + R1; optional ADA) -> EMA generator ->
+sample grids, Fréchet-distance selection (`fd_monitor`) and checkpoints. Labels for fakes
 are drawn on device from the training set's label vectors ("labels for fakes sampled from
 the empirical training label set").
+
+The schedule (`schedule.py`) splits the run into phases: one for cpD-GAN, one per
+resolution for prog-GAN. Each phase is one jitted step with its resolution and batch
+static and its fade-in alpha computed from the step inside, and the loop picks the step of
+the phase it is in, so a resumed run continues in the same phase at the same alpha.
 """
 
 from __future__ import annotations
@@ -26,9 +32,11 @@ from synthjax import parallel
 from synthjax.checkpoint import state_sha256
 from synthjax.data import pipeline
 from synthjax.eval import grids
-from synthjax.models import cpd_gan
-from synthjax.models.layers import resolve_conv_lowering
+from synthjax.models import cpd_gan, inception, prog_gan
+from synthjax.models.layers import downsample_2x, resolve_conv_lowering, upsample_2x
+from synthjax.train import augment, classifier, fd_monitor
 from synthjax.train.loop import Hook, LoopSettings, restore_final_state, train_loop
+from synthjax.train.schedule import Phase, Schedule, build_schedule
 from synthjax.workdir import Run
 
 PyTree = Any
@@ -39,6 +47,12 @@ class GanState:
     """Everything that changes during GAN training (a pytree; checkpointed whole).
 
     rng: uint32 key data of the base key; each step folds its step number into it.
+    phase, alpha: the schedule's phase of the last step and the weight its newest layers had
+      (prog-GAN's fade-in; 0 and 1 for cpD-GAN).
+    ada_p: the augmentation strength; ada_signs / ada_count accumulate sign(D(real)) between
+      its adjustments.
+    best_*: the EMA generator with the lowest Fréchet distance so far (best_step -1: none
+      selected yet) and the evaluations since it (early stopping).
     """
 
     step: jax.Array
@@ -48,9 +62,18 @@ class GanState:
     g_opt: PyTree
     d_opt: PyTree
     rng: jax.Array
+    phase: jax.Array
+    alpha: jax.Array
+    ada_p: jax.Array
+    ada_signs: jax.Array
+    ada_count: jax.Array
+    best_g_ema: PyTree
+    best_fd: jax.Array
+    best_step: jax.Array
+    fd_evals_since_best: jax.Array
 
     def trainable(self) -> dict[str, PyTree]:
-        """What the fingerprint covers: params, optimizer states, EMA and step."""
+        """What the fingerprint covers: everything but the (constant) base key."""
         return {
             "step": self.step,
             "g_params": self.g_params,
@@ -58,7 +81,51 @@ class GanState:
             "g_ema": self.g_ema,
             "g_opt": self.g_opt,
             "d_opt": self.d_opt,
+            "phase": self.phase,
+            "alpha": self.alpha,
+            "ada_p": self.ada_p,
+            "best_g_ema": self.best_g_ema,
+            "best_step": self.best_step,
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class GanModels:
+    """Generator and discriminator of either architecture behind one calling convention."""
+
+    arch: str
+    generator: nn.Module
+    discriminator: nn.Module
+
+    def generate(
+        self, g_params: PyTree, z: jax.Array, labels: jax.Array, *, level: int, alpha: jax.Array
+    ) -> jax.Array:
+        """float32[B, level, level, C] (prog-GAN grows; cpD-GAN has one level)."""
+        if self.arch == "prog":
+            return self.generator.apply(g_params, z, labels, alpha, level=level)
+        return self.generator.apply(g_params, z, labels)
+
+    def discriminate(
+        self, d_params: PyTree, images: jax.Array, labels: jax.Array, alpha: jax.Array
+    ) -> tuple[jax.Array, jax.Array | None]:
+        """(scores float32[B], AC-GAN label logits float32[B, K] or None)."""
+        if self.arch == "prog":
+            return self.discriminator.apply(d_params, images, alpha)
+        return self.discriminator.apply(d_params, images, labels), None
+
+    def init(
+        self, key: jax.Array, *, latent_dim: int, num_labels: int, image_shape: tuple[int, ...]
+    ) -> tuple[PyTree, PyTree]:
+        k_g, k_d = jax.random.split(key)
+        z = jnp.zeros((1, latent_dim), jnp.float32)
+        y = jnp.zeros((1, num_labels), jnp.float32)
+        x = jnp.zeros((1, *image_shape), jnp.float32)
+        if self.arch == "prog":
+            return (
+                self.generator.init(k_g, z, y, build_all=True),
+                self.discriminator.init(k_d, x, build_all=True),
+            )
+        return self.generator.init(k_g, z, y), self.discriminator.init(k_d, x, y)
 
 
 def build_models(
@@ -68,32 +135,46 @@ def build_models(
     num_labels: int,
     channels: int,
     conv_lowering: str,
-) -> tuple[nn.Module, nn.Module]:
+) -> GanModels:
     """The generator and discriminator named by `gan.arch`."""
     lowering = resolve_conv_lowering(conv_lowering)
-    if gan.arch != "cpd":
-        raise NotImplementedError(f"gan.arch={gan.arch!r} is not available yet; use 'cpd'")
     sizes = dict(
         resolution=resolution,
         num_labels=num_labels,
         channels=channels,
-        fmap_base=gan.fmap_base,
         fmap_max=gan.fmap_max,
         conv_lowering=lowering,
+        bf16_resolution=gan.bf16_resolution,
     )
-    generator = cpd_gan.Generator(latent_dim=gan.latent_dim, **sizes)
-    discriminator = cpd_gan.Discriminator(mbstd_group_size=gan.mbstd_group_size, **sizes)
-    return generator, discriminator
+    if gan.arch == "prog":
+        prog = dict(fmap_base=gan.prog.fmap_base, start_resolution=gan.prog.start_resolution)
+        return GanModels(
+            "prog",
+            prog_gan.Generator(latent_dim=gan.latent_dim, **prog, **sizes),
+            prog_gan.Discriminator(mbstd_group_size=gan.mbstd_group_size, **prog, **sizes),
+        )
+    if gan.arch != "cpd":
+        raise ValueError(f"gan.arch={gan.arch!r}; known: 'cpd', 'prog'")
+    return GanModels(
+        "cpd",
+        cpd_gan.Generator(latent_dim=gan.latent_dim, fmap_base=gan.fmap_base, **sizes),
+        cpd_gan.Discriminator(
+            mbstd_group_size=gan.mbstd_group_size, fmap_base=gan.fmap_base, **sizes
+        ),
+    )
+
+
+def learning_rate(gan: ml_collections.ConfigDict) -> float:
+    return gan.prog.learning_rate if gan.arch == "prog" else gan.learning_rate
 
 
 def make_optimizer(gan: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    return optax.adam(gan.learning_rate, b1=gan.adam_b1, b2=gan.adam_b2, eps=gan.adam_eps)
+    return optax.adam(learning_rate(gan), b1=gan.adam_b1, b2=gan.adam_b2, eps=gan.adam_eps)
 
 
 def init_state(
     seed: int,
-    generator: nn.Module,
-    discriminator: nn.Module,
+    models: GanModels,
     optimizer: optax.GradientTransformation,
     *,
     latent_dim: int,
@@ -102,11 +183,11 @@ def init_state(
 ) -> GanState:
     """A fresh state (call under `jax.jit` with `out_shardings` to create it sharded)."""
     key = jax.random.key(seed)
-    k_g, k_d, k_run = jax.random.split(key, 3)
-    z = jnp.zeros((1, latent_dim), jnp.float32)
-    y = jnp.zeros((1, num_labels), jnp.float32)
-    g_params = generator.init(k_g, z, y)
-    d_params = discriminator.init(k_d, jnp.zeros((1, *image_shape), jnp.float32), y)
+    k_models, k_run = jax.random.split(key)
+    g_params, d_params = models.init(
+        k_models, latent_dim=latent_dim, num_labels=num_labels, image_shape=image_shape
+    )
+    zero = jnp.zeros((), jnp.float32)
     return GanState(
         step=jnp.zeros((), jnp.int32),
         g_params=g_params,
@@ -115,17 +196,16 @@ def init_state(
         g_opt=optimizer.init(g_params),
         d_opt=optimizer.init(d_params),
         rng=jax.random.key_data(k_run),
+        phase=jnp.zeros((), jnp.int32),
+        alpha=jnp.ones((), jnp.float32),
+        ada_p=zero,
+        ada_signs=zero,
+        ada_count=zero,
+        best_g_ema=g_params,
+        best_fd=jnp.full((), jnp.inf, jnp.float32),
+        best_step=jnp.full((), -1, jnp.int32),
+        fd_evals_since_best=jnp.zeros((), jnp.int32),
     )
-
-
-def images_to_float(images: jax.Array) -> jax.Array:
-    """uint8[B, H, W, C] -> float32 in [-1, 1]."""
-    return images.astype(jnp.float32) * (2.0 / 255.0) - 1.0
-
-
-def images_to_uint8(images: jax.Array) -> jax.Array:
-    """float32 in [-1, 1] (unclipped generator output) -> uint8[B, H, W, C]."""
-    return jnp.clip(jnp.round((images + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
 
 def sample_fake_labels(key: jax.Array, label_table: jax.Array, n: int) -> jax.Array:
@@ -133,79 +213,252 @@ def sample_fake_labels(key: jax.Array, label_table: jax.Array, n: int) -> jax.Ar
     return label_table[jax.random.randint(key, (n,), 0, label_table.shape[0])]
 
 
+def reals_at_level(real: jax.Array, level: int, alpha: jax.Array, fading: bool) -> jax.Array:
+    """Real images as prog-GAN's D sees them in a phase: box-downsampled to `level` (the
+    dataset's own pyramid filter) and, while the level fades in, blended with their
+    upsampled `level / 2` version exactly as the generator's output is.
+
+    real: float32[B, R, R, C] -> float32[B, level, level, C].
+    """
+    while real.shape[1] > level:
+        real = downsample_2x(real)
+    if fading:
+        real = real + (upsample_2x(downsample_2x(real)) - real) * (1.0 - alpha)
+    return real
+
+
+def label_penalty(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """AC-GAN term: softmax cross-entropy against the label vector normalised to sum 1
+    (the study's prog-GAN); an all-zero vector contributes nothing. Returns float32[B]."""
+    target = labels / jnp.maximum(jnp.sum(labels, axis=1, keepdims=True), 1.0)
+    return -jnp.sum(target * jax.nn.log_softmax(logits, axis=1), axis=1)
+
+
+def r1_penalty(critic: Callable[[jax.Array], jax.Array], real: jax.Array) -> jax.Array:
+    """Mean over the batch of |d critic(x) / dx|^2 at the real images (Mescheder et al.).
+
+    critic: float[B, H, W, C] -> float32[B] (per-sample scores; samples are independent
+    apart from minibatch stddev, whose cross-sample terms are included as in StyleGAN2).
+    """
+    grads = jax.grad(lambda x: jnp.sum(critic(x)))(real)
+    return jnp.mean(jnp.sum(jnp.square(grads), axis=(1, 2, 3)))
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSettings:
+    """The static settings of a train step (hashable; bound with functools.partial)."""
+
+    latent_dim: int
+    loss: str  # "wgan_gp" | "logistic_r1"
+    gp_weight: float
+    drift_weight: float
+    r1_gamma: float
+    r1_interval: int
+    acgan_weight: float
+    ema_decay: float
+    ema_warmup: bool
+    reset_optimizer: bool
+    ada: bool
+    ada_augmentations: tuple[str, ...]
+    ada_target: float
+    ada_interval: int
+    ada_kimg: float
+
+    @classmethod
+    def from_config(cls, gan: ml_collections.ConfigDict) -> StepSettings:
+        return cls(
+            latent_dim=gan.latent_dim,
+            loss=gan.loss,
+            gp_weight=gan.gp_weight,
+            drift_weight=gan.drift_weight,
+            r1_gamma=gan.r1_gamma,
+            r1_interval=gan.r1_interval,
+            acgan_weight=gan.prog.acgan_weight,
+            ema_decay=gan.ema_decay,
+            ema_warmup=gan.ema_warmup,
+            reset_optimizer=gan.prog.reset_optimizer,
+            ada=gan.ada.enabled,
+            ada_augmentations=augment.parse_augmentations(gan.ada.augmentations),
+            ada_target=gan.ada.target,
+            ada_interval=gan.ada.interval,
+            ada_kimg=gan.ada.speed_kimg,
+        )
+
+
+def adapt_augmentation(
+    p: jax.Array,
+    signs: jax.Array,
+    count: jax.Array,
+    real_scores: jax.Array,
+    step: jax.Array,
+    *,
+    target: float,
+    interval: int,
+    speed_kimg: float,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """ADA's feedback loop, one step of it: accumulate sign(D(real)); after every `interval`
+    steps move p by sign(r_t - target) * images / (speed_kimg * 1000) (Karras et al. 2020).
+
+    real_scores: float32[B], D's outputs on this step's (augmented) reals. Returns the new
+    (p, signs, count) and r_t = E[sign(D(real))] over the images seen since the last move.
+    """
+    signs = signs + jnp.sum(jnp.sign(real_scores))
+    count = count + real_scores.shape[0]
+    rt = signs / jnp.maximum(count, 1.0)
+    adjust = (step + 1) % interval == 0
+    moved = augment.update_strength(
+        p,
+        rt,
+        target=target,
+        images_per_update=real_scores.shape[0] * interval,
+        speed_kimg=speed_kimg,
+    )
+    return (
+        jnp.where(adjust, moved, p),
+        jnp.where(adjust, 0.0, signs),
+        jnp.where(adjust, 0.0, count),
+        rt,
+    )
+
+
+def _fresh_where(reset: jax.Array, fresh: PyTree, old: PyTree) -> PyTree:
+    return jax.tree.map(lambda f, o: jnp.where(reset, f, o), fresh, old)
+
+
 def train_step(
     state: GanState,
     batch: dict[str, jax.Array],
     label_table: jax.Array,
     *,
-    generator: nn.Module,
-    discriminator: nn.Module,
+    models: GanModels,
     optimizer: optax.GradientTransformation,
-    latent_dim: int,
-    gp_weight: float,
-    drift_weight: float,
-    ema_decay: float,
-    ema_warmup: bool,
+    settings: StepSettings,
+    phase: Phase,
 ) -> tuple[GanState, dict[str, jax.Array]]:
-    """One WGAN-GP discriminator update, then one generator update, then the EMA.
+    """One discriminator update, then one generator update, then the EMA, in `phase`.
 
-    batch: {"image": uint8[B, H, W, C], "labels": float32[B, K]}.
+    batch: {"image": uint8[B, R, R, C], "labels": float32[B, K]} at the dataset resolution.
     label_table: float32[N, K], the training label vectors fakes are conditioned on.
+    The phase (its resolution, batch and where its fade-in starts) is static: one compiled
+    program per phase, alpha computed from `state.step` inside it.
     """
+    s = settings
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    k_zd, k_yd, k_eps, k_zg, k_yg = jax.random.split(key, 5)
-    real = images_to_float(batch["image"])
+    k_zd, k_yd, k_eps, k_zg, k_yg, k_ar, k_af, k_ag = jax.random.split(key, 8)
+    level = phase.resolution
+    if phase.fade_steps:
+        t = (state.step - phase.start_step).astype(jnp.float32) / phase.fade_steps
+        alpha = jnp.clip(t, 0.0, 1.0)
+    else:
+        alpha = jnp.ones((), jnp.float32)
+    real = reals_at_level(
+        pipeline.images_to_float(batch["image"]), level, alpha, phase.fade_steps > 0
+    )
     real_labels = batch["labels"]
     n = real.shape[0]
 
+    g_opt, d_opt = state.g_opt, state.d_opt
+    if s.reset_optimizer and phase.index > 0:
+        # ProGAN resets Adam's moments whenever layers are added or finish fading in.
+        reset = (state.step == phase.start_step) | (state.step == phase.stable_start)
+        g_opt = _fresh_where(reset, optimizer.init(state.g_params), g_opt)
+        d_opt = _fresh_where(reset, optimizer.init(state.d_params), d_opt)
+
+    def augmented(images, k):
+        if not s.ada:
+            return images
+        return augment.augment(images, k, state.ada_p, augmentations=s.ada_augmentations)
+
     def generate(g_params, k_z, k_y):
         labels = sample_fake_labels(k_y, label_table, n)
-        z = jax.random.normal(k_z, (n, latent_dim), jnp.float32)
-        return generator.apply(g_params, z, labels), labels
+        z = jax.random.normal(k_z, (n, s.latent_dim), jnp.float32)
+        return models.generate(g_params, z, labels, level=level, alpha=alpha), labels
 
     fake, fake_labels = generate(state.g_params, k_zd, k_yd)
     fake = jax.lax.stop_gradient(fake)
 
     def d_loss_fn(d_params):
-        d = functools.partial(discriminator.apply, d_params)
-        d_real = d(real, real_labels)
-        d_fake = d(fake, fake_labels)
-        # Gradient penalty on straight lines between real and fake images (real labels).
-        eps = jax.random.uniform(k_eps, (n, 1, 1, 1), jnp.float32)
-        mixed = eps * real + (1.0 - eps) * fake
-        grads = jax.grad(lambda x: jnp.sum(d(x, real_labels)))(mixed)
-        norms = jnp.sqrt(jnp.sum(jnp.square(grads), axis=(1, 2, 3)) + 1e-12)
-        penalty = jnp.mean(jnp.square(norms - 1.0))
-        wasserstein = jnp.mean(d_real) - jnp.mean(d_fake)
-        drift = jnp.mean(jnp.square(d_real))
-        loss = -wasserstein + gp_weight * penalty + drift_weight * drift
-        return loss, {
-            "loss_d": loss,
-            "wasserstein": wasserstein,
-            "gp": penalty,
-            "d_real": jnp.mean(d_real),
-            "d_fake": jnp.mean(d_fake),
-        }
+        def critic(images, labels, k):
+            return models.discriminate(d_params, augmented(images, k), labels, alpha)
 
-    d_grads, d_metrics = jax.grad(d_loss_fn, has_aux=True)(state.d_params)
-    d_updates, d_opt = optimizer.update(d_grads, state.d_opt, state.d_params)
+        s_real, logits_real = critic(real, real_labels, k_ar)
+        s_fake, logits_fake = critic(fake, fake_labels, k_af)
+        metrics = {"d_real": jnp.mean(s_real), "d_fake": jnp.mean(s_fake)}
+        if s.loss == "wgan_gp":
+            # Gradient penalty on straight lines between real and fake images (real labels),
+            # taken before augmentation so it constrains D on the data's own space.
+            eps = jax.random.uniform(k_eps, (n, 1, 1, 1), jnp.float32)
+            mixed = eps * real + (1.0 - eps) * fake
+            grads = jax.grad(lambda x: jnp.sum(critic(x, real_labels, k_ar)[0]))(mixed)
+            norms = jnp.sqrt(jnp.sum(jnp.square(grads), axis=(1, 2, 3)) + 1e-12)
+            penalty = jnp.mean(jnp.square(norms - 1.0))
+            wasserstein = jnp.mean(s_real) - jnp.mean(s_fake)
+            drift = jnp.mean(jnp.square(s_real))
+            loss = -wasserstein + s.gp_weight * penalty + s.drift_weight * drift
+            metrics.update(wasserstein=wasserstein, gp=penalty)
+        else:
+            loss = jnp.mean(jax.nn.softplus(s_fake)) + jnp.mean(jax.nn.softplus(-s_real))
+            # Lazy R1 (StyleGAN2): every r1_interval steps, weighted by the interval.
+            r1 = jax.lax.cond(
+                state.step % s.r1_interval == 0,
+                lambda: r1_penalty(lambda x: critic(x, real_labels, k_ar)[0], real),
+                lambda: jnp.zeros((), jnp.float32),
+            )
+            loss = loss + (0.5 * s.r1_gamma * s.r1_interval) * r1
+            metrics["r1"] = r1
+        if logits_real is not None:
+            label_loss = jnp.mean(label_penalty(logits_real, real_labels)) + jnp.mean(
+                label_penalty(logits_fake, fake_labels)
+            )
+            loss = loss + s.acgan_weight * label_loss
+            metrics["label_loss_d"] = label_loss
+        metrics["loss_d"] = loss
+        return loss, (metrics, s_real)
+
+    d_grads, (d_metrics, s_real) = jax.grad(d_loss_fn, has_aux=True)(state.d_params)
+    d_updates, d_opt = optimizer.update(d_grads, d_opt, state.d_params)
     d_params = optax.apply_updates(state.d_params, d_updates)
 
     def g_loss_fn(g_params):
         images, labels = generate(g_params, k_zg, k_yg)
-        loss = -jnp.mean(discriminator.apply(d_params, images, labels))
-        return loss, {"loss_g": loss}
+        scores, logits = models.discriminate(d_params, augmented(images, k_ag), labels, alpha)
+        if s.loss == "wgan_gp":
+            loss = -jnp.mean(scores)
+        else:
+            loss = jnp.mean(jax.nn.softplus(-scores))  # non-saturating
+        metrics = {}
+        if logits is not None:
+            label_loss = jnp.mean(label_penalty(logits, labels))
+            loss = loss + s.acgan_weight * label_loss
+            metrics["label_loss_g"] = label_loss
+        metrics["loss_g"] = loss
+        return loss, metrics
 
     g_grads, g_metrics = jax.grad(g_loss_fn, has_aux=True)(state.g_params)
-    g_updates, g_opt = optimizer.update(g_grads, state.g_opt, state.g_params)
+    g_updates, g_opt = optimizer.update(g_grads, g_opt, state.g_params)
     g_params = optax.apply_updates(state.g_params, g_updates)
 
-    decay = jnp.asarray(ema_decay, jnp.float32)
-    if ema_warmup:
+    decay = jnp.asarray(s.ema_decay, jnp.float32)
+    if s.ema_warmup:
         # Early on the EMA would mostly average the random init: ramp the decay up.
         t = state.step.astype(jnp.float32)
         decay = jnp.minimum(decay, (1.0 + t) / (10.0 + t))
     g_ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.g_ema, g_params)
+
+    ada_p, ada_signs, ada_count = state.ada_p, state.ada_signs, state.ada_count
+    metrics = {**d_metrics, **g_metrics}
+    if s.ada:
+        ada_p, ada_signs, ada_count, rt = adapt_augmentation(
+            ada_p,
+            ada_signs,
+            ada_count,
+            s_real,
+            state.step,
+            target=s.ada_target,
+            interval=s.ada_interval,
+            speed_kimg=s.ada_kimg,
+        )
+        metrics.update(ada_p=state.ada_p, ada_rt=rt)
 
     new_state = state.replace(
         step=state.step + 1,
@@ -214,38 +467,52 @@ def train_step(
         g_ema=g_ema,
         g_opt=g_opt,
         d_opt=d_opt,
+        phase=jnp.int32(phase.index),
+        alpha=alpha,
+        ada_p=ada_p,
+        ada_signs=ada_signs,
+        ada_count=ada_count,
     )
-    metrics = {**d_metrics, **g_metrics}
     metrics["grad_norm_d"] = optax.tree.norm(d_grads)
     metrics["grad_norm_g"] = optax.tree.norm(g_grads)
+    if phase.fade_steps:
+        metrics["alpha"] = alpha
     return new_state, metrics
 
 
 def make_train_step(
     gan: ml_collections.ConfigDict,
-    generator: nn.Module,
-    discriminator: nn.Module,
+    models: GanModels,
     optimizer: optax.GradientTransformation,
+    phase: Phase,
 ) -> Callable[..., tuple[GanState, dict[str, jax.Array]]]:
-    """`train_step` with the config's static settings bound (ready for `jax.jit`)."""
+    """`train_step` for one phase with the config's static settings bound (for `jax.jit`)."""
     return functools.partial(
         train_step,
-        generator=generator,
-        discriminator=discriminator,
+        models=models,
         optimizer=optimizer,
-        latent_dim=gan.latent_dim,
-        gp_weight=gan.gp_weight,
-        drift_weight=gan.drift_weight,
-        ema_decay=gan.ema_decay,
-        ema_warmup=gan.ema_warmup,
+        settings=StepSettings.from_config(gan),
+        phase=phase,
     )
 
 
 def generate_images(
-    g_params: PyTree, z: jax.Array, labels: jax.Array, *, generator: nn.Module
+    g_params: PyTree,
+    z: jax.Array,
+    labels: jax.Array,
+    *,
+    models: GanModels,
+    level: int | None = None,
+    alpha: jax.Array | float = 1.0,
 ) -> jax.Array:
-    """EMA (or raw) generator -> uint8[B, H, W, C]. z: float32[B, L]; labels: float32[B, K]."""
-    return images_to_uint8(generator.apply(g_params, z, labels))
+    """EMA (or raw) generator -> uint8[B, level, level, C] (default: the target resolution).
+
+    z: float32[B, L]; labels: float32[B, K].
+    """
+    level = models.generator.resolution if level is None else level
+    return pipeline.images_to_uint8(
+        models.generate(g_params, z, labels, level=level, alpha=jnp.asarray(alpha, jnp.float32))
+    )
 
 
 # --- the `gan` stage ---------------------------------------------------------------------
@@ -298,22 +565,31 @@ def save_real_grid(
     )
 
 
+def upsample_to(images: np.ndarray, resolution: int) -> np.ndarray:
+    """Nearest-neighbour upsampling of uint8[..., r, r, C] to `resolution` (grid display)."""
+    factor = resolution // images.shape[-2]
+    return images.repeat(factor, axis=-3).repeat(factor, axis=-2) if factor > 1 else images
+
+
 @dataclasses.dataclass(frozen=True)
 class GanSetup:
-    """What a run's config decides about the GAN: modules, optimizer, state initialiser."""
+    """What a run's config decides about the GAN: models, optimizer, schedule, initialiser."""
 
-    generator: nn.Module
-    discriminator: nn.Module
+    models: GanModels
     optimizer: optax.GradientTransformation
+    schedule: Schedule
     init: Callable[[], GanState]  # builds a fresh state (wrap in jit with out_shardings)
 
 
-def gan_setup(run: Run, image_shape: tuple[int, int, int]) -> GanSetup:
-    cfg = run.config
-    num_labels = len(run.prepared.label_names)
-    generator, discriminator = build_models(
+def gan_setup(
+    cfg: ml_collections.ConfigDict, *, num_labels: int, image_shape: tuple[int, int, int]
+) -> GanSetup:
+    """Models, optimizer, schedule and initialiser for images of `image_shape` (its side is
+    the target resolution)."""
+    resolution = image_shape[0]
+    models = build_models(
         cfg.gan,
-        resolution=cfg.dataset.resolution,
+        resolution=resolution,
         num_labels=num_labels,
         channels=image_shape[-1],
         conv_lowering=cfg.conv_lowering,
@@ -322,14 +598,30 @@ def gan_setup(run: Run, image_shape: tuple[int, int, int]) -> GanSetup:
     init = functools.partial(
         init_state,
         cfg.seed,
-        generator,
-        discriminator,
+        models,
         optimizer,
         latent_dim=cfg.gan.latent_dim,
         num_labels=num_labels,
         image_shape=image_shape,
     )
-    return GanSetup(generator, discriminator, optimizer, init)
+    return GanSetup(models, optimizer, build_schedule(cfg.gan, resolution), init)
+
+
+def _run_setup(run: Run) -> GanSetup:
+    return gan_setup(
+        run.config,
+        num_labels=len(run.prepared.label_names),
+        image_shape=run.prepared.source("train").image_shape,
+    )
+
+
+def feature_space(run: Run) -> fd_monitor.FeatureSpace:
+    """The feature space `gan.fd.features` names."""
+    fd = run.config.gan.fd
+    if fd.features == "inception":
+        fn = inception.features_fn(fd.inception_weights, batch_size=fd.batch_size)
+        return fd_monitor.CallableFeatures(fn)
+    return classifier.DomainFeatures(run)
 
 
 def run_stage(run: Run) -> dict[str, Any]:
@@ -338,20 +630,29 @@ def run_stage(run: Run) -> dict[str, Any]:
     data = run.prepared
     train_source = data.source("train")
     train_indices = data.subset.indices["train"]
-    parallel.check_batch_size("gan.batch_size", cfg.gan.batch_size, mesh)
-    setup = gan_setup(run, train_source.image_shape)
-    generator, discriminator, optimizer = setup.generator, setup.discriminator, setup.optimizer
+    setup = _run_setup(run)
+    models, optimizer, schedule = setup.models, setup.optimizer, setup.schedule
+    for phase in schedule.phases:
+        parallel.check_batch_size(
+            "gan.prog.batch_sizes" if models.arch == "prog" else "gan.batch_size",
+            phase.batch_size,
+            mesh,
+        )
     replicated = parallel.replicated(mesh)
     create_state = jax.jit(setup.init, out_shardings=replicated)
     label_table = jax.device_put(train_source.labels[train_indices], replicated)
-    jit_step = jax.jit(
-        make_train_step(cfg.gan, generator, discriminator, optimizer), donate_argnums=0
+    # One compiled step per phase (compiled when the phase first runs).
+    jit_steps = [
+        jax.jit(make_train_step(cfg.gan, models, optimizer, phase), donate_argnums=0)
+        for phase in schedule.phases
+    ]
+    step_fn = lambda state, batch, step: jit_steps[schedule.phase_at(step).index](
+        state, batch, label_table
     )
-    step_fn = lambda state, batch: jit_step(state, batch, label_table)
     dataset = pipeline.train_dataset(
         train_source,
         train_indices,
-        global_batch=cfg.gan.batch_size,
+        global_batch=schedule.batch_plan(),
         seed=cfg.seed,
         hflip=cfg.dataset.hflip,
         process_index=jax.process_index(),
@@ -370,19 +671,29 @@ def run_stage(run: Run) -> dict[str, Any]:
     row_titles = [
         grids.label_combination_name(c, data.label_names) for c in data.subset.combos[:rows]
     ]
-    generate = jax.jit(functools.partial(generate_images, generator=generator))
+    generate = jax.jit(
+        functools.partial(generate_images, models=models), static_argnames=("level",)
+    )
     attribution = run.summary("prepare").get("attribution")  # shown wherever images are
 
     def save_samples(state: GanState, step: int):
-        images = np.asarray(jax.device_get(generate(state.g_ema, z, grid_labels)))
+        phase = schedule.phase_at(step - 1)
+        alpha = phase.alpha(step - 1)
+        images = generate(state.g_ema, z, grid_labels, level=phase.resolution, alpha=alpha)
+        images = upsample_to(np.asarray(jax.device_get(images)), cfg.dataset.resolution)
         if run.is_host0:
             samples_dir.mkdir(parents=True, exist_ok=True)
+            grown = (
+                ""
+                if schedule.grown_at(step - 1)
+                else (f", growing: {phase.resolution}x{phase.resolution} at alpha {alpha:.2f}")
+            )
             grids.save_image_grid(
                 samples_dir / f"step_{step:07d}.png",
                 images.reshape(rows, cfg.gan.sample_cols, *images.shape[1:]),
                 row_titles=row_titles,
                 footer=attribution,
-                title=f"EMA generator, step {step} ({step * cfg.gan.batch_size / 1000:.1f} kimg)",
+                title=f"EMA generator, step {step} ({schedule.kimg_at(step):.1f} kimg{grown})",
             )
         return state, {}
 
@@ -398,33 +709,68 @@ def run_stage(run: Run) -> dict[str, Any]:
             attribution=attribution,
         )
 
+    hooks = [Hook("samples", cfg.gan.sample_every, save_samples)]
+    monitor = None
+    if cfg.gan.fd.every_kimg > 0:
+        split = cfg.gan.fd.reference_split
+        monitor = fd_monitor.FrechetMonitor(
+            cfg.gan.fd,
+            space=feature_space(run),
+            generate=jax.jit(functools.partial(generate_images, models=models)),
+            reference=(data.source(split), data.subset.indices[split]),
+            latent_dim=cfg.gan.latent_dim,
+            schedule=schedule,
+            mesh=mesh,
+            seed=cfg.seed,
+        )
+        hooks.append(
+            Hook("fd", 0, monitor.hook, due=fd_monitor.fd_is_due(schedule, cfg.gan.fd.every_kimg))
+        )
+
     result = train_loop(
         LoopSettings(
             name="gan",
             stage_dir=run.stage_dir("gan"),
-            total_steps=cfg.gan.train_steps,
-            global_batch=cfg.gan.batch_size,
+            total_steps=schedule.total_steps,
+            global_batch=schedule.constant_batch or 0,
             checkpoint_every=cfg.gan.checkpoint_every,
             log_every=cfg.gan.log_every,
+            images_at=schedule.images_at,
         ),
         mesh=mesh,
         create_state=create_state,
         step_fn=step_fn,
         dataset=dataset,
-        hooks=[Hook("samples", cfg.gan.sample_every, save_samples)],
+        hooks=hooks,
+        finished=monitor.finished if monitor is not None else None,
     )
+    state = result.state
+    best_step = int(jax.device_get(state.best_step))
     return {
         "step": result.step,
-        "kimg": result.step * cfg.gan.batch_size / 1000,
-        "state_sha256": state_sha256(result.state.trainable()),
+        "kimg": schedule.kimg_at(result.step),
+        "state_sha256": state_sha256(state.trainable()),
+        "arch": models.arch,
+        "phases": [dataclasses.asdict(p) for p in schedule.phases],
+        "early_stopped": result.stopped_early,
+        "selected": {
+            "by": "fd" if best_step >= 0 else "last",
+            "step": best_step if best_step >= 0 else result.step,
+            "kimg": schedule.kimg_at(best_step if best_step >= 0 else result.step),
+            "fd": float(jax.device_get(state.best_fd)) if best_step >= 0 else None,
+            "features": cfg.gan.fd.features if monitor is not None else None,
+        },
+        "ada_p": float(jax.device_get(state.ada_p)),
         "train_images": len(train_indices),
         "throughput": result.throughput,
     }
 
 
-def restore_generator(run: Run) -> tuple[nn.Module, PyTree]:
-    """The trained generator module and its EMA parameters (for `synthesize`)."""
-    setup = gan_setup(run, run.prepared.source("train").image_shape)
+def restore_generator(run: Run) -> tuple[GanModels, PyTree]:
+    """The trained models and the EMA generator `synthesize` uses: the one with the best
+    Fréchet distance when selection ran, else the last."""
+    setup = _run_setup(run)
     abstract = parallel.replicated_abstract(setup.init, run.mesh)
     state = restore_final_state(run.stage_dir("gan"), abstract)
-    return setup.generator, state.g_ema
+    selected = int(jax.device_get(state.best_step)) >= 0
+    return setup.models, state.best_g_ema if selected else state.g_ema

@@ -34,11 +34,21 @@ Metrics = dict[str, Any]
 
 @dataclasses.dataclass(frozen=True)
 class Hook:
-    """Periodic work: `fn(state, step) -> (state, metrics)` every `every` steps (and last)."""
+    """Periodic work: `fn(state, step) -> (state, metrics)` every `every` steps (and last).
+
+    `due(step)`, when given, decides instead (e.g. every N kimg under a changing batch size,
+    only once the GAN has grown); `every` is then unused.
+    """
 
     name: str
     every: int
     fn: Callable[[State, int], tuple[State, Metrics]]
+    due: Callable[[int], bool] | None = None
+
+    def is_due(self, step: int, total: int) -> bool:
+        if self.due is not None:
+            return self.due(step)
+        return itstime(step, self.every, total=total)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +59,7 @@ class LoopSettings:
     global_batch: int
     checkpoint_every: int
     log_every: int
+    images_at: Callable[[int], float] | None = None  # when the batch size changes by phase
 
 
 @dataclasses.dataclass
@@ -65,13 +76,17 @@ def train_loop(
     *,
     mesh: Mesh,
     create_state: Callable[[], State],
-    step_fn: Callable[[State, dict[str, jax.Array]], tuple[State, Metrics]],
+    step_fn: Callable[[State, dict[str, jax.Array], int], tuple[State, Metrics]],
     dataset: grain.MapDataset,
     hooks: Sequence[Hook] = (),
     finished: Callable[[State], bool] | None = None,
     state_step: Callable[[State], int] = lambda s: int(jax.device_get(s.step)),
 ) -> LoopResult:
-    """Runs (or resumes) a stage's training to `total_steps` or until `finished(state)`."""
+    """Runs (or resumes) a stage's training to `total_steps` or until `finished(state)`.
+
+    `step_fn(state, batch, step)` runs step number `step` (0-based: the steps done before
+    it); trainers whose step depends on the phase (prog-GAN) pick the compiled step by it.
+    """
     # --- init or restore ----------------------------------------------------------------
     data_iter = pipeline.train_iterator(dataset)
     ckpt = Checkpointer(settings.stage_dir / "checkpoints")
@@ -91,6 +106,7 @@ def train_loop(
         settings.total_steps,
         start_step=start_step,
         items_per_step=settings.global_batch,
+        items_at=settings.images_at,
     )
 
     # --- loop ---------------------------------------------------------------------------
@@ -107,7 +123,7 @@ def train_loop(
         with StopRequest() as stop:
             while step < settings.total_steps and not stopped_early:
                 batch = parallel.to_global(next(data_iter), mesh)
-                state, metrics = step_fn(state, batch)
+                state, metrics = step_fn(state, batch, step)
                 step += 1
                 flush(pending)
                 pending = (
@@ -118,7 +134,7 @@ def train_loop(
                 progress.update(step)
                 hooks_ran = False
                 for hook in hooks:
-                    if itstime(step, hook.every, total=settings.total_steps):
+                    if hook.is_due(step, settings.total_steps):
                         flush(pending)
                         pending = None
                         state, hook_metrics = hook.fn(state, step)
