@@ -233,13 +233,20 @@ def _validate_gan(gan: ml_collections.ConfigDict, resolution: int, data: int) ->
         parse_augmentations(gan.ada.augmentations)
     except ValueError as error:
         raise ConfigError("gan.ada.augmentations", str(error), "e.g. 'translate,cutout'") from None
+    ada = gan.ada
     _require(
-        0.0 < gan.ada.target < 1.0 and gan.ada.interval > 0 and gan.ada.speed_kimg > 0,
-        "gan.ada",
-        f"target {gan.ada.target}, interval {gan.ada.interval}, speed_kimg "
-        f"{gan.ada.speed_kimg} are not a usable ADA setting",
-        "use 0 < target < 1 (0.6 is ADA's), interval >= 1 and speed_kimg > 0",
+        0.0 < ada.target < 1.0,
+        "gan.ada.target",
+        f"{ada.target} is not a usable ADA target",
+        "use 0 < target < 1 (0.6 is ADA's)",
     )
+    for field, value in (("interval", ada.interval), ("speed_kimg", ada.speed_kimg)):
+        _require(
+            value > 0,
+            f"gan.ada.{field}",
+            f"{value} is not a usable ADA setting",
+            "use a positive value (ADA: interval 4, speed_kimg 500)",
+        )
     fd = gan.fd
     if fd.every_kimg > 0:
         _require(
@@ -311,6 +318,20 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict[str, 
     if run_.is_host0:
         write_json_atomic(config_path, resolved)
 
+    fd = config.gan.fd
+    if (
+        "gan" in config.stages
+        and fd.every_kimg > 0
+        and fd.features == "classifier"
+        and "classifier_real" not in config.stages
+        and not run_.finished("classifier_real")
+    ):
+        raise ConfigError(
+            "gan.fd.features",
+            "GAN model selection measures Fréchet distances in the real-data classifier's "
+            f"features, and classifier_real has not run in {run_.workdir}",
+            "add 'classifier_real' to `stages`, or set gan.fd.every_kimg=0 (no selection)",
+        )
     stage_fns = _stage_fns()
     summaries = {}
     for stage in config.stages:

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from synthjax import experiment
 from synthjax.errors import ConfigError
 from synthjax.experiment import STAGE_ORDER, validate_config
 
@@ -80,15 +81,60 @@ def _smoke():
         ("dataset.uncertain_policy", "u_maybe", "not a policy"),
         ("mesh.data", 3, "does not divide"),
         ("conv_lowering", "winograd", "unknown"),
+        ("gan.loss", "hinge", "unknown"),
+        ("gan.train_kimg", 0.0, "no images"),
+        ("gan.bf16_resolution", 48, "power of two"),
+        ("gan.ada.augmentations", "translate,flip", "unknown augmentation"),
+        ("gan.ada.target", 1.5, "not a usable ADA target"),
+        ("gan.ada.speed_kimg", 0.0, "not a usable ADA setting"),
+        ("gan.fd.reference_split", "holdout", "not a split"),
+        ("gan.fd.features", "inception", "not a file"),
+        ("gan.fd.batch_size", 30, "multiple of 4"),
     ],
 )
 def test_impossible_values_are_refused(field, value, match):
     config = _smoke()
-    section, _, name = field.rpartition(".")
-    (config[section] if section else config)[name] = value
+    if field == "gan.train_kimg":
+        config.gan.train_steps = 0
+    _set(config, field, value)
     with pytest.raises(ConfigError, match=match) as err:
         validate_config(config, num_devices=4)
-    assert field in str(err.value) and "Fix:" in str(err.value)
+    expected_field = "gan.fd.inception_weights" if value == "inception" else field
+    assert expected_field in str(err.value) and "Fix:" in str(err.value)
+
+
+def _set(config, field, value):
+    *sections, name = field.split(".")
+    for section in sections:
+        config = config[section]
+    config[name] = value
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("gan.prog.batch_sizes", "8:16,16:18", "16x16.*divisible by the 4 devices"),
+        ("gan.prog.batch_sizes", "8:16", "no batch size for resolution"),
+        ("gan.prog.start_resolution", 32, "not a power of two between 4 and the resolution"),
+        ("gan.train_steps", 15, "before the GAN has grown to 16x16"),
+    ],
+)
+def test_impossible_prog_schedules_are_refused(field, value, match):
+    config = _smoke()
+    config.gan.arch = "prog"
+    validate_config(config, num_devices=4)
+    _set(config, field, value)
+    with pytest.raises(ConfigError, match=match) as err:
+        validate_config(config, num_devices=4)
+    assert "Fix:" in str(err.value)
+
+
+def test_gan_selection_without_the_real_classifier_is_refused_before_compute(tmp_path):
+    config = _smoke()
+    config.stages = ("prepare", "gan")
+    with pytest.raises(ConfigError, match="classifier_real has not run"):
+        experiment.run(config, str(tmp_path / "w"))
+    assert not (tmp_path / "w" / "prepare").exists()
 
 
 def test_cli_refuses_before_compute(tmp_path):
