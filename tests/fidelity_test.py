@@ -1,0 +1,119 @@
+"""Fréchet distance, and GAN model selection by it (best generator, patience, start)."""
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from scipy import linalg
+
+from synthjax import parallel
+from synthjax.eval import fidelity
+from synthjax.train import fd_monitor
+from synthjax.train.schedule import Phase, Schedule
+
+
+def _reference_fd(mu1, cov1, mu2, cov2):
+    """The usual formula with scipy's sqrtm of the product (full-rank covariances)."""
+    root = linalg.sqrtm(cov1 @ cov2).real
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(cov1 + cov2 - 2 * root))
+
+
+def test_frechet_distance_matches_sqrtm_and_the_1d_formula():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((500, 6)) @ rng.standard_normal((6, 6))
+    b = rng.standard_normal((400, 6)) @ rng.standard_normal((6, 6)) + 0.5
+    stats_a, stats_b = fidelity.gaussian_stats(a), fidelity.gaussian_stats(b)
+    fd = fidelity.frechet_distance(*stats_a, *stats_b)
+    assert fd == pytest.approx(_reference_fd(*stats_a, *stats_b), rel=1e-8)
+    assert fidelity.frechet_distance_of_features(a, a) == pytest.approx(0.0, abs=1e-8)
+    # One dimension: (m1 - m2)^2 + (s1 - s2)^2.
+    one = fidelity.frechet_distance(
+        np.array([1.0]), np.array([[4.0]]), np.array([3.0]), np.array([[1.0]])
+    )
+    assert one == pytest.approx(4.0 + 1.0)
+
+
+def test_frechet_distance_is_finite_with_more_features_than_images():
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((20, 64)), rng.standard_normal((20, 64)) + 1.0
+    fd = fidelity.frechet_distance_of_features(a, b)
+    assert np.isfinite(fd) and fd > 60.0  # the mean shift alone contributes 64
+    with pytest.raises(ValueError, match="mismatched"):
+        fidelity.frechet_distance(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3))
+
+
+@flax.struct.dataclass
+class _State:
+    g_ema: jax.Array
+    best_g_ema: jax.Array
+    best_fd: jax.Array
+    best_step: jax.Array
+    fd_evals_since_best: jax.Array
+
+
+class _Pixels:
+    """A feature space that is the pixels themselves."""
+
+    def of_images(self, images):
+        return images.reshape(len(images), -1).astype(np.float32)
+
+
+def _source(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(90, 110, (n, 2, 2, 1)).astype(np.uint8)
+    labels = (rng.random((n, 2)) < 0.5).astype(np.float32)
+
+    class Source:
+        def __len__(self):
+            return n
+
+        def __getitem__(self, i):
+            return {"image": images[i], "labels": labels[i]}
+
+    source = Source()
+    source.labels = labels
+    return source
+
+
+def test_monitor_keeps_the_best_generator_and_stops_after_patience():
+    fd = ml_collections.ConfigDict(
+        dict(num_images=40, batch_size=8, start_kimg=0.2, patience=2, reference_split="train")
+    )
+    # 100 images a step: selection counts from step 2.
+    schedule = Schedule((Phase(0, 2, 100, 0, 0, 10, 0),), 10)
+    mesh = parallel.make_mesh(1)
+
+    def generate(g_params, z, labels):
+        # "Generator" whose images sit g_params grey levels away from the real ones' 100.
+        del labels
+        return jnp.broadcast_to(100 + g_params, (z.shape[0], 2, 2, 1)).astype(jnp.uint8)
+
+    monitor = fd_monitor.FrechetMonitor(
+        fd,
+        space=_Pixels(),
+        generate=jax.jit(generate),
+        reference=(_source(), np.arange(40)),
+        latent_dim=3,
+        schedule=schedule,
+        mesh=mesh,
+        seed=0,
+    )
+    state = _State(
+        g_ema=jnp.float32(0),
+        best_g_ema=jnp.float32(0),
+        best_fd=jnp.float32(np.inf),
+        best_step=jnp.int32(-1),
+        fd_evals_since_best=jnp.int32(0),
+    )
+    history = []
+    for step, offset in [(1, 1), (2, 30), (3, 5), (4, 9), (5, 40), (6, 2)]:
+        state, metrics = monitor.hook(state.replace(g_ema=jnp.float32(offset)), step)
+        history.append((metrics["fd"], int(state.best_step), monitor.finished(state)))
+    fds = [h[0] for h in history]
+    assert fds[0] < fds[3] < fds[1] < fds[4]  # FD grows with the offset
+    # Step 1 is before start_kimg: logged, not selected. Then 30 (best), 5 (best), 9, 40.
+    assert [h[1] for h in history] == [-1, 2, 3, 3, 3, 6]
+    assert [h[2] for h in history] == [False, False, False, False, True, False]
+    assert float(state.best_g_ema) == 2.0 and float(state.best_fd) == pytest.approx(fds[5])
