@@ -114,9 +114,14 @@ class GanModels:
         return self.discriminator.apply(d_params, images, labels), None
 
     def init(
-        self, key: jax.Array, *, latent_dim: int, num_labels: int, image_shape: tuple[int, ...]
+        self,
+        k_g: jax.Array,
+        k_d: jax.Array,
+        *,
+        latent_dim: int,
+        num_labels: int,
+        image_shape: tuple[int, ...],
     ) -> tuple[PyTree, PyTree]:
-        k_g, k_d = jax.random.split(key)
         z = jnp.zeros((1, latent_dim), jnp.float32)
         y = jnp.zeros((1, num_labels), jnp.float32)
         x = jnp.zeros((1, *image_shape), jnp.float32)
@@ -183,9 +188,9 @@ def init_state(
 ) -> GanState:
     """A fresh state (call under `jax.jit` with `out_shardings` to create it sharded)."""
     key = jax.random.key(seed)
-    k_models, k_run = jax.random.split(key)
+    k_g, k_d, k_run = jax.random.split(key, 3)
     g_params, d_params = models.init(
-        k_models, latent_dim=latent_dim, num_labels=num_labels, image_shape=image_shape
+        k_g, k_d, latent_dim=latent_dim, num_labels=num_labels, image_shape=image_shape
     )
     zero = jnp.zeros((), jnp.float32)
     return GanState(
@@ -344,7 +349,10 @@ def train_step(
     """
     s = settings
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    k_zd, k_yd, k_eps, k_zg, k_yg, k_ar, k_af, k_ag = jax.random.split(key, 8)
+    k_zd, k_yd, k_eps, k_zg, k_yg = jax.random.split(key, 5)
+    # Augmentation keys on a branch of their own: without ADA a step draws exactly what it
+    # drew before ADA existed, so cpD-GAN runs reproduce across versions.
+    k_ar, k_af, k_ag = jax.random.split(jax.random.fold_in(key, 1), 3)
     level = phase.resolution
     if phase.fade_steps:
         t = (state.step - phase.start_step).astype(jnp.float32) / phase.fade_steps
