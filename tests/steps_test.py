@@ -11,6 +11,15 @@ from synthjax import parallel
 from synthjax.train import classifier, gan
 from synthjax.train.schedule import build_schedule
 
+# Tests check values, not speed: XLA's cheapest CPU settings cut compile time severalfold,
+# and both meshes compile with the same settings.
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def _compiled(fn, *args, donate=False):
+    jitted = jax.jit(fn, donate_argnums=0) if donate else fn
+    return jitted.lower(*args).compile(compiler_options=FAST_COMPILE)
+
 
 def _batch(rng, n, res, k):
     return {
@@ -27,7 +36,7 @@ def _run_gan(num_devices, steps=3):
         cfg.gan, resolution=8, num_labels=3, channels=1, conv_lowering="im2col"
     )
     opt = gan.make_optimizer(cfg.gan)
-    state = jax.jit(
+    init = jax.jit(
         functools.partial(
             gan.init_state,
             0,
@@ -38,14 +47,18 @@ def _run_gan(num_devices, steps=3):
             image_shape=(8, 8, 1),
         ),
         out_shardings=rep,
-    )()
+    )
+    state = _compiled(init)()
     phase = build_schedule(cfg.gan, 8).phases[0]
-    step = jax.jit(gan.make_train_step(cfg.gan, models, opt, phase), donate_argnums=0)
     rng = np.random.default_rng(0)
     table = jax.device_put((rng.random((20, 3)) < 0.4).astype(np.float32), rep)
+    batches = [parallel.to_global(_batch(rng, 8, 8, 3), mesh) for _ in range(steps)]
+    step = _compiled(
+        gan.make_train_step(cfg.gan, models, opt, phase), state, batches[0], table, donate=True
+    )
     metrics = []
-    for _ in range(steps):
-        state, m = step(state, parallel.to_global(_batch(rng, 8, 8, 3), mesh), table)
+    for batch in batches:
+        state, m = step(state, batch, table)
         metrics.append(jax.device_get(m))
     return parallel.to_host(state.trainable()), metrics
 
@@ -68,16 +81,22 @@ def _run_classifier(num_devices, steps=3):
     rep = parallel.replicated(mesh)
     model = classifier.build_model(cfg, 3)
     opt = classifier.make_optimizer(1e-3)
-    state = jax.jit(
+    init = jax.jit(
         functools.partial(classifier.init_state, 0, model, opt, (16, 16, 1)), out_shardings=rep
-    )()
-    step = jax.jit(
-        functools.partial(classifier.train_step, model=model, optimizer=opt), donate_argnums=0
     )
+    state = _compiled(init)()
     rng = np.random.default_rng(1)
     weights = jax.device_put(np.array([1.0, 2.0, 3.0], np.float32), rep)
-    for _ in range(steps):
-        state, m = step(state, parallel.to_global(_batch(rng, 8, 16, 3), mesh), weights)
+    batches = [parallel.to_global(_batch(rng, 8, 16, 3), mesh) for _ in range(steps)]
+    step = _compiled(
+        functools.partial(classifier.train_step, model=model, optimizer=opt),
+        state,
+        batches[0],
+        weights,
+        donate=True,
+    )
+    for batch in batches:
+        state, m = step(state, batch, weights)
     return parallel.to_host(state.trainable()), jax.device_get(m)
 
 
