@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import sys
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -31,6 +33,7 @@ from synthjax.train import gan
 
 
 def _load_config(path: str):
+    sys.path.insert(0, str(Path(path).resolve().parents[1]))  # configs import each other
     spec = importlib.util.spec_from_file_location("bench_config", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
