@@ -119,7 +119,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.gan.ada = ml_collections.ConfigDict()
     c.gan.ada.enabled = False  # the study had none
     c.gan.ada.augmentations = "translate,rotate,scale,brightness,contrast,cutout"  # + xflip
-    c.gan.ada.target = 0.6  # target E[sign(D(real))]
+    c.gan.ada.target = 0.6  # target E[sign(D(real) - center)]
+    # Where D's score means "undecided": "zero" (ADA's, for a logistic D), "midpoint" of the
+    # mean real and fake scores (for a WGAN critic, whose offset is arbitrary), or "auto".
+    c.gan.ada.center = "auto"
     c.gan.ada.interval = 4  # steps between adjustments of p
     c.gan.ada.speed_kimg = 500.0  # p can go from 0 to 1 in this many kimg
     # Model selection and early stopping by Fréchet distance (the study: FID every 4 ticks

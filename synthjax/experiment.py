@@ -240,6 +240,12 @@ def _validate_gan(gan: ml_collections.ConfigDict, resolution: int, data: int) ->
         f"{ada.target} is not a usable ADA target",
         "use 0 < target < 1 (0.6 is ADA's)",
     )
+    _require(
+        ada.center in ("auto", "zero", "midpoint"),
+        "gan.ada.center",
+        f"{ada.center!r} is not a known centre for ADA's sign",
+        "use 'auto', 'zero' or 'midpoint'",
+    )
     for field, value in (("interval", ada.interval), ("speed_kimg", ada.speed_kimg)):
         _require(
             value > 0,

@@ -87,6 +87,7 @@ def _smoke():
         ("gan.ada.augmentations", "translate,flip", "unknown augmentation"),
         ("gan.ada.target", 1.5, "not a usable ADA target"),
         ("gan.ada.speed_kimg", 0.0, "not a usable ADA setting"),
+        ("gan.ada.center", "median", "not a known centre"),
         ("gan.fd.reference_split", "holdout", "not a split"),
         ("gan.fd.features", "inception", "not a file"),
         ("gan.fd.batch_size", 30, "multiple of 4"),

@@ -179,6 +179,32 @@ def test_ada_strength_follows_a_toy_discriminator(brightness, direction):
     np.testing.assert_allclose(history, expected, atol=1e-6)
 
 
+def test_ada_centre_reads_a_wgan_critic_with_an_offset():
+    """A WGAN critic may score every real below 0 and still tell reals from fakes. Signs
+    about 0 then say "all fake" (r_t = -1); about the real/fake midpoint they say what D
+    sees: here every real is above it (r_t = 1), so p must rise."""
+    real = jnp.asarray([-3.0, -2.5, -2.0, -2.8])
+    fake = jnp.asarray([-6.0, -5.5, -5.0, -6.5])
+    center = 0.5 * (jnp.mean(real) + jnp.mean(fake))
+    adapt = functools.partial(gan.adapt_augmentation, target=0.6, interval=1, speed_kimg=0.1)
+    zero = jnp.float32(0.0)
+    p0, *_, rt0 = adapt(jnp.float32(0.5), zero, zero, real, jnp.int32(0))
+    p1, *_, rt1 = adapt(jnp.float32(0.5), zero, zero, real, jnp.int32(0), center)
+    assert (float(rt0), float(rt1)) == (-1.0, 1.0)
+    assert float(p0) < 0.5 < float(p1)
+
+
+@pytest.mark.parametrize(
+    "loss, center, resolved",
+    [("wgan_gp", "auto", "midpoint"), ("logistic_r1", "auto", "zero"), ("wgan_gp", "zero", "zero")],
+)
+def test_ada_centre_follows_the_loss(loss, center, resolved):
+    cfg = default.get_config("smoke")
+    cfg.gan.loss, cfg.gan.ada.center = loss, center
+    assert gan.ada_center(cfg.gan) == resolved
+    assert gan.StepSettings.from_config(cfg.gan).ada_midpoint == (resolved == "midpoint")
+
+
 # --- real train steps -----------------------------------------------------------------------
 
 

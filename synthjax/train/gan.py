@@ -268,6 +268,7 @@ class StepSettings:
     ada_target: float
     ada_interval: int
     ada_kimg: float
+    ada_midpoint: bool  # centre r_t between the real and fake scores (see adapt_augmentation)
 
     @classmethod
     def from_config(cls, gan: ml_collections.ConfigDict) -> StepSettings:
@@ -287,7 +288,15 @@ class StepSettings:
             ada_target=gan.ada.target,
             ada_interval=gan.ada.interval,
             ada_kimg=gan.ada.speed_kimg,
+            ada_midpoint=ada_center(gan) == "midpoint",
         )
+
+
+def ada_center(gan: ml_collections.ConfigDict) -> str:
+    """`gan.ada.center` resolved: 'auto' is 'midpoint' under WGAN-GP, 'zero' otherwise."""
+    if gan.ada.center != "auto":
+        return gan.ada.center
+    return "midpoint" if gan.loss == "wgan_gp" else "zero"
 
 
 def adapt_augmentation(
@@ -296,18 +305,23 @@ def adapt_augmentation(
     count: jax.Array,
     real_scores: jax.Array,
     step: jax.Array,
+    center: jax.Array | float = 0.0,
     *,
     target: float,
     interval: int,
     speed_kimg: float,
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """ADA's feedback loop, one step of it: accumulate sign(D(real)); after every `interval`
-    steps move p by sign(r_t - target) * images / (speed_kimg * 1000) (Karras et al. 2020).
+    """ADA's feedback loop, one step of it: accumulate sign(D(real) - center); after every
+    `interval` steps move p by sign(r_t - target) * images / (speed_kimg * 1000) (Karras et
+    al. 2020).
 
-    real_scores: float32[B], D's outputs on this step's (augmented) reals. Returns the new
-    (p, signs, count) and r_t = E[sign(D(real))] over the images seen since the last move.
+    real_scores: float32[B], D's outputs on this step's (augmented) reals. center: where D's
+    scale says "undecided": 0 for a logistic D (ADA's own heuristic); for a WGAN critic, whose
+    offset is arbitrary, the midpoint of this step's mean real and mean fake scores. Returns
+    the new (p, signs, count) and r_t = E[sign(D(real) - center)] over the images seen since
+    the last move.
     """
-    signs = signs + jnp.sum(jnp.sign(real_scores))
+    signs = signs + jnp.sum(jnp.sign(real_scores - center))
     count = count + real_scores.shape[0]
     rt = signs / jnp.maximum(count, 1.0)
     adjust = (step + 1) % interval == 0
@@ -421,9 +435,9 @@ def train_step(
             loss = loss + s.acgan_weight * label_loss
             metrics["label_loss_d"] = label_loss
         metrics["loss_d"] = loss
-        return loss, (metrics, s_real)
+        return loss, (metrics, s_real, s_fake)
 
-    d_grads, (d_metrics, s_real) = jax.grad(d_loss_fn, has_aux=True)(state.d_params)
+    d_grads, (d_metrics, s_real, s_fake) = jax.grad(d_loss_fn, has_aux=True)(state.d_params)
     d_updates, d_opt = optimizer.update(d_grads, d_opt, state.d_params)
     d_params = optax.apply_updates(state.d_params, d_updates)
 
@@ -462,6 +476,7 @@ def train_step(
             ada_count,
             s_real,
             state.step,
+            0.5 * (jnp.mean(s_real) + jnp.mean(s_fake)) if s.ada_midpoint else 0.0,
             target=s.ada_target,
             interval=s.ada_interval,
             speed_kimg=s.ada_kimg,
