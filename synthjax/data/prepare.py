@@ -71,13 +71,21 @@ def ensure_phantom(run: Run) -> epath.Path:
     return root
 
 
-def _shards_sha256(dataset_dir: epath.Path) -> str:
+def _records_sha256(sources: dict[str, Any]) -> str:
+    """sha256 over every record's decoded (id, labels, image), split by split, in order.
+
+    The decoded content, not the shard files: their bytes are serialized protos whose field
+    order varies from one writer process to the next, for the same records.
+    """
     digest = hashlib.sha256()
-    for path in sorted(dataset_dir.glob("*.array_record-*")):
-        digest.update(path.name.encode())
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                digest.update(chunk)
+    for split in SPLITS:
+        source = sources[split]
+        digest.update(f"{split}:{len(source)}".encode())
+        for i in range(len(source)):
+            record = source[i]
+            digest.update(str(record["id"]).encode())
+            digest.update(np.ascontiguousarray(record["labels"], np.float32).tobytes())
+            digest.update(np.ascontiguousarray(record["image"]).tobytes())
     return digest.hexdigest()
 
 
@@ -179,7 +187,7 @@ def run_stage(run: Run) -> dict[str, Any]:
         len(subset.combos),
         {s: len(i) for s, i in subset.indices.items()},
     )
-    digest = hashlib.sha256(_shards_sha256(dataset_dir).encode())
+    digest = hashlib.sha256(_records_sha256(sources).encode())
     for split in SPLITS:
         digest.update(subset.indices[split].tobytes())
     return {
