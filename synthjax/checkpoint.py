@@ -108,13 +108,20 @@ class StopRequest:
 
     Use as a context manager around a training loop; the previous handlers come back on
     exit. A second Ctrl-C while a save is under way is ignored: the save finishes first.
+
+    In a multi-process run (`multiprocess=True`) one process must not stop alone: SIGTERM is
+    left to JAX's preemption notifier (see `distributed.preemption_reached`), and Ctrl-C is
+    passed on to it as SIGTERM, so every process stops at the same step.
     """
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self):
+    def __init__(self, multiprocess: bool = False):
         self.signal: int | None = None
+        self._multiprocess = multiprocess
         self._previous: dict[int, Any] = {}
+
+    @property
+    def SIGNALS(self) -> tuple[int, ...]:
+        return (signal.SIGINT,) if self._multiprocess else (signal.SIGTERM, signal.SIGINT)
 
     @property
     def requested(self) -> bool:
@@ -122,7 +129,10 @@ class StopRequest:
 
     def _handle(self, signum, frame) -> None:
         del frame
-        self.signal = signum
+        if self._multiprocess:
+            os.kill(os.getpid(), signal.SIGTERM)  # to the preemption notifier
+        else:
+            self.signal = signum
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():

@@ -19,7 +19,7 @@ import ml_collections
 from absl import logging
 from etils import epath
 
-from synthjax import parallel
+from synthjax import distributed, parallel
 from synthjax.errors import ConfigError
 from synthjax.workdir import Run, read_json, write_json_atomic
 
@@ -323,6 +323,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict[str, 
             )
     if run_.is_host0:
         write_json_atomic(config_path, resolved)
+    distributed.barrier("config written")
 
     fd = config.gan.fd
     if (
@@ -349,9 +350,20 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict[str, 
     return summaries
 
 
+# Stages that only write files, no device work: process 0 runs them for everyone (on a
+# workdir every host sees), the others wait for it and read its summary.
+HOST0_STAGES = ("prepare",)
+
+
 def _run_stage(run_: Run, stage: str, fn: Callable[[Run], dict[str, Any]]) -> dict[str, Any]:
     stage_dir = run_.stage_dir(stage)
-    stage_dir.mkdir(parents=True, exist_ok=True)
+    if run_.is_host0:
+        stage_dir.mkdir(parents=True, exist_ok=True)
+    distributed.barrier(f"{stage}: start")
+    if stage in HOST0_STAGES and not run_.is_host0:
+        distributed.barrier(f"{stage}: written")
+        print(f"== {stage}: done by process 0", flush=True)
+        return run_.summary(stage)
     elapsed_path = stage_dir / "elapsed.json"
     earlier = read_json(elapsed_path)["wall_s"] if elapsed_path.exists() else 0.0
     logging.info("%s: %s", stage, "resuming" if earlier else "starting")
@@ -370,7 +382,10 @@ def _run_stage(run_: Run, stage: str, fn: Callable[[Run], dict[str, Any]]) -> di
         "state_sha256": result.pop("state_sha256", None),
         **result,
     }
+    if stage not in HOST0_STAGES:
+        distributed.barrier(f"{stage}: every process done")
     if run_.is_host0:
         write_json_atomic(run_.summary_path(stage), summary)
+    distributed.barrier(f"{stage}: written")
     print(f"== {stage}: done in {summary['wall_s']:.1f} s", flush=True)
     return summary

@@ -3,6 +3,12 @@ r"""Entry point: parse flags, start JAX (multi-host when asked), run the pipelin
   python -m synthjax.main --config=configs/quickstart.py --workdir=runs/quickstart
   python -m synthjax.main --config=configs/quickstart.py:smoke --workdir=/tmp/smoke \
       --config.gan.train_steps=100
+
+Several processes (one per host, or per GPU) run the same command; they connect when the
+environment says so (a SLURM job step, a multi-worker TPU slice) or when told:
+
+  python -m synthjax.main ... --coordinator_address=10.0.0.2:8476 --num_processes=2 \
+      --process_id=0      # and --process_id=1 on the other host
 """
 
 import logging as std_logging
@@ -13,7 +19,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from synthjax import experiment
+from synthjax import distributed, experiment
 from synthjax.errors import Preempted, SynthjaxError
 
 FLAGS = flags.FLAGS
@@ -21,6 +27,16 @@ config_flags.DEFINE_config_file(
     "config", None, "Config file (configs/<name>.py[:variant]).", lock_config=True
 )
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
+flags.DEFINE_enum(
+    "distributed",
+    "auto",
+    list(distributed.MODES),
+    "Join a multi-process run: auto (when flags, SLURM or a TPU slice say so), on (always; "
+    "JAX detects the cluster), off (never).",
+)
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process).")
+flags.DEFINE_integer("num_processes", None, "Number of processes in the run (multi-process).")
+flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes-1.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -40,6 +56,17 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.get_absl_handler().addFilter(_QuietLibraries())
+    try:
+        # First: nothing may touch a JAX backend before the processes connect.
+        distributed.initialize(
+            distributed.Launch(
+                FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,
+                FLAGS.process_id,
+            )
+        )
+    except SynthjaxError as e:
+        print(f"\nerror: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
     logging.info(
         "JAX process %d/%d, %d local / %d global devices (%s)",
         jax.process_index(),

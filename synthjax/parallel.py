@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -75,6 +76,32 @@ def to_global(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Arra
     }
 
 
+def process_rows(global_batch: int) -> slice:
+    """The rows of a global batch this process feeds to `to_global` (and reads from disk)."""
+    n = process_batch_size(global_batch)
+    return slice(jax.process_index() * n, (jax.process_index() + 1) * n)
+
+
+def from_full(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """A global batch every process holds whole (latents, indices, labels) -> global arrays
+    split over `data`; each process contributes the rows of its own devices."""
+    sharding = batch_sharding(mesh)
+
+    def put(value):
+        value = np.asarray(value)
+        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+    return {k: put(v) for k, v in batch.items()}
+
+
+def gather(x: jax.Array) -> np.ndarray:
+    """A global array -> the whole of it as numpy, on every process (a sharded array is
+    collected across hosts; on one process this is `device_get`)."""
+    if jax.process_count() == 1 or x.is_fully_addressable or x.is_fully_replicated:
+        return np.asarray(jax.device_get(x))
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
 def replicated_abstract(init_fn: Callable[[], Any], mesh: Mesh) -> Any:
     """ShapeDtypeStructs of `init_fn()`'s output, replicated on `mesh` (for restoring)."""
     sharding = replicated(mesh)
@@ -85,5 +112,5 @@ def replicated_abstract(init_fn: Callable[[], Any], mesh: Mesh) -> Any:
 
 
 def to_host(tree: Any) -> Any:
-    """Device arrays -> numpy (fully replicated or fully addressable arrays only)."""
-    return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+    """Device arrays -> numpy, whole, on every process (see `gather`)."""
+    return jax.tree.map(gather, tree)

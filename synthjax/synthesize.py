@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from synthjax import parallel
+from synthjax import distributed, parallel
 from synthjax.checkpoint import state_sha256
 from synthjax.data import shards
 from synthjax.data.subsets import label_combinations
@@ -49,7 +49,10 @@ def run_stage(run: Run) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     models, g_ema = gan.restore_generator(run)
     parallel.check_batch_size("synthesize.batch_size", cfg.synthesize.batch_size, mesh)
-    generate = jax.jit(functools.partial(_generate, models=models, latent_dim=cfg.gan.latent_dim))
+    generate = distributed.CompiledEverywhere(
+        jax.jit(functools.partial(_generate, models=models, latent_dim=cfg.gan.latent_dim)),
+        "synthesize generate",
+    )
     batch = cfg.synthesize.batch_size
     shard_size = max(batch, (cfg.synthesize.shard_size // batch) * batch)
     image_shape = data.source("train").image_shape
@@ -76,13 +79,14 @@ def run_stage(run: Run) -> dict[str, Any]:
             for start in range(lo, hi, batch):
                 idx = np.arange(start, start + batch)
                 y = labels[np.minimum(idx, n - 1)]
-                inputs = parallel.to_global({"i": idx.astype(np.uint32), "y": y}, mesh)
+                # Each process's devices generate its rows; every process then holds them all.
+                inputs = parallel.from_full({"i": idx.astype(np.uint32), "y": y}, mesh)
                 out = generate(g_ema, key_data, inputs["i"], inputs["y"])
-                images.append(np.asarray(jax.device_get(out))[: hi - start])
+                images.append(parallel.gather(out)[: hi - start])
                 step += 1
                 progress.update(step)
             images = np.concatenate(images)
-            if run.is_host0:
+            if s % jax.process_count() == jax.process_index():  # the hosts share the writing
                 shards.write_shard(
                     path,
                     features,
@@ -99,6 +103,7 @@ def run_stage(run: Run) -> dict[str, Any]:
         label_counts[split] = _combination_counts(labels, data.label_names)
         logging.info("synthesize: %s: %d images in %d shards", split, n, num_shards)
 
+    distributed.barrier("synthesize: every shard written")
     gan_summary = run.summary("gan")
     prepare_summary = run.summary("prepare")
     description = (

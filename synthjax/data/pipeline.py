@@ -124,12 +124,14 @@ def train_iterator(ds: grain.MapDataset, *, threads: int = 2) -> grain.DatasetIt
 
 
 def eval_batches(
-    source: Any, indices: Sequence[int], *, batch_size: int
+    source: Any, indices: Sequence[int], *, batch_size: int, rows: slice = slice(None)
 ) -> Iterator[dict[str, np.ndarray]]:
     """Every kept record once, in order, in fixed-size batches.
 
     The last batch is padded by repeating its final record; `mask` (bool[B]) marks the real
-    ones, so every batch has one shape and the step compiles once.
+    ones, so every batch has one shape and the step compiles once. `rows`: the rows of each
+    batch this process reads (its share on several hosts: `parallel.process_rows`); `mask`
+    is always the whole batch's.
     """
     indices = np.asarray(indices, np.int64)
     ds = grain.MapDataset.source(_Take(source, indices))
@@ -137,7 +139,7 @@ def eval_batches(
         idx = list(range(start, min(start + batch_size, len(indices))))
         n = len(idx)
         idx += [idx[-1]] * (batch_size - n)
-        records = [ds[i] for i in idx]
+        records = [ds[i] for i in idx[rows]]
         yield {
             "image": np.stack([r["image"] for r in records]),
             "labels": np.stack([r["labels"] for r in records]),

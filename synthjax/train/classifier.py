@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from synthjax import parallel
+from synthjax import distributed, parallel
 from synthjax.checkpoint import state_sha256
 from synthjax.data import pipeline
 from synthjax.data.loader import ImageSource, load_source
@@ -165,12 +165,14 @@ def score_split(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Scores every kept record: (probs float32[N,K], features float32[N,F], labels f32[N,K])."""
     probs, feats, labels = [], [], []
-    for batch in pipeline.eval_batches(source, indices, batch_size=batch_size):
+    rows = parallel.process_rows(batch_size)  # each process reads only its rows' images
+    for batch in pipeline.eval_batches(source, indices, batch_size=batch_size, rows=rows):
         mask = batch.pop("mask")
-        p, f = predict_fn(params, batch_stats, parallel.to_global({"x": batch["image"]}, mesh)["x"])
-        probs.append(np.asarray(jax.device_get(p))[mask])
-        feats.append(np.asarray(jax.device_get(f))[mask])
-        labels.append(batch["labels"][mask])
+        inputs = parallel.to_global(batch, mesh)
+        p, f = predict_fn(params, batch_stats, inputs["image"])
+        probs.append(parallel.gather(p)[mask])
+        feats.append(parallel.gather(f)[mask])
+        labels.append(parallel.gather(inputs["labels"])[mask])
     return np.concatenate(probs), np.concatenate(feats), np.concatenate(labels)
 
 
@@ -194,7 +196,9 @@ class DomainFeatures:
             run.stage_dir("classifier_real"), parallel.replicated_abstract(init, run.mesh)
         )
         self._variables = (state.best_params, state.best_batch_stats)
-        self._predict = jax.jit(functools.partial(predict, model=model))
+        self._predict = distributed.CompiledEverywhere(
+            jax.jit(functools.partial(predict, model=model)), "domain features"
+        )
         self._batch = cfg.classifier.eval_batch_size
         self._mesh = run.mesh
 
@@ -205,9 +209,9 @@ class DomainFeatures:
             n = len(chunk)
             if n < self._batch:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self._batch - n, axis=0)])
-            x = parallel.to_global({"x": chunk}, self._mesh)["x"]
+            x = parallel.from_full({"x": chunk}, self._mesh)["x"]
             _, features = self._predict(*self._variables, x)
-            out.append(np.asarray(jax.device_get(features))[:n])
+            out.append(parallel.gather(features)[:n])
         return np.concatenate(out)
 
 
@@ -245,10 +249,13 @@ def run_stage(run: Run, kind: str) -> dict[str, Any]:
         else (np.ones(num_labels, np.float32))
     )
     pos_weight = jax.device_put(weights, replicated)
-    jit_step = jax.jit(
-        functools.partial(train_step, model=model, optimizer=optimizer), donate_argnums=0
+    jit_step = distributed.CompiledEverywhere(
+        jax.jit(functools.partial(train_step, model=model, optimizer=optimizer), donate_argnums=0),
+        f"{stage} step",
     )
-    predict_fn = jax.jit(functools.partial(predict, model=model))
+    predict_fn = distributed.CompiledEverywhere(
+        jax.jit(functools.partial(predict, model=model)), f"{stage} predict"
+    )
     val_labels = val_source.labels[val_idx]
 
     def validate(state: ClassifierState, step: int):

@@ -134,9 +134,9 @@ class FrechetMonitor:
             if n < batch:  # one program for every batch
                 z = np.concatenate([z, np.repeat(z[-1:], batch - n, axis=0)])
                 y = np.concatenate([y, np.repeat(y[-1:], batch - n, axis=0)])
-            inputs = parallel.to_global({"z": z, "y": y}, self.mesh)
+            inputs = parallel.from_full({"z": z, "y": y}, self.mesh)
             images = self._generate(g_params, inputs["z"], inputs["y"])
-            features.append(self.space.of_images(np.asarray(jax.device_get(images))[:n]))
+            features.append(self.space.of_images(parallel.gather(images)[:n]))
         fake = np.concatenate(features)
         return frechet_distance(*gaussian_stats(fake), *self.reference)
 

@@ -28,7 +28,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from synthjax import parallel
+from synthjax import distributed, parallel
 from synthjax.checkpoint import state_sha256
 from synthjax.data import pipeline
 from synthjax.eval import grids
@@ -666,7 +666,10 @@ def run_stage(run: Run) -> dict[str, Any]:
     label_table = jax.device_put(train_source.labels[train_indices], replicated)
     # One compiled step per phase (compiled when the phase first runs).
     jit_steps = [
-        jax.jit(make_train_step(cfg.gan, models, optimizer, phase), donate_argnums=0)
+        distributed.CompiledEverywhere(
+            jax.jit(make_train_step(cfg.gan, models, optimizer, phase), donate_argnums=0),
+            f"gan step, phase {phase.index}",
+        )
         for phase in schedule.phases
     ]
     step_fn = lambda state, batch, step: jit_steps[schedule.phase_at(step).index](
@@ -703,7 +706,7 @@ def run_stage(run: Run) -> dict[str, Any]:
         phase = schedule.phase_at(step - 1)
         alpha = phase.alpha(step - 1)
         images = generate(state.g_ema, z, grid_labels, level=phase.resolution, alpha=alpha)
-        images = upsample_to(np.asarray(jax.device_get(images)), cfg.dataset.resolution)
+        images = upsample_to(parallel.gather(images), cfg.dataset.resolution)
         if run.is_host0:
             samples_dir.mkdir(parents=True, exist_ok=True)
             grown = (
@@ -739,7 +742,9 @@ def run_stage(run: Run) -> dict[str, Any]:
         monitor = fd_monitor.FrechetMonitor(
             cfg.gan.fd,
             space=feature_space(run),
-            generate=jax.jit(functools.partial(generate_images, models=models)),
+            generate=distributed.CompiledEverywhere(
+                jax.jit(functools.partial(generate_images, models=models)), "gan fd generate"
+            ),
             reference=(data.source(split), data.subset.indices[split]),
             latent_dim=cfg.gan.latent_dim,
             schedule=schedule,

@@ -21,7 +21,7 @@ from absl import logging
 from etils import epath
 from jax.sharding import Mesh
 
-from synthjax import parallel
+from synthjax import distributed, parallel
 from synthjax.checkpoint import Checkpointer, StopRequest
 from synthjax.data import pipeline
 from synthjax.errors import Preempted
@@ -120,7 +120,7 @@ def train_loop(
             writer.write(s, {k: float(v) for k, v in jax.device_get(m).items()})
 
     try:
-        with StopRequest() as stop:
+        with StopRequest(multiprocess=distributed.is_multiprocess()) as stop:
             while step < settings.total_steps and not stopped_early:
                 batch = parallel.to_global(next(data_iter), mesh)
                 state, metrics = step_fn(state, batch, step)
@@ -145,9 +145,11 @@ def train_loop(
                 # make the host wait for the device.
                 if hooks_ran and finished is not None and finished(state):
                     stopped_early = True
+                # Several processes: all of them reach the sync point at the same step.
+                preempted = stop.requested or distributed.preemption_reached(step)
                 if (
                     itstime(step, settings.checkpoint_every)
-                    or stop.requested
+                    or preempted
                     or stopped_early
                     or step == settings.total_steps
                 ):
@@ -155,10 +157,18 @@ def train_loop(
                     pending = None
                     ckpt.save(step, state, data_iter)
                     last_saved = step
-                if stop.requested:
+                if preempted:
+                    ckpt.wait()
+                    who = (
+                        f"signal {stop.signal}"
+                        if stop.requested
+                        else f"SIGTERM to one of the {jax.process_count()} processes"
+                    )
                     raise Preempted(
-                        f"{settings.name}: stopped by signal {stop.signal} at step {step}; "
-                        "checkpoint saved. Rerun the same command to continue."
+                        f"{settings.name}: stopped by {who} at step {step}; checkpoint saved. "
+                        "Rerun the same command"
+                        + (" on every host" if distributed.is_multiprocess() else "")
+                        + " to continue."
                     )
         # --- final save -----------------------------------------------------------------
         flush(pending)
