@@ -15,9 +15,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import socket
 import struct
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,9 +27,17 @@ from typing import Any
 
 import numpy as np
 from absl import logging
+from etils import epath
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
+# A workdir in a bucket (gs://...) cannot be appended to: the writer keeps local copies and
+# uploads them whole at most this often (and on close, and before raising on a NaN).
+REMOTE_SYNC_S = 30.0
+
+
+def is_remote(path: str | os.PathLike) -> bool:
+    return "://" in os.fspath(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,7 +185,7 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
 
     NaN and infinite values, which the writer records before failing, come back as floats.
     """
-    path = Path(path)
+    path = epath.Path(path) if is_remote(path) else Path(path)
     if path.is_dir():
         path = path / METRICS_FILE
     return _parse_lines(path.read_text(), path)
@@ -223,18 +233,26 @@ class MetricsWriter:
         """
         self.stage = stage
         self.enabled = enabled
-        self.path = Path(stage_dir) / METRICS_FILE
         self._jsonl = None
         self._events = None
+        self._remote: epath.Path | None = None
+        self._synced = 0.0
+        if is_remote(stage_dir):
+            self._remote = epath.Path(stage_dir)
+            stage_dir = tempfile.mkdtemp(prefix=f"synthjax-{stage}-")  # the local copies
+        self.path = Path(stage_dir) / METRICS_FILE
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self._remote is not None and (self._remote / METRICS_FILE).exists():
+            self.path.write_bytes((self._remote / METRICS_FILE).read_bytes())
         if self.path.exists():
             self._repair(resume_step)
         self._jsonl = open(self.path, "a")
         tb_dir = self.path.parent / TENSORBOARD_DIR
         tb_dir.mkdir(exist_ok=True)
-        self._events = open(_event_file_path(tb_dir), "ab")
+        self._events_path = _event_file_path(tb_dir)
+        self._events = open(self._events_path, "ab")
         now = time.time()
         self._events.write(_tfrecord_frame(_event_bytes(now, 0, file_version="brain.Event:2")))
         if resume_step is not None:
@@ -296,19 +314,39 @@ class MetricsWriter:
         if scalars:
             self._events.write(_tfrecord_frame(_event_bytes(time.time(), step, scalars=scalars)))
             self._events.flush()
+        self._upload()
         for name, value in record.items():
             if isinstance(value, float) and not math.isfinite(value):
+                self._upload(force=True)
                 raise FloatingPointError(
                     f"metric {name!r} is {value} at step {step} of stage {self.stage!r}; "
                     f"the line was kept in {self.path}"
                 )
 
+    def _upload(self, force: bool = False) -> None:
+        """A remote stage dir: copies both local files up, whole (at most every
+        REMOTE_SYNC_S seconds unless forced)."""
+        if self._remote is None or self._jsonl is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._synced < REMOTE_SYNC_S:
+            return
+        self._synced = now
+        (self._remote / TENSORBOARD_DIR).mkdir(parents=True, exist_ok=True)
+        (self._remote / METRICS_FILE).write_bytes(self.path.read_bytes())
+        remote_events = self._remote / TENSORBOARD_DIR / self._events_path.name
+        remote_events.write_bytes(self._events_path.read_bytes())
+
     def close(self) -> None:
-        """Closes both files; safe to call more than once."""
+        """Closes both files (uploading them last, for a remote stage dir); safe to call more
+        than once."""
+        self._upload(force=True)
         for f in (self._jsonl, self._events):
             if f is not None:
                 f.close()
         self._jsonl = self._events = None
+        if self._remote is not None:
+            shutil.rmtree(self.path.parent, ignore_errors=True)
 
     def __enter__(self) -> MetricsWriter:
         return self

@@ -7,6 +7,7 @@ with 95% intervals) to `report_auroc.png`.
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import matplotlib
@@ -14,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from etils import epath
 
 from synthjax.workdir import Run, write_json_atomic
 
@@ -132,8 +134,10 @@ def plot_auroc(report: dict[str, Any], path) -> None:
     )
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
+    epath.Path(path).write_bytes(buffer.getvalue())  # local, or a bucket
 
 
 def run_stage(run: Run) -> dict[str, Any]:

@@ -197,3 +197,24 @@ def test_event_files_read_by_tensorboard(tmp_path):
     acc.Reload()
     points = [(e.step, e.value) for e in acc.Scalars("loss")]
     assert points == [(1, 0.5), (2, 1.0), (3, 9.0)]
+
+
+def test_a_bucket_workdir_gets_whole_uploads_and_resumes(tmp_path, monkeypatch):
+    """A stage dir that cannot be appended to (gs://): lines go to local copies, uploaded
+    whole at most every REMOTE_SYNC_S and on close; a resumed writer starts from the upload.
+    Here the 'bucket' is a local folder that the writer must treat as remote."""
+    remote = tmp_path / "bucket" / "gan"
+    monkeypatch.setattr(metrics, "is_remote", lambda path: str(path).startswith(str(remote)))
+    monkeypatch.setattr(metrics, "REMOTE_SYNC_S", 3600.0)
+    with MetricsWriter(remote, "gan") as writer:
+        local = writer.path
+        assert not str(local).startswith(str(remote))
+        writer.write(1, {"loss": 1.0})  # the first write uploads (nothing uploaded yet)
+        writer.write(2, {"loss": 2.0})  # within REMOTE_SYNC_S: only local
+        assert [r["step"] for r in read_metrics(remote)] == [1]
+    assert [r["step"] for r in read_metrics(remote)] == [1, 2]  # close uploads the rest
+    assert not local.exists()  # the local copies are gone
+    assert len(list((remote / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    with MetricsWriter(remote, "gan", resume_step=1) as writer:
+        writer.write(2, {"loss": 2.5})
+    assert [(r["step"], r["loss"]) for r in read_metrics(remote)] == [(1, 1.0), (2, 2.5)]

@@ -7,13 +7,14 @@ names go into a grid: never patient ids, file names or DICOM metadata.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from etils import epath
 from PIL import Image, ImageDraw, ImageFont
 
 _GUTTER = 2  # px between cells and around the grid
@@ -155,8 +156,10 @@ def save_image_grid(
     if footer:
         _draw_text(draw, text_font, footer, _GUTTER + _PAD, grid_y + grid_h + bottom_h / 2)
 
-    path = Path(path)
+    path = epath.Path(path)  # local, or a bucket (gs://...)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    picture.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    tmp.write_bytes(buffer.getvalue())
+    tmp.replace(path)
