@@ -76,3 +76,16 @@ def use_ct_phantom(c: ml_collections.ConfigDict) -> None:
     c.dataset.phantom.min_slices = 16
     c.dataset.phantom.max_slices = 32
     c.dataset.num_classes = 6
+
+
+def get_sweep(arg: str | None = None) -> list[dict]:
+    """Samples per class x GAN: the study's question in small (`python -m launch.sweep`).
+
+    Each dict is one run's overrides of `get_config(arg)`; its workdir is named after them.
+    """
+    del arg  # the same sweep for every variant (`:smoke` shrinks each run)
+    return [
+        {"dataset.samples_per_class": spc, "gan.arch": arch}
+        for spc in (50, 200)
+        for arch in ("cpd", "prog")
+    ]
