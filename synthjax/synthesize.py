@@ -11,7 +11,6 @@ source id, path or metadata: synthetic ids are `synthetic-<split>-<n>`.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 from typing import Any
 
@@ -22,6 +21,7 @@ from absl import logging
 from synthjax import distributed, parallel
 from synthjax.checkpoint import state_sha256
 from synthjax.data import shards
+from synthjax.data.loader import load_source
 from synthjax.data.subsets import label_combinations
 from synthjax.eval.grids import label_combination_name
 from synthjax.progress import Progress
@@ -166,7 +166,9 @@ def run_stage(run: Run) -> dict[str, Any]:
     }
     if run.is_host0:
         write_json_atomic(out_dir / "DATASET_CARD.json", card)
-    fingerprint = _dataset_sha256(out_dir, shard_lengths)
+    distributed.barrier("synthesize: metadata and card written")
+    # The decoded records: shard bytes differ between writer processes for the same records.
+    fingerprint = shards.records_sha256({s: load_source(out_dir, s) for s in shard_lengths})
     return {
         "step": 0,
         "state_sha256": fingerprint,
@@ -183,13 +185,3 @@ def _combination_counts(labels: np.ndarray, names) -> dict[str, int]:
         label_combination_name(c, names, max_len=200): int(k)
         for c, k in zip(combos.combos, combos.counts, strict=True)
     }
-
-
-def _dataset_sha256(out_dir, shard_lengths) -> str:
-    """Fingerprint of the written shards (bytes of every shard, in split/shard order)."""
-    digest = hashlib.sha256()
-    for split, lengths in shard_lengths.items():
-        for i in range(len(lengths)):
-            path = shards.shard_path(out_dir, DATASET_NAME, split, i, len(lengths))
-            digest.update(path.read_bytes())
-    return digest.hexdigest()

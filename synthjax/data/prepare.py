@@ -17,7 +17,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
-from synthjax.data import chexpert, nih_cxr14, phantom_ct, phantom_cxr, rsna_ich
+from synthjax.data import chexpert, nih_cxr14, phantom_ct, phantom_cxr, rsna_ich, shards
 from synthjax.data.loader import load_source
 from synthjax.data.subsets import select_subset
 from synthjax.errors import ConfigError
@@ -69,24 +69,6 @@ def ensure_phantom(run: Run) -> epath.Path:
         stats = phantom_cxr.write_chexpert_phantom(root, **settings)
     write_json_atomic(marker, {"settings": key, "stats": stats})
     return root
-
-
-def _records_sha256(sources: dict[str, Any]) -> str:
-    """sha256 over every record's decoded (id, labels, image), split by split, in order.
-
-    The decoded content, not the shard files: their bytes are serialized protos whose field
-    order varies from one writer process to the next, for the same records.
-    """
-    digest = hashlib.sha256()
-    for split in SPLITS:
-        source = sources[split]
-        digest.update(f"{split}:{len(source)}".encode())
-        for i in range(len(source)):
-            record = source[i]
-            digest.update(str(record["id"]).encode())
-            digest.update(np.ascontiguousarray(record["labels"], np.float32).tobytes())
-            digest.update(np.ascontiguousarray(record["image"]).tobytes())
-    return digest.hexdigest()
 
 
 MANUAL_DIR_HINT = {
@@ -187,7 +169,7 @@ def run_stage(run: Run) -> dict[str, Any]:
         len(subset.combos),
         {s: len(i) for s, i in subset.indices.items()},
     )
-    digest = hashlib.sha256(_records_sha256(sources).encode())
+    digest = hashlib.sha256(shards.records_sha256(sources).encode())
     for split in SPLITS:
         digest.update(subset.indices[split].tobytes())
     return {

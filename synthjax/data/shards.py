@@ -8,6 +8,7 @@ complete shards behind and can resume by skipping them.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -140,3 +141,21 @@ def write_split(
     for index, part in enumerate(parts):
         part.replace(shard_path(dataset_dir, name, split, index, len(parts)))
     return lengths
+
+
+def records_sha256(sources: Mapping[str, Any]) -> str:
+    """sha256 over every record's decoded (id, labels, image), split by split, in order.
+
+    sources: {split: a source of records (`loader.load_source`)}. The decoded content, not
+    the shard files: their bytes are serialized protos whose field order varies from one
+    writer process to the next, for the same records.
+    """
+    digest = hashlib.sha256()
+    for split, source in sources.items():
+        digest.update(f"{split}:{len(source)}".encode())
+        for i in range(len(source)):
+            record = source[i]
+            digest.update(str(record["id"]).encode())
+            digest.update(np.ascontiguousarray(record["labels"], np.float32).tobytes())
+            digest.update(np.ascontiguousarray(record["image"]).tobytes())
+    return digest.hexdigest()
