@@ -95,11 +95,19 @@ def initialize(launch: Launch = Launch()) -> bool:
     # Cross-process collectives on CPU need gloo; GPU and TPU ignore this setting.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.config.update("jax_enable_preemption_service", True)
-    jax.distributed.initialize(
-        coordinator_address=launch.coordinator_address,
-        num_processes=launch.num_processes,
-        process_id=launch.process_id,
-    )
+    try:
+        jax.distributed.initialize(
+            coordinator_address=launch.coordinator_address,
+            num_processes=launch.num_processes,
+            process_id=launch.process_id,
+        )
+    except ValueError as error:  # --distributed=on where JAX detects no cluster
+        raise ConfigError(
+            "--distributed",
+            f"asked to join a multi-process run, but {error}",
+            "pass --coordinator_address, --num_processes and --process_id, or run alone "
+            "with --distributed=auto",
+        ) from None
     logging.info(
         "joined a %d-process run as process %d (%s)",
         jax.process_count(),
