@@ -17,9 +17,7 @@ study's own networks, configs/default.py, at batch `--batch`).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,17 +25,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from synthjax import parallel
+from synthjax import config_files, parallel
 from synthjax.checkpoint import Checkpointer
 from synthjax.train import gan
-
-
-def _load_config(path: str):
-    sys.path.insert(0, str(Path(path).resolve().parents[1]))
-    spec = importlib.util.spec_from_file_location("bench_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
 
 
 def _setup(cfg, resolution: int, batch: int, mesh):
@@ -100,7 +90,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="undisturbed steps per round")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    cfg = _load_config(args.config)
+    cfg = config_files.load(args.config)
     mesh = parallel.make_mesh(-1)
     print(
         f"{jax.device_count()} {jax.default_backend()} device(s); {args.config}, "

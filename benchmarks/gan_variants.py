@@ -21,27 +21,17 @@ from __future__ import annotations
 
 import argparse
 import ast
-import importlib.util
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import jax
 
-from synthjax import experiment
+from synthjax import config_files, experiment
 
 SHARED_STAGES = ("prepare", "classifier_real")
 VARIANT_STAGES = ("gan", "synthesize", "classifier_synthetic", "evaluate", "report")
-
-
-def _load_config(path: str):
-    sys.path.insert(0, str(Path(path).resolve().parents[1]))
-    spec = importlib.util.spec_from_file_location("variant_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
 
 
 def _override(cfg, assignment: str) -> None:
@@ -76,7 +66,7 @@ def main() -> None:
     parser.add_argument("--override", action="append", default=[])
     args = parser.parse_args()
 
-    base = _load_config(args.config)
+    base = config_files.load(args.config)
     base.dataset.samples_per_class = args.samples_per_class
     for assignment in args.override:
         _override(base, assignment)

@@ -20,24 +20,13 @@ option is GPUs and TPUs, where bfloat16 matmuls run at several times the float32
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 
-from synthjax import parallel
+from synthjax import config_files, parallel
 from synthjax.train import gan
-
-
-def _load_config(path: str):
-    sys.path.insert(0, str(Path(path).resolve().parents[1]))  # configs import each other
-    spec = importlib.util.spec_from_file_location("bench_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
 
 
 def _step_program(cfg, arch: str, resolution: int, bf16_from: int, batch: int, mesh):
@@ -81,7 +70,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="timed steps per row and round")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    cfg = _load_config(args.config)
+    cfg = config_files.load(args.config)
     mesh = parallel.make_mesh(-1)
     print(
         f"backend {jax.default_backend()}, {jax.device_count()} device(s), batch {args.batch}, "

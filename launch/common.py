@@ -3,6 +3,7 @@ running it (or only printing it: `--dry-run`), and telling whether a run has fin
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shlex
@@ -10,6 +11,8 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from synthjax import config_files
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,22 +70,12 @@ def execute(step: str, command: Sequence[str], *, dry_run: bool, check: bool = T
 
 def stages_of(config: str, overrides: Sequence[str] = ()) -> list[str]:
     """The stages a config (with overrides) runs, read by loading it as synthjax does."""
-    from ml_collections import config_flags  # noqa: F401  (the loader synthjax.main uses)
-
-    sys.path.insert(0, str(REPO))
-    import importlib.util
-
-    file, _, arg = config.partition(":")
-    spec = importlib.util.spec_from_file_location("launch_config", REPO / file)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    cfg = module.get_config(arg or None)
     for o in overrides:
         if o.startswith("stages="):
-            import ast
-
             return list(ast.literal_eval(o.split("=", 1)[1]))
-    return list(cfg.stages)
+    file, arg = config_files.split(config)
+    path = REPO / file if (REPO / file).is_file() else Path(file)
+    return list(config_files.load_module(path).get_config(arg).stages)
 
 
 def finished(workdir: str, stages: Sequence[str]) -> bool:

@@ -18,7 +18,6 @@ Everything after `--` goes to the launcher named by `--via`. `--only` picks runs
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import re
@@ -28,23 +27,21 @@ from pathlib import Path
 from typing import Any
 
 from launch import common
+from synthjax import config_files
 
 VIA = ("local", "print", "slurm", "tpu_vm")
 
 
 def load_sweep(config: str) -> list[dict[str, Any]]:
     """The config file's `get_sweep(arg)`: a list of {dotted field: value}, one per run."""
-    file, _, arg = common.check_config(config).partition(":")
+    file, arg = config_files.split(common.check_config(config))
     path = common.REPO / file if (common.REPO / file).is_file() else Path(file)
-    sys.path.insert(0, str(path.resolve().parents[1]))
-    spec = importlib.util.spec_from_file_location("sweep_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = config_files.load_module(path)
     if not hasattr(module, "get_sweep"):
         raise common.LaunchError(
             f"{file} defines no get_sweep(arg); add one returning a list of override dicts"
         )
-    sweep = module.get_sweep(arg or None)
+    sweep = module.get_sweep(arg)
     if not sweep or not all(isinstance(run, dict) for run in sweep):
         raise common.LaunchError(f"{file}: get_sweep must return a non-empty list of dicts")
     return sweep
