@@ -143,10 +143,33 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.synthesize = ml_collections.ConfigDict()
     c.synthesize.batch_size = 256
     c.synthesize.shard_size = 4096  # images per array_record shard (a resumable unit)
+    # The memorization audit in synthesize (synthjax/eval/privacy.py): a synthetic image
+    # closer to a training image than `percentile`% of real held-out images are is a copy.
+    c.privacy = ml_collections.ConfigDict()
+    c.privacy.percentile = 1.0
+    c.privacy.max_copy_rate = 0.05  # above it, DATASET_CARD.json says releasable: false
+    c.privacy.release_override = ""  # a reason to release anyway; recorded in the card
+    c.privacy.pixel_resolution = 64  # images are box-averaged to this before correlating
+    c.privacy.max_synthetic = 20000  # audited synthetic images (seeded choice; 0 = all)
+    c.privacy.max_heldout = 10000  # real held-out reference images (0 = all)
+    c.privacy.grid_pairs = 16  # rows of the closest-pairs grids
     c.evaluate = ml_collections.ConfigDict()
     c.evaluate.bootstrap_resamples = 1000
     c.evaluate.confidence = 0.95
     c.evaluate.min_positives = 10  # labels with fewer test positives stay out of the mean
+    # Per label combination (utility and fidelity): combinations with this many test images.
+    c.evaluate.min_combination_images = 20
+    c.evaluate.prdc_k = 5  # neighbourhood of precision / recall / density / coverage
+    c.evaluate.max_images = 10000  # real and synthetic test images compared (seeded choice)
+    # FD and PRDC in Inception-v3 features too, from this file (scripts/convert_fid_inception.py).
+    c.evaluate.inception_weights = ""
+    # The automated reader: a CNN told to separate real held-out from synthetic images.
+    c.evaluate.c2st = ml_collections.ConfigDict()
+    c.evaluate.c2st.resolutions = ()  # () = every power of two from 32 up to the resolution
+    c.evaluate.c2st.train_steps = 600
+    c.evaluate.c2st.batch_size = 64
+    c.evaluate.c2st.learning_rate = 1e-3
+    c.evaluate.c2st.max_images = 5000  # per side, real and synthetic
 
     # --- devices, numerics ---------------------------------------------------------------------
     c.mesh = ml_collections.ConfigDict()
@@ -215,3 +238,6 @@ def shrink_to_smoke(c: ml_collections.ConfigDict) -> None:
     c.synthesize.shard_size = 128
     c.evaluate.bootstrap_resamples = 100
     c.evaluate.min_positives = 1
+    c.evaluate.min_combination_images = 4
+    c.evaluate.c2st.train_steps = 40
+    c.evaluate.c2st.batch_size = 32

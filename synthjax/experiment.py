@@ -171,6 +171,52 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
         "use a step count > 0",
     )
     _validate_gan(config.gan, ds.resolution, data)
+    _validate_evaluation(config, ds.resolution)
+
+
+def _validate_evaluation(config: ml_collections.ConfigDict, resolution: int) -> None:
+    p = config.privacy
+    _require(
+        0.0 < p.percentile < 50.0,
+        "privacy.percentile",
+        f"{p.percentile} is not a percentile in (0, 50)",
+        "use 1.0 (the 1st percentile of held-out distances)",
+    )
+    _require(
+        0.0 <= p.max_copy_rate <= 1.0,
+        "privacy.max_copy_rate",
+        f"{p.max_copy_rate} is not a rate in [0, 1]",
+        "use e.g. 0.05",
+    )
+    _require(
+        p.pixel_resolution >= 4 and p.pixel_resolution & (p.pixel_resolution - 1) == 0,
+        "privacy.pixel_resolution",
+        f"{p.pixel_resolution} is not a power of two >= 4",
+        "use 32 or 64",
+    )
+    ev = config.evaluate
+    _require(ev.prdc_k >= 1, "evaluate.prdc_k", f"{ev.prdc_k} < 1", "use 5 (the papers')")
+    _require(
+        ev.inception_weights == "" or os.path.isfile(ev.inception_weights),
+        "evaluate.inception_weights",
+        f"{ev.inception_weights!r} is not a file",
+        "convert pytorch-fid's weights once with scripts/convert_fid_inception.py and pass "
+        "the .npz, or leave it empty (domain features only)",
+    )
+    from synthjax.eval.discrimination import resolutions_for
+
+    try:
+        resolutions_for(resolution, tuple(ev.c2st.resolutions))
+    except ValueError as error:
+        raise ConfigError(
+            "evaluate.c2st.resolutions", str(error), "use () or divisors of the resolution"
+        ) from None
+    _require(
+        ev.c2st.train_steps > 0 and ev.c2st.batch_size > 0,
+        "evaluate.c2st.train_steps",
+        "the two-sample test needs positive train_steps and batch_size",
+        "e.g. train_steps=600, batch_size=64",
+    )
 
 
 def _validate_gan(gan: ml_collections.ConfigDict, resolution: int, data: int) -> None:

@@ -60,7 +60,9 @@ def main(argv):
         # First: nothing may touch a JAX backend before the processes connect.
         distributed.initialize(
             distributed.Launch(
-                FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,
+                FLAGS.distributed,
+                FLAGS.coordinator_address,
+                FLAGS.num_processes,
                 FLAGS.process_id,
             )
         )

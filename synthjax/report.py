@@ -1,25 +1,26 @@
-"""The `report` stage: headline numbers and a figure a person reads first.
+"""The `report` stage: the verdict and the numbers a person reads first.
 
 Gathers every stage's `summary.json` into `report.json` (machine-readable: notebooks and
-sweeps read it) and `report.md` (a human table), and draws per-label AUROC (TRTR vs TSTR
-with 95% intervals) to `report_auroc.png`.
+sweeps read it) and `report.md` (tables, figures, and the release verdict with its
+reasons), and draws the figures (`report_figures.py`): per-label AUROC, ROC curves, FD and
+PRDC bars, the two-sample test's ROC curves; the memorization audit's closest-pairs grids
+are linked from `synthesize/` (they show real training images and stay there).
 """
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
-import matplotlib
+from synthjax import report_figures
+from synthjax.workdir import Run, read_json, write_json_atomic
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-import numpy as np
-from etils import epath
+REPORT_VERSION = 2
 
-from synthjax.workdir import Run, write_json_atomic
-
-REPORT_VERSION = 1
+# The verdict's thresholds. An automated reader with an AUROC above EASY_TO_TELL, or a
+# synthetic set whose precision or recall falls below HALF of the real baseline's, is a
+# caveat, not a refusal: a useful, private dataset may still look synthetic.
+EASY_TO_TELL = 0.9
+HALF = 0.5
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
@@ -30,11 +31,83 @@ def _fmt_ci(ci) -> str:
     return "" if not ci or ci[0] is None else f" [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
+def _fmt_p(p: float | None) -> str:
+    if p is None:
+        return "n/a"
+    return f"{p:.2g}" if p >= 1e-4 else "<1e-4"
+
+
+def verdict(report: dict[str, Any]) -> dict[str, Any]:
+    """'release', 'release with caveats' or 'do not release', with the reasons.
+
+    Refusals: the memorization audit failed (and no override), or the synthetic-trained
+    classifier is not measurably better than chance (TSTR mean AUROC interval reaching 0.5).
+    Caveats: a reader tells real from synthetic easily, or fidelity is far below the real
+    baseline. Stages that did not run make their check 'not measured', which refuses.
+    """
+    refusals, caveats, passes = [], [], []
+    privacy = report.get("privacy")
+    if not privacy:
+        refusals.append("privacy: not measured (synthesize recorded no memorization audit)")
+    elif not privacy.get("audit_passed"):
+        if privacy.get("releasable"):
+            caveats.append(
+                f"privacy: the audit failed (copy rate {100 * privacy['copy_rate']:.2f}%) and "
+                f"the dataset is released by override: {privacy['override']['reason']!r}"
+            )
+        else:
+            refusals.append(
+                f"privacy: copy rate {100 * privacy['copy_rate']:.2f}% is above the "
+                f"{100 * privacy['max_copy_rate']:.2f}% limit (DATASET_CARD.json: releasable "
+                "false); look at the closest-pairs grids"
+            )
+    else:
+        passes.append(
+            f"privacy: copy rate {100 * privacy['copy_rate']:.2f}% is within the "
+            f"{100 * privacy['max_copy_rate']:.2f}% limit"
+        )
+    tstr, ci = report.get("tstr_auroc_mean"), report.get("tstr_auroc_mean_ci")
+    if tstr is None or not ci or ci[0] is None:
+        refusals.append("utility: not measured (no TSTR result)")
+    elif ci[0] <= 0.5:
+        refusals.append(
+            f"utility: TSTR mean AUROC {tstr:.3f}{_fmt_ci(ci)} is not above chance; the "
+            "synthetic data carries no measurable signal"
+        )
+    else:
+        passes.append(
+            f"utility: TSTR mean AUROC {tstr:.3f}{_fmt_ci(ci)} is above chance (TRTR "
+            f"{_fmt(report.get('trtr_auroc_mean'))}, gap {_fmt(report.get('auroc_gap'))})"
+        )
+    c2st = (report.get("discrimination") or {}).get("per_resolution") or []
+    if c2st:
+        native = max(c2st, key=lambda r: r["resolution"])
+        lo = native["auroc_ci"][0]
+        if lo is not None and lo > EASY_TO_TELL:
+            caveats.append(
+                f"discrimination: an automated reader tells real from synthetic at "
+                f"{native['resolution']}x{native['resolution']} with AUROC "
+                f"{native['auroc']:.3f}{_fmt_ci(native['auroc_ci'])}"
+            )
+    fid = ((report.get("fidelity") or {}).get("overall")) or {}
+    base = fid.get("real_baseline") or {}
+    for name in ("precision", "recall"):
+        if fid.get(name) is not None and base.get(name) and fid[name] < HALF * base[name]:
+            caveats.append(
+                f"fidelity: {name} {fid[name]:.3f} is below half the real baseline's "
+                f"{base[name]:.3f}"
+            )
+    decision = "do not release" if refusals else "release with caveats" if caveats else "release"
+    return {"decision": decision, "refusals": refusals, "caveats": caveats, "passed": passes}
+
+
 def build_report(run: Run) -> dict[str, Any]:
     cfg = run.config
     stages = {s: run.summary(s) for s in cfg.stages if s != "report" and run.finished(s)}
+    if "evaluate" not in stages and run.finished("evaluate"):
+        stages["evaluate"] = run.summary("evaluate")
     ev = stages.get("evaluate", {})
-    return {
+    report = {
         "report_version": REPORT_VERSION,
         "dataset": cfg.dataset.name,
         "phantom": bool(stages.get("prepare", {}).get("phantom", False)),
@@ -43,20 +116,170 @@ def build_report(run: Run) -> dict[str, Any]:
         "num_classes": len(run.prepared.subset.combos),
         "gan_arch": cfg.gan.arch,
         "seed": cfg.seed,
-        "trtr_auroc_mean": ev.get("trtr_auroc_mean"),
-        "trtr_auroc_mean_ci": ev.get("trtr_auroc_mean_ci"),
-        "tstr_auroc_mean": ev.get("tstr_auroc_mean"),
-        "tstr_auroc_mean_ci": ev.get("tstr_auroc_mean_ci"),
-        "auroc_gap": ev.get("auroc_gap"),
-        "auroc_gap_ci": ev.get("auroc_gap_ci"),
-        "per_label": ev.get("per_label", []),
-        "labels_excluded": ev.get("labels_excluded", {}),
-        "min_positives": ev.get("min_positives"),
         "images": stages.get("prepare", {}).get("images"),
         "gan_kimg": stages.get("gan", {}).get("kimg"),
-        "wall_s": {s: v.get("wall_s") for s, v in stages.items()},
-        "state_sha256": {s: v.get("state_sha256") for s, v in stages.items()},
     }
+    for key in (
+        "trtr_auroc_mean",
+        "trtr_auroc_mean_ci",
+        "tstr_auroc_mean",
+        "tstr_auroc_mean_ci",
+        "auroc_gap",
+        "auroc_gap_ci",
+        "trtr_auprc_mean",
+        "trtr_auprc_mean_ci",
+        "tstr_auprc_mean",
+        "tstr_auprc_mean_ci",
+    ):
+        report[key] = ev.get(key)
+    report["per_label"] = ev.get("per_label", [])
+    report["per_combination"] = ev.get("per_combination", [])
+    report["labels_excluded"] = ev.get("labels_excluded", {})
+    report["min_positives"] = ev.get("min_positives")
+    report["fidelity"] = ev.get("fidelity")
+    report["discrimination"] = ev.get("discrimination")
+    report["privacy"] = ev.get("privacy") or stages.get("synthesize", {}).get("privacy")
+    if report["privacy"] is None and run.synthetic_dir.joinpath("DATASET_CARD.json").exists():
+        report["privacy"] = read_json(run.synthetic_dir / "DATASET_CARD.json").get("privacy")
+    report["verdict"] = verdict(report)
+    report["wall_s"] = {s: v.get("wall_s") for s, v in stages.items()}
+    report["state_sha256"] = {s: v.get("state_sha256") for s, v in stages.items()}
+    report["figures"] = {}
+    return report
+
+
+def _verdict_lines(v: dict[str, Any]) -> list[str]:
+    lines = [f"## Verdict: **{v['decision']}**", ""]
+    for title, items in (
+        ("Refused", v["refusals"]),
+        ("Caveats", v["caveats"]),
+        ("Passed", v["passed"]),
+    ):
+        lines += [f"- {title}: {item}" for item in items]
+    return [*lines, ""]
+
+
+def _utility_lines(r: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Utility: a classifier trained on synthetic data, tested on real data",
+        "",
+        "| | mean test AUROC (95% CI) | mean test AUPRC (95% CI) |",
+        "|---|---|---|",
+        f"| TRTR (trained on real) | {_fmt(r['trtr_auroc_mean'])}{_fmt_ci(r['trtr_auroc_mean_ci'])}"
+        f" | {_fmt(r['trtr_auprc_mean'])}{_fmt_ci(r['trtr_auprc_mean_ci'])} |",
+        f"| TSTR (trained on synthetic) | {_fmt(r['tstr_auroc_mean'])}"
+        f"{_fmt_ci(r['tstr_auroc_mean_ci'])} | {_fmt(r['tstr_auprc_mean'])}"
+        f"{_fmt_ci(r['tstr_auprc_mean_ci'])} |",
+        f"| gap TRTR - TSTR (paired) | {_fmt(r['auroc_gap'])}{_fmt_ci(r['auroc_gap_ci'])} | |",
+        "",
+        "Both classifiers are tested on the same real test images. AUCs below 0.5 are "
+        "reported as they are; AUPRC's chance level is the label's prevalence. DeLong p: "
+        "DeLong's paired test of TRTR vs TSTR AUROC.",
+        "",
+        "| label | test positives | TRTR AUROC | TSTR AUROC | gap | DeLong p | TRTR AUPRC | "
+        "TSTR AUPRC |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in r["per_label"]:
+        lines.append(
+            f"| {row['label']} | {row['positives']} | {_fmt(row['trtr_auroc'])}"
+            f"{_fmt_ci(row['trtr_ci'])} | {_fmt(row['tstr_auroc'])}{_fmt_ci(row['tstr_ci'])} "
+            f"| {_fmt(row['gap'])}{_fmt_ci(row['gap_ci'])} | {_fmt_p(row.get('delong_p'))} "
+            f"| {_fmt(row.get('trtr_auprc'))} | {_fmt(row.get('tstr_auprc'))} |"
+        )
+    if r["labels_excluded"]:
+        excluded = ", ".join(f"{k} ({v})" for k, v in r["labels_excluded"].items())
+        need = r.get("min_positives")
+        rule = f"fewer than {need} test positives or negatives" if need else "too few test cases"
+        lines += ["", f"Not in the mean ({rule}; test positives shown): {excluded}."]
+    if r["per_combination"]:
+        lines += [
+            "",
+            "Per label combination (one-vs-rest AUROC of the combination's log-probability):",
+            "",
+            "| combination | test images | TRTR | TSTR | DeLong p |",
+            "|---|---|---|---|---|",
+        ]
+        for row in r["per_combination"]:
+            lines.append(
+                f"| {row['combination']} | {row['test_images']} | {_fmt(row['trtr_auroc'])}"
+                f"{_fmt_ci(row['trtr_ci'])} | {_fmt(row['tstr_auroc'])}"
+                f"{_fmt_ci(row['tstr_ci'])} | {_fmt_p(row['delong_p'])} |"
+            )
+    return [*lines, ""]
+
+
+def _fidelity_lines(fid: dict[str, Any] | None) -> list[str]:
+    if not fid:
+        return []
+    lines = [
+        "## Fidelity: synthetic vs real test images",
+        "",
+        f"In the {fid['feature_space']}; {fid['num_real']} real and {fid['num_synthetic']} "
+        f"synthetic test images. The real baseline compares {fid['num_real_baseline']} real "
+        "validation images with the real test images: what a perfect generator would score.",
+        "",
+        "| | FD (lower is better) | precision | recall | density | coverage |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def row(name, m):
+        return (
+            f"| {name} | {_fmt(m['fd'], 2)} | {_fmt(m['precision'])} | {_fmt(m['recall'])} "
+            f"| {_fmt(m['density'])} | {_fmt(m['coverage'])} |"
+        )
+
+    lines.append(row("synthetic", fid["overall"]))
+    lines.append(row("real baseline", fid["overall"]["real_baseline"]))
+    if "inception" in fid:
+        lines.append(row("synthetic (Inception)", fid["inception"]))
+        lines.append(row("real baseline (Inception)", fid["inception"]["real_baseline"]))
+    for c in fid["per_combination"]:
+        lines.append(row(f"{c['combination']} ({c['num_real']} real)", c))
+    return [*lines, ""]
+
+
+def _discrimination_lines(d: dict[str, Any] | None) -> list[str]:
+    if not d:
+        return []
+    lines = [
+        "## Discrimination: an automated reader (classifier two-sample test)",
+        "",
+        d.get("protocol", ""),
+        "",
+        "| resolution | test images (real + synthetic) | AUROC (95% CI) | accuracy |",
+        "|---|---|---|---|",
+    ]
+    for r in d["per_resolution"]:
+        lines.append(
+            f"| {r['resolution']}x{r['resolution']} | {r['test_real']} + {r['test_fake']} | "
+            f"{_fmt(r['auroc'])}{_fmt_ci(r['auroc_ci'])} | {_fmt(r['accuracy'])} |"
+        )
+    return [*lines, "", "0.5 = indistinguishable; 1.0 = told apart every time.", ""]
+
+
+def _privacy_lines(p: dict[str, Any] | None) -> list[str]:
+    if not p:
+        return []
+    lines = [
+        "## Privacy: memorization audit",
+        "",
+        f"{p['audited_synthetic']} synthetic images against {p['train']} training images; "
+        f"reference: {p['heldout']} real held-out images. A copy is a synthetic image closer "
+        f"to a training image than {p['percentile']:g}% of held-out images are.",
+        "",
+        "| space | copy rate | expected without memorization | excess p | median distance "
+        "ratio (synthetic / held-out) | max similarity |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, s in p["spaces"].items():
+        lines.append(
+            f"| {name} | {100 * s['copy_rate']:.2f}% ({s['copies']}) | "
+            f"{100 * s['expected_copy_rate']:.2f}% | {_fmt_p(s['excess_p_value'])} | "
+            f"{_fmt(s['median_distance_ratio'])} | {_fmt(s['max_similarity'], 4)} |"
+        )
+    lines += ["", *[f"- {reason}" for reason in p["reasons"]], ""]
+    return lines
 
 
 def report_markdown(report: dict[str, Any]) -> str:
@@ -68,83 +291,31 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"{report['num_classes']} label combinations; images per split: {report['images']}; "
         f"GAN trained for {_fmt(report['gan_kimg'], 1)} kimg.",
         "",
-        "| | mean test AUROC (95% CI) |",
-        "|---|---|",
-        f"| TRTR (trained on real) | {_fmt(report['trtr_auroc_mean'])}"
-        f"{_fmt_ci(report['trtr_auroc_mean_ci'])} |",
-        f"| TSTR (trained on synthetic) | {_fmt(report['tstr_auroc_mean'])}"
-        f"{_fmt_ci(report['tstr_auroc_mean_ci'])} |",
-        f"| gap TRTR - TSTR (paired) | {_fmt(report['auroc_gap'])}"
-        f"{_fmt_ci(report['auroc_gap_ci'])} |",
-        "",
-        "Both classifiers are tested on the same real test images. AUCs below 0.5 are "
-        "reported as they are.",
-        "",
-        "| label | test positives | TRTR | TSTR | gap |",
-        "|---|---|---|---|---|",
+        *_verdict_lines(report["verdict"]),
+        *_utility_lines(report),
+        *_fidelity_lines(report.get("fidelity")),
+        *_discrimination_lines(report.get("discrimination")),
+        *_privacy_lines(report.get("privacy")),
     ]
-    for row in report["per_label"]:
-        lines.append(
-            f"| {row['label']} | {row['positives']} | {_fmt(row['trtr_auroc'])}"
-            f"{_fmt_ci(row['trtr_ci'])} | {_fmt(row['tstr_auroc'])}{_fmt_ci(row['tstr_ci'])} "
-            f"| {_fmt(row['gap'])}{_fmt_ci(row['gap_ci'])} |"
-        )
-    if report["labels_excluded"]:
-        excluded = ", ".join(f"{k} ({v})" for k, v in report["labels_excluded"].items())
-        need = report.get("min_positives")
-        rule = f"fewer than {need} test positives or negatives" if need else "too few test cases"
-        lines += ["", f"Not in the mean ({rule}; test positives shown): {excluded}."]
-    lines += ["", "| stage | wall time (s) | state_sha256 |", "|---|---|---|"]
+    if report["figures"]:
+        lines += ["## Figures", ""]
+        lines += [f"![{name}]({path})" for name, path in report["figures"].items()]
+        lines.append("")
+    lines += ["| stage | wall time (s) | state_sha256 |", "|---|---|---|"]
     for stage, wall in report["wall_s"].items():
-        lines.append(f"| {stage} | {_fmt(wall, 1)} | `{report['state_sha256'][stage][:16]}` |")
+        sha = report["state_sha256"][stage]
+        lines.append(f"| {stage} | {_fmt(wall, 1)} | `{(sha or '')[:16]}` |")
     if report.get("attribution"):
         lines += ["", report["attribution"]]
     return "\n".join(lines) + "\n"
 
 
-def plot_auroc(report: dict[str, Any], path) -> None:
-    rows = report["per_label"]
-    if not rows:
-        return
-    names = [r["label"] for r in rows]
-    x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(rows) + 2), 4))
-    for offset, key, color, title in (
-        (-0.18, "trtr", "#4c72b0", "TRTR (real)"),
-        (0.18, "tstr", "#dd8452", "TSTR (synthetic)"),
-    ):
-        vals = np.array([np.nan if r[f"{key}_auroc"] is None else r[f"{key}_auroc"] for r in rows])
-        ci = np.array(
-            [
-                [np.nan, np.nan]
-                if not r[f"{key}_ci"] or r[f"{key}_ci"][0] is None
-                else r[f"{key}_ci"]
-                for r in rows
-            ]
-        )
-        err = np.abs(np.stack([vals - ci[:, 0], ci[:, 1] - vals]))
-        ax.bar(x + offset, vals, width=0.36, color=color, label=title, yerr=err, capsize=2)
-    ax.axhline(0.5, color="gray", lw=0.8, ls="--")
-    ax.set_xticks(x, names, rotation=35, ha="right")
-    ax.set_ylim(0.3, 1.0)
-    ax.set_ylabel("test AUROC (95% CI)")
-    ax.set_title(
-        f"TRTR {_fmt(report['trtr_auroc_mean'])} vs TSTR "
-        f"{_fmt(report['tstr_auroc_mean'])} (mean); real test split"
-    )
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    epath.Path(path).write_bytes(buffer.getvalue())  # local, or a bucket
-
-
 def run_stage(run: Run) -> dict[str, Any]:
     report = build_report(run)
     if run.is_host0:
+        # Relative to the workdir, so report.md renders wherever the workdir is copied.
+        report["figures"] = report_figures.draw_all(run, report)
         write_json_atomic(run.workdir / "report.json", report)
         (run.workdir / "report.md").write_text(report_markdown(report))
-        plot_auroc(report, run.workdir / "report_auroc.png")
         print(report_markdown(report), flush=True)
-    return {"step": 0, "state_sha256": None}
+    return {"step": 0, "state_sha256": None, "verdict": report["verdict"]["decision"]}

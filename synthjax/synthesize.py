@@ -6,6 +6,11 @@ the same loader reads it. Latents are drawn per image from `fold_in(key, index)`
 dataset does not depend on the batch size, and shards already written are skipped on a
 rerun. `DATASET_CARD.json` describes what was released; nothing in the export carries a
 source id, path or metadata: synthetic ids are `synthetic-<split>-<n>`.
+
+Before the card is written, the memorization audit (`eval/privacy.py`) compares every
+audited synthetic image with the training images; the card records it and marks the
+dataset releasable only when it passes (or an override gives a reason). Its grid of closest
+pairs shows real training images, so it goes to `DIR/synthesize/`, outside the release.
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ from synthjax.checkpoint import state_sha256
 from synthjax.data import shards
 from synthjax.data.loader import load_source
 from synthjax.data.subsets import label_combinations
-from synthjax.eval.grids import label_combination_name
+from synthjax.eval import privacy
+from synthjax.eval.grids import label_combination_name, save_image_grid
 from synthjax.progress import Progress
 from synthjax.train import gan
+from synthjax.train.classifier import DomainFeatures
 from synthjax.workdir import SPLITS, Run, write_json_atomic
 
 DATASET_NAME = "synthetic"
@@ -120,6 +127,7 @@ def run_stage(run: Run) -> dict[str, Any]:
             label_names=data.label_names,
             description=description,
         )
+    audit, grids = memorization_audit(run, out_dir)
     config_json = json.loads(cfg.to_json_best_effort())
     # Folder names on the hospital's machines stay there.
     for field in ("manual_dir", "data_dir"):
@@ -162,6 +170,8 @@ def run_stage(run: Run) -> dict[str, Any]:
             "kimg": gan_summary.get("kimg"),
             "selected": gan_summary.get("selected"),
         },
+        "releasable": audit["releasable"],
+        "privacy": privacy.strip_arrays(audit),
         "config": config_json,
     }
     if run.is_host0:
@@ -174,7 +184,102 @@ def run_stage(run: Run) -> dict[str, Any]:
         "state_sha256": fingerprint,
         "counts": card["counts"],
         "dataset_dir": str(out_dir),
+        "releasable": audit["releasable"],
+        "copy_rate": audit["copy_rate"],
+        "privacy_grids": grids,
     }
+
+
+def memorization_audit(run: Run, out_dir) -> tuple[dict[str, Any], dict[str, str]]:
+    """The audit of the written dataset against the training images (`eval/privacy.py`),
+    and the paths of its closest-pairs grids (in the stage directory, not the release)."""
+    cfg, data = run.config, run.prepared
+    pcfg = cfg.privacy
+    space = DomainFeatures(run)
+    batch = cfg.classifier.eval_batch_size
+    resolution = min(pcfg.pixel_resolution, cfg.dataset.resolution)
+    synthetic = {s: load_source(out_dir, s) for s in SPLITS}
+    # Which images: every training image; a seeded share of the synthetic and held-out ones.
+    synth_refs = [(s, i) for s in SPLITS for i in range(len(synthetic[s]))]
+    synth_pick = privacy.seeded_subset(np.arange(len(synth_refs)), pcfg.max_synthetic, cfg.seed, 31)
+    held_refs = [(s, int(i)) for s in ("validation", "test") for i in data.subset.indices[s]]
+    held_pick = privacy.seeded_subset(np.arange(len(held_refs)), pcfg.max_heldout, cfg.seed, 37)
+    train_idx = data.subset.indices["train"]
+    if len(held_pick) < 2 or len(train_idx) < 1:
+        raise RuntimeError("the memorization audit needs real held-out and training images")
+
+    def by_split(refs, pick, sources):
+        return [
+            (sources(split), [i for split2, i in (refs[j] for j in pick) if split2 == split])
+            for split in dict.fromkeys(refs[j][0] for j in pick)
+        ]
+
+    groups = [
+        ("synthetic", by_split(synth_refs, synth_pick, synthetic.__getitem__)),
+        ("held-out", by_split(held_refs, held_pick, data.source)),
+        ("train", [(data.source("train"), list(train_idx))]),
+    ]
+    total = sum(-(-len(ix) // batch) for _, parts in groups for _, ix in parts)
+    progress = Progress("synthesize[privacy audit]", total, items_per_step=batch)
+    done = 0
+    vectors = {}
+    for name, parts in groups:
+        pix, feat = [], []
+        for source, ix in parts:
+            if not ix:
+                continue
+            p, f = privacy.vectors_of(
+                source,
+                np.asarray(ix),
+                features=space.of_images,
+                pixel_resolution=resolution,
+                batch_size=batch,
+                progress=lambda i, base=done: progress.update(base + i),
+            )
+            done += -(-len(ix) // batch)
+            pix.append(p)
+            feat.append(f)
+        vectors[name] = (np.concatenate(pix), np.concatenate(feat))
+    sets = {
+        f"pixels_{resolution}": privacy.AuditSets(
+            *(vectors[g][0] for g in ("synthetic", "held-out", "train"))
+        ),
+        "domain_features": privacy.AuditSets(
+            *(vectors[g][1] for g in ("synthetic", "held-out", "train"))
+        ),
+    }
+    audit = privacy.memorization_audit(
+        sets,
+        percentile=pcfg.percentile,
+        max_copy_rate=pcfg.max_copy_rate,
+        override=pcfg.release_override,
+    )
+    # The synthetic images in audit order, to look them up for the grids.
+    audited = [synth_refs[j] for j in synth_pick]
+    grids = {}
+    for space_name in sets:
+        pairs = privacy.closest_pairs(audit, space_name, pcfg.grid_pairs)
+        rows, titles = privacy.pairs_grid_rows(
+            pairs,
+            lambda j: synthetic[audited[j][0]][audited[j][1]]["image"],
+            lambda t: data.source("train")[int(train_idx[t])]["image"],
+            threshold=audit["spaces"][space_name]["threshold_distance"],
+        )
+        path = run.stage_dir("synthesize") / f"closest_pairs_{space_name}.png"
+        if run.is_host0:
+            save_image_grid(
+                path,
+                rows,
+                row_titles=titles,
+                title=f"closest pairs ({space_name}): synthetic, then its nearest training image",
+                footer="real training images: keep inside the hospital; not part of the release",
+            )
+        grids[space_name] = str(path)
+    for line in audit["reasons"]:
+        logging.info("synthesize: privacy: %s", line)
+    verdict = "releasable" if audit["releasable"] else "NOT releasable"
+    print(f"== synthesize: privacy audit: {verdict}; " + "; ".join(audit["reasons"]), flush=True)
+    return audit, grids
 
 
 def _combination_counts(labels: np.ndarray, names) -> dict[str, int]:

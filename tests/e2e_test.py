@@ -120,6 +120,80 @@ def test_synthetic_dataset_loads_like_real_and_leaks_no_ids(smoke_run):
     assert not re.search(rb"patient\d{5}|view\d_frontal", exported)
 
 
+def test_evaluation_measures_utility_fidelity_discrimination_and_privacy(smoke_run):
+    workdir, _ = smoke_run
+    report = json.loads((workdir / "report.json").read_text())
+    row = report["per_label"][0]
+    assert {"delong_p", "trtr_auprc", "tstr_auprc", "trtr_auprc_ci"} <= set(row)
+    assert 0.0 <= row["delong_p"] <= 1.0
+    overall = report["fidelity"]["overall"]
+    assert overall["fd"] >= 0.0 and 0.0 <= overall["precision"] <= 1.0
+    assert overall["real_baseline"]["fd"] >= 0.0
+    c2st = report["discrimination"]["per_resolution"]
+    assert [r["resolution"] for r in c2st] == [report["resolution"]]
+    assert c2st[0]["auroc_ci"][0] <= c2st[0]["auroc"] <= c2st[0]["auroc_ci"][1]
+    card = json.loads((workdir / "synthetic" / "DATASET_CARD.json").read_text())
+    assert card["releasable"] is card["privacy"]["releasable"]
+    assert report["privacy"] == card["privacy"]
+    assert set(card["privacy"]["spaces"]) == {"pixels_16", "domain_features"}
+    # The audit's grids show real training images: beside the stage, never in the release.
+    assert not list((workdir / "synthetic").glob("*.png"))
+    for name, path in report["figures"].items():
+        assert (workdir / path).is_file(), name
+    assert any(p.startswith("synthesize/closest_pairs_") for p in report["figures"].values())
+    verdict = report["verdict"]
+    assert verdict["decision"] in ("release", "release with caveats", "do not release")
+    assert verdict["decision"] in (workdir / "report.md").read_text()
+    assert verdict["refusals"] or verdict["passed"]
+
+
+def _copying_run(smoke_workdir, tmp_path, monkeypatch, name, **privacy):
+    """synthesize, in process, on a copy of the smoke run, with a generator that returns
+    training images instead of generating."""
+    import jax.numpy as jnp
+
+    from synthjax import experiment, synthesize
+    from synthjax.config_files import load
+
+    workdir = tmp_path / name
+    workdir.mkdir()
+    for part in ("config.json", "prepare", "classifier_real", "gan"):
+        copy = shutil.copytree if (smoke_workdir / part).is_dir() else shutil.copy
+        copy(smoke_workdir / part, workdir / part)
+    prepared = _summary(smoke_workdir, "prepare")
+    train = load_source(prepared["dataset_dir"], "train")
+    kept = np.load(smoke_workdir / "prepare" / "subset.npz")["indices_train"]
+    images = jnp.asarray(np.stack([train[int(i)]["image"] for i in kept]))
+    monkeypatch.setattr(
+        synthesize, "_generate", lambda g, key, idx, y, **_: images[idx % len(kept)]
+    )
+    config = load(str(REPO / CONFIG))
+    config.stages = ("synthesize",)
+    config.compilation_cache = ""
+    for field, value in privacy.items():
+        config.privacy[field] = value
+    experiment.run(config, str(workdir))
+    return json.loads((workdir / "synthetic" / "DATASET_CARD.json").read_text()), workdir
+
+
+def test_a_generator_that_copies_training_images_is_not_releasable(
+    smoke_run, tmp_path, monkeypatch
+):
+    card, workdir = _copying_run(smoke_run[0], tmp_path, monkeypatch, "copying")
+    assert card["releasable"] is False
+    assert card["privacy"]["audit_passed"] is False
+    for space in card["privacy"]["spaces"].values():
+        assert space["copy_rate"] > 0.95 and space["max_similarity"] > 0.999
+    assert (workdir / "synthesize" / "closest_pairs_pixels_16.png").is_file()
+    assert _summary(workdir, "synthesize")["releasable"] is False
+    # An explicit override releases it, and the card says who decided and why.
+    card, _ = _copying_run(
+        smoke_run[0], tmp_path, monkeypatch, "override", release_override="test: a known copy"
+    )
+    assert card["releasable"] is True and card["privacy"]["audit_passed"] is False
+    assert card["privacy"]["override"] == {"reason": "test: a known copy"}
+
+
 def _latest_checkpoint(stage_dir):
     steps = [int(p.name) for p in (stage_dir / "checkpoints").glob("*") if p.name.isdigit()]
     return max(steps, default=0)

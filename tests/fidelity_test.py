@@ -117,3 +117,34 @@ def test_monitor_keeps_the_best_generator_and_stops_after_patience():
     assert [h[1] for h in history] == [-1, 2, 3, 3, 3, 6]
     assert [h[2] for h in history] == [False, False, False, False, True, False]
     assert float(state.best_g_ema) == 2.0 and float(state.best_fd) == pytest.approx(fds[5])
+
+
+@pytest.mark.parametrize("block", [512, 7])
+def test_prdc_matches_the_reference_package(monkeypatch, block):
+    prdc_reference = pytest.importorskip("prdc", reason="pip install prdc (the test extra)")
+    monkeypatch.setattr(fidelity, "_DISTANCE_BLOCK", block)  # several blocks, same answer
+    rng = np.random.default_rng(2)
+    real = rng.standard_normal((300, 8)).astype(np.float32)
+    fake = (0.7 * rng.standard_normal((250, 8)) + 0.4).astype(np.float32)
+    got = fidelity.prdc(real, fake, k=5)
+    want = prdc_reference.compute_prdc(real, fake, nearest_k=5)
+    for name in ("precision", "recall", "density", "coverage"):
+        assert got[name] == pytest.approx(float(want[name]), abs=1e-9), name
+
+
+def test_prdc_of_identical_and_disjoint_sets():
+    rng = np.random.default_rng(3)
+    real = rng.standard_normal((200, 4))
+    # An exact copy: every fake sits at the centre of its twin's ball, and each ball holds
+    # its centre and the k - 1 neighbours strictly inside its radius: density exactly 1.
+    same = fidelity.prdc(real, real.copy(), k=5)
+    assert same["precision"] == 1.0 and same["recall"] == 1.0 and same["coverage"] == 1.0
+    assert same["density"] == pytest.approx(1.0, abs=1e-12)
+    far = fidelity.prdc(real, real + 100.0, k=5)
+    assert far == {**far, "precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
+    # A constant generator: realistic only if its one point falls in a real ball, and it
+    # covers at most the balls around that point.
+    constant = fidelity.prdc(real, np.zeros((200, 4)), k=5)
+    assert constant["recall"] < 0.1 and constant["coverage"] < 0.1
+    with pytest.raises(ValueError, match="more than k"):
+        fidelity.prdc(real[:5], real[:5], k=5)

@@ -127,3 +127,121 @@ def test_paired_gap_detects_a_worse_classifier():
     np.testing.assert_array_equal(
         a["samples_per_label"] - b["samples_per_label"], gap["samples_per_label_gap"]
     )
+
+
+@pytest.mark.parametrize("kind", ["random", "tied", "constant", "all_positive"])
+def test_average_precision_matches_sklearn(kind):
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(2)
+    y = (rng.random(300) < 0.2).astype(np.float64)
+    scores = {
+        "random": y * 0.8 + rng.normal(size=300),
+        "tied": np.round(y * 0.5 + rng.normal(size=300), 1),
+        "constant": np.full(300, 0.3),
+        "all_positive": rng.normal(size=300),
+    }[kind]
+    if kind == "all_positive":
+        y = np.ones(300)
+    got = utility.average_precision(y, scores)
+    assert got == pytest.approx(average_precision_score(y, scores), abs=1e-12)
+
+
+def test_average_precision_without_positives_is_nan():
+    assert math.isnan(utility.average_precision(np.zeros(5), np.arange(5.0)))
+
+
+def test_weighted_average_precision_equals_ap_of_the_explicit_resample():
+    rng = np.random.default_rng(3)
+    y = (rng.random(80) < 0.3).astype(np.float64)
+    scores = np.round(y + rng.normal(size=80), 1)
+    draws = rng.integers(0, 80, size=80)
+    weights = np.bincount(draws, minlength=80).astype(np.float64)[:, None]
+    got = utility._weighted_average_precision(y, scores, weights)[0]
+    assert got == pytest.approx(utility.average_precision(y[draws], scores[draws]), abs=1e-12)
+
+
+def test_bootstrap_auprc_interval_and_chance_level():
+    labels, scores = _multilabel(400, 3, signal=1.5, seed=4)
+    result = utility.bootstrap_auprc(labels, scores, num_resamples=200, seed=0)
+    for value, (low, high), prevalence in zip(
+        result["per_label"], result["per_label_ci"], labels.mean(0), strict=True
+    ):
+        assert low <= value <= high
+        assert low > prevalence  # a real signal beats the prevalence, AUPRC's chance level
+    json.dumps(result)
+
+
+def _delong_brute_force(y, a, b):
+    """The published formula with explicit psi matrices: O(m n), for checking only."""
+    pos, neg = y == 1, y == 0
+    comps = []
+    for s in (a, b):
+        psi = (s[pos][:, None] > s[neg][None, :]) + 0.5 * (s[pos][:, None] == s[neg][None, :])
+        comps.append((psi.mean(), psi.mean(axis=1), psi.mean(axis=0)))
+    m, n = pos.sum(), neg.sum()
+    s10 = np.cov(np.stack([c[1] for c in comps]))
+    s01 = np.cov(np.stack([c[2] for c in comps]))
+    var = s10[0, 0] / m + s01[0, 0] / n + s10[1, 1] / m + s01[1, 1] / n
+    var -= 2 * (s10[0, 1] / m + s01[0, 1] / n)
+    return comps[0][0] - comps[1][0], math.sqrt(var)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_delong_matches_the_structural_components_formula(tied):
+    rng = np.random.default_rng(5)
+    y = (rng.random(250) < 0.3).astype(np.float64)
+    a = y * 1.2 + rng.normal(size=250)
+    b = y * 0.6 + 0.5 * a + rng.normal(size=250)  # correlated with a, as TRTR and TSTR are
+    if tied:
+        a, b = np.round(a, 1), np.round(b, 1)
+    result = utility.delong_test(y, a, b)
+    diff, se = _delong_brute_force(y, a, b)
+    assert result["difference"] == pytest.approx(diff, abs=1e-12)
+    assert result["se"] == pytest.approx(se, rel=1e-9)
+    assert result["auc_a"] == pytest.approx(roc_auc_score(y, a), abs=1e-12)
+    z = diff / se
+    assert result["p_value"] == pytest.approx(math.erfc(abs(z) / math.sqrt(2)), rel=1e-9)
+
+
+def test_delong_identical_scores_and_a_clearly_worse_classifier():
+    rng = np.random.default_rng(6)
+    y = (rng.random(400) < 0.4).astype(np.float64)
+    good = y * 2.0 + rng.normal(size=400)
+    same = utility.delong_test(y, good, good)
+    assert same["difference"] == 0.0 and same["p_value"] == 1.0
+    worse = utility.delong_test(y, good, rng.normal(size=400))
+    assert worse["difference"] > 0.3 and worse["p_value"] < 1e-6
+    # Its SE agrees with a paired bootstrap's spread of the difference.
+    gap = utility.bootstrap_auroc_gap(
+        y[:, None], good[:, None], rng.normal(size=(400, 1)), num_resamples=400, return_samples=True
+    )
+    boot = utility.delong_test(y, good, rng.normal(size=400))
+    assert np.std(gap["samples_per_label_gap"][:, 0]) == pytest.approx(boot["se"], rel=0.25)
+    assert utility.delong_test(np.ones(5), good[:5], good[:5])["p_value"] is None
+
+
+def test_combination_scores_single_out_each_combination():
+    combos = np.array([[0, 0], [1, 0], [1, 1]], np.float64)
+    labels = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], np.float64)
+    member = utility.combination_membership(labels, combos)
+    np.testing.assert_array_equal(member, [[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0]])
+    probs = np.array([[0.1, 0.1], [0.9, 0.1], [0.9, 0.9], [0.1, 0.9]])
+    scores = utility.combination_log_scores(probs, combos)
+    np.testing.assert_array_equal(scores[:3].argmax(axis=1), [0, 1, 2])
+    assert scores[1, 1] == pytest.approx(math.log(0.9) + math.log(0.9))
+
+
+def test_roc_curve_matches_sklearn_and_its_area_is_the_auc():
+    from sklearn.metrics import roc_curve
+
+    rng = np.random.default_rng(7)
+    y = (rng.random(60) < 0.4).astype(np.float64)
+    s = np.round(y + rng.normal(size=60), 1)
+    got = utility.roc_curve(y, s, max_points=1000)
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    np.testing.assert_allclose(got["fpr"], fpr)
+    np.testing.assert_allclose(got["tpr"], tpr)
+    assert np.trapezoid(got["tpr"], got["fpr"]) == pytest.approx(utility.roc_auc(y, s))
+    thin = utility.roc_curve(y, s, max_points=5)
+    assert len(thin["fpr"]) == 5 and thin["fpr"][0] == 0.0 and thin["tpr"][-1] == 1.0

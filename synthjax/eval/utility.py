@@ -153,10 +153,63 @@ def _resample_blocks(num_cases: int, num_resamples: int, seed: int) -> Iterator[
         done += b
 
 
+def _weighted_average_precision(
+    y_true: np.ndarray, scores: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
+    """Average precision (area under the precision-recall curve) under case weightings.
+
+    Args and layout as `_weighted_auc`. AP = sum over distinct score thresholds, from the
+    highest down, of (recall gained at the threshold) x (precision at it): sklearn's
+    average_precision_score on the resampled data, cases with tied scores entering together.
+    NaN where a column has no positive weight.
+    """
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores = scores[order]
+    w = weights[order]
+    tp = np.cumsum(w * y_true[order, None], axis=0)
+    seen = np.cumsum(w, axis=0)
+    # The last case of each run of equal scores closes that threshold.
+    last = np.flatnonzero(np.r_[sorted_scores[1:] != sorted_scores[:-1], True])
+    tp, seen = tp[last], seen[last]
+    gained = np.diff(tp, axis=0, prepend=0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(seen > 0, tp / np.maximum(seen, 1e-300), 0.0)
+        ap = np.einsum("tb,tb->b", gained, precision) / tp[-1]
+    return np.where(tp[-1] > 0, ap, np.nan)
+
+
+_METRICS = {"auroc": _weighted_auc, "auprc": _weighted_average_precision}
+
+
+def average_precision(y_true: Any, scores: Any) -> float:
+    """Average precision of one binary label (sklearn's average_precision_score); NaN if
+    there is no positive case. Its chance level is the prevalence, not 0.5."""
+    y_true, scores = _check_pair(y_true, scores, ndim=1)
+    if y_true.size == 0:
+        return math.nan
+    return float(_weighted_average_precision(y_true, scores, np.ones((y_true.size, 1)))[0])
+
+
+def per_label_metric(labels: Any, scores: Any, metric: str = "auroc") -> np.ndarray:
+    """float64[K]: `metric` ('auroc' or 'auprc') of each label column; NaN where undefined."""
+    labels, scores = _check_pair(labels, scores, ndim=2)
+    fn = _METRICS[metric]
+    ones = np.ones((labels.shape[0], 1))
+    return np.array(
+        [fn(labels[:, k], scores[:, k], ones)[0] for k in range(labels.shape[1])],
+        dtype=np.float64,
+    )
+
+
 def _bootstrap_per_label(
-    labels: np.ndarray, score_sets: list[np.ndarray], num_resamples: int, seed: int
+    labels: np.ndarray,
+    score_sets: list[np.ndarray],
+    num_resamples: int,
+    seed: int,
+    metric: str = "auroc",
 ) -> list[np.ndarray]:
-    """float64[B, K] resampled per-label AUCs for each score set, on shared resamples."""
+    """float64[B, K] resampled per-label metrics for each score set, on shared resamples."""
+    fn = _METRICS[metric]
     num_cases, num_labels = labels.shape
     out = [np.empty((num_resamples, num_labels)) for _ in score_sets]
     row = 0
@@ -164,7 +217,7 @@ def _bootstrap_per_label(
         rows = slice(row, row + weights.shape[1])
         for k in range(num_labels):
             for result, scores in zip(out, score_sets, strict=True):
-                result[rows, k] = _weighted_auc(labels[:, k], scores[:, k], weights)
+                result[rows, k] = fn(labels[:, k], scores[:, k], weights)
         row += weights.shape[1]
     return out
 
@@ -207,6 +260,7 @@ def bootstrap_auroc(
     seed: int = 0,
     confidence: float = 0.95,
     return_samples: bool = False,
+    metric: str = "auroc",
 ) -> dict[str, Any]:
     """Per-label and mean AUROC with percentile bootstrap intervals over test cases.
 
@@ -221,6 +275,7 @@ def bootstrap_auroc(
       seed: seed of the resampling; the same seed and N give the same resamples.
       confidence: coverage of the two-sided percentile intervals.
       return_samples: also return the raw resampled values as numpy arrays.
+      metric: 'auroc', or 'auprc' for average precision (`bootstrap_auprc`).
 
     Returns:
       A dict, JSON-serialisable unless `return_samples`; undefined values are None:
@@ -235,8 +290,8 @@ def bootstrap_auroc(
     """
     labels, scores = _check_pair(labels, scores, ndim=2)
     _check_bootstrap_args(num_resamples, confidence)
-    point = per_label_auroc(labels, scores)
-    (samples,) = _bootstrap_per_label(labels, [scores], num_resamples, seed)
+    point = per_label_metric(labels, scores, metric)
+    (samples,) = _bootstrap_per_label(labels, [scores], num_resamples, seed, metric)
     samples_mean = _row_nanmean(samples)
     result: dict[str, Any] = {
         "num_cases": int(labels.shape[0]),
@@ -321,3 +376,111 @@ def bootstrap_auroc_gap(
         result["samples_per_label_gap"] = samples_gap
         result["samples_mean_gap"] = samples_mean_gap
     return result
+
+
+def bootstrap_auprc(labels: Any, scores: Any, **kwargs: Any) -> dict[str, Any]:
+    """`bootstrap_auroc` for the area under the precision-recall curve (average precision).
+
+    AUPRC complements AUROC on rare labels: its chance level is the label's prevalence,
+    and it weighs how clean the top of the ranking is, which is what a screening list needs.
+    """
+    return bootstrap_auroc(labels, scores, metric="auprc", **kwargs)
+
+
+def _midranks(x: np.ndarray) -> np.ndarray:
+    """float64[N] 1-based ranks of x, ties sharing the mean of their ranks."""
+    order = np.argsort(x, kind="stable")
+    sorted_x = x[order]
+    # Runs of equal values: each gets the mean of the ranks it spans.
+    starts = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1]])
+    ends = np.r_[starts[1:], x.size]
+    mean_rank = (starts + ends + 1) / 2.0
+    ranks = np.empty(x.size)
+    ranks[order] = np.repeat(mean_rank, ends - starts)
+    return ranks
+
+
+def delong_test(y_true: Any, scores_a: Any, scores_b: Any) -> dict[str, float | None]:
+    """DeLong's paired test of two correlated ROC-AUCs on the same cases.
+
+    DeLong, DeLong & Clarke-Pearson (1988), with the midrank computation of Sun & Xu
+    (2014). Each AUC is a Mann-Whitney statistic; its structural components (one per
+    positive and one per negative case) give the covariance of the two AUCs, and
+    z = (AUC_a - AUC_b) / SE is compared with a standard normal.
+
+    Returns:
+      {"auc_a", "auc_b", "difference", "se", "z", "p_value"} (two-sided). None where the
+      label has a single class. When both score sets order the cases identically the
+      difference and its SE are 0: z = 0 and p = 1.
+    """
+    y, a = _check_pair(y_true, scores_a, ndim=1)
+    _, b = _check_pair(y, scores_b, ndim=1)
+    positive = y == 1
+    m, n = int(positive.sum()), int((~positive).sum())
+    if m == 0 or n == 0:
+        return dict.fromkeys(("auc_a", "auc_b", "difference", "se", "z", "p_value"))
+    v10, v01, aucs = [], [], []
+    for s in (a, b):
+        pos, neg = s[positive], s[~positive]
+        t_all = _midranks(np.concatenate([pos, neg]))
+        t_pos, t_neg = _midranks(pos), _midranks(neg)
+        # V10[i]: share of negatives a positive beats; V01[j]: share of positives beating j.
+        v10.append((t_all[:m] - t_pos) / n)
+        v01.append(1.0 - (t_all[m:] - t_neg) / m)
+        aucs.append((t_all[:m].sum() - m * (m + 1) / 2.0) / (m * n))
+    s10 = np.cov(np.stack(v10)) if m > 1 else np.zeros((2, 2))
+    s01 = np.cov(np.stack(v01)) if n > 1 else np.zeros((2, 2))
+    contrast = np.array([1.0, -1.0])
+    variance = float(contrast @ (s10 / m + s01 / n) @ contrast)
+    difference = aucs[0] - aucs[1]
+    se = math.sqrt(max(variance, 0.0))
+    if se < 1e-12:
+        z = 0.0 if abs(difference) < 1e-12 else math.copysign(math.inf, difference)
+    else:
+        z = difference / se
+    p_value = math.erfc(abs(z) / math.sqrt(2.0))
+    return {
+        "auc_a": float(aucs[0]),
+        "auc_b": float(aucs[1]),
+        "difference": float(difference),
+        "se": se,
+        "z": float(z),
+        "p_value": float(p_value),
+    }
+
+
+def combination_log_scores(probs: Any, combos: Any) -> np.ndarray:
+    """float64[N, C]: log-probability of each exact label combination.
+
+    A multi-label classifier's sigmoid outputs p[N, K], read as independent label
+    probabilities, score combination c (multi-hot [K]) by sum_k log(p_k if c_k else
+    1 - p_k). Their one-vs-rest AUROC says how well the classifier singles out the cases of
+    each combination: the per-combination view of utility.
+    """
+    p = np.clip(np.asarray(probs, np.float64), 1e-7, 1.0 - 1e-7)
+    c = np.asarray(combos, np.float64)
+    return np.log(p) @ c.T + np.log1p(-p) @ (1.0 - c).T
+
+
+def combination_membership(labels: Any, combos: Any) -> np.ndarray:
+    """float64[N, C]: 1 where case n's label vector is exactly combination c."""
+    labels = np.asarray(labels) > 0.5
+    combos = np.asarray(combos) > 0.5
+    return np.all(labels[:, None, :] == combos[None, :, :], axis=-1).astype(np.float64)
+
+
+def roc_curve(y_true: Any, scores: Any, max_points: int = 101) -> dict[str, list[float]]:
+    """ROC curve points {"fpr", "tpr"} from (0, 0) to (1, 1), one per distinct threshold,
+    thinned to about `max_points` (the ends kept) for plotting."""
+    y, s = _check_pair(y_true, scores, ndim=1)
+    order = np.argsort(-s, kind="stable")
+    y, s = y[order], s[order]
+    last = np.flatnonzero(np.r_[s[1:] != s[:-1], True])  # close each run of tied scores
+    tp = np.r_[0.0, np.cumsum(y)[last]]
+    fp = np.r_[0.0, np.cumsum(1.0 - y)[last]]
+    tpr = tp / tp[-1] if tp[-1] > 0 else np.zeros_like(tp)
+    fpr = fp / fp[-1] if fp[-1] > 0 else np.zeros_like(fp)
+    if len(fpr) > max_points:
+        keep = np.unique(np.linspace(0, len(fpr) - 1, max_points).round().astype(int))
+        fpr, tpr = fpr[keep], tpr[keep]
+    return {"fpr": fpr.tolist(), "tpr": tpr.tolist()}

@@ -1,0 +1,109 @@
+"""The release verdict and its reasons, from constructed report.json contents."""
+
+import copy
+
+import pytest
+
+from synthjax import report as report_lib
+
+
+def _privacy(copy_rate, passed, override=None):
+    return {
+        "copy_rate": copy_rate,
+        "max_copy_rate": 0.05,
+        "audit_passed": passed,
+        "releasable": passed or override is not None,
+        "override": None if override is None else {"reason": override},
+        "reasons": [],
+    }
+
+
+GOOD = {
+    "privacy": _privacy(0.01, True),
+    "tstr_auroc_mean": 0.80,
+    "tstr_auroc_mean_ci": [0.75, 0.85],
+    "trtr_auroc_mean": 0.86,
+    "auroc_gap": 0.06,
+    "discrimination": {
+        "per_resolution": [{"resolution": 32, "auroc": 0.7, "auroc_ci": [0.6, 0.8]}]
+    },
+    "fidelity": {
+        "overall": {
+            "precision": 0.7,
+            "recall": 0.6,
+            "real_baseline": {"precision": 0.8, "recall": 0.8},
+        }
+    },
+}
+
+
+def _with(**changes):
+    r = copy.deepcopy(GOOD)
+    r.update(changes)
+    return r
+
+
+def test_a_private_useful_faithful_dataset_is_released():
+    v = report_lib.verdict(GOOD)
+    assert v["decision"] == "release" and not v["refusals"] and not v["caveats"]
+    assert len(v["passed"]) == 2
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"privacy": _privacy(0.4, False)}, "copy rate 40.00% is above"),
+        ({"privacy": None}, "privacy: not measured"),
+        ({"tstr_auroc_mean": 0.55, "tstr_auroc_mean_ci": [0.48, 0.62]}, "not above chance"),
+        ({"tstr_auroc_mean": None, "tstr_auroc_mean_ci": None}, "utility: not measured"),
+    ],
+)
+def test_refusals(changes, words):
+    v = report_lib.verdict(_with(**changes))
+    assert v["decision"] == "do not release"
+    assert any(words in r for r in v["refusals"]), v["refusals"]
+
+
+def test_caveats_do_not_refuse():
+    easy = {"per_resolution": [{"resolution": 32, "auroc": 0.99, "auroc_ci": [0.97, 1.0]}]}
+    v = report_lib.verdict(_with(discrimination=easy))
+    assert v["decision"] == "release with caveats"
+    assert "automated reader" in v["caveats"][0]
+    poor = copy.deepcopy(GOOD["fidelity"])
+    poor["overall"]["recall"] = 0.1
+    v = report_lib.verdict(_with(fidelity=poor))
+    assert v["decision"] == "release with caveats" and "recall" in v["caveats"][0]
+    overridden = report_lib.verdict(_with(privacy=_privacy(0.3, False, override="IRB ok")))
+    assert overridden["decision"] == "release with caveats"
+    assert "override" in overridden["caveats"][0] and "IRB ok" in overridden["caveats"][0]
+
+
+def test_markdown_starts_with_the_verdict():
+    r = {
+        "dataset": "chexpert",
+        "phantom": True,
+        "resolution": 32,
+        "gan_arch": "cpd",
+        "num_classes": 4,
+        "images": {"train": 10},
+        "gan_kimg": 1.0,
+        "trtr_auroc_mean": 0.9,
+        "trtr_auroc_mean_ci": [0.8, 1.0],
+        "auroc_gap": 0.1,
+        "auroc_gap_ci": [0.0, 0.2],
+        "trtr_auprc_mean": None,
+        "trtr_auprc_mean_ci": None,
+        "tstr_auprc_mean": None,
+        "tstr_auprc_mean_ci": None,
+        "per_label": [],
+        "per_combination": [],
+        "labels_excluded": {},
+        "figures": {"fidelity": "report_fidelity.png"},
+        "wall_s": {"prepare": 1.0},
+        "state_sha256": {"prepare": None},
+        **{k: v for k, v in GOOD.items() if k not in ("fidelity", "privacy", "discrimination")},
+    }
+    r["verdict"] = report_lib.verdict(r)
+    text = report_lib.report_markdown(r)
+    assert text.index("## Verdict: **do not release**") < text.index("## Utility")
+    assert "privacy: not measured" in text and "![fidelity](report_fidelity.png)" in text
