@@ -66,6 +66,8 @@ def verdict(report: dict[str, Any]) -> dict[str, Any]:
             f"privacy: copy rate {100 * privacy['copy_rate']:.2f}% is within the "
             f"{100 * privacy['max_copy_rate']:.2f}% limit"
         )
+    for space, why in ((privacy or {}).get("not_audited") or {}).items():
+        caveats.append(f"privacy: not audited in {space} ({why})")
     tstr, ci = report.get("tstr_auroc_mean"), report.get("tstr_auroc_mean_ci")
     if tstr is None or not ci or ci[0] is None:
         refusals.append("utility: not measured (no TSTR result)")

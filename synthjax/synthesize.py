@@ -127,6 +127,7 @@ def run_stage(run: Run) -> dict[str, Any]:
             label_names=data.label_names,
             description=description,
         )
+    distributed.barrier("synthesize: metadata written")  # the audit reads the dataset back
     audit, grids = memorization_audit(run, out_dir)
     config_json = json.loads(cfg.to_json_best_effort())
     # Folder names on the hospital's machines stay there.
@@ -176,7 +177,7 @@ def run_stage(run: Run) -> dict[str, Any]:
     }
     if run.is_host0:
         write_json_atomic(out_dir / "DATASET_CARD.json", card)
-    distributed.barrier("synthesize: metadata and card written")
+    distributed.barrier("synthesize: card written")
     # The decoded records: shard bytes differ between writer processes for the same records.
     fingerprint = shards.records_sha256({s: load_source(out_dir, s) for s in shard_lengths})
     return {
@@ -195,7 +196,8 @@ def memorization_audit(run: Run, out_dir) -> tuple[dict[str, Any], dict[str, str
     and the paths of its closest-pairs grids (in the stage directory, not the release)."""
     cfg, data = run.config, run.prepared
     pcfg = cfg.privacy
-    space = DomainFeatures(run)
+    # Without the real-trained classifier there is no domain feature space: pixels only.
+    space = DomainFeatures(run) if run.finished("classifier_real") else None
     batch = cfg.classifier.eval_batch_size
     resolution = min(pcfg.pixel_resolution, cfg.dataset.resolution)
     synthetic = {s: load_source(out_dir, s) for s in SPLITS}
@@ -231,7 +233,7 @@ def memorization_audit(run: Run, out_dir) -> tuple[dict[str, Any], dict[str, str
             p, f = privacy.vectors_of(
                 source,
                 np.asarray(ix),
-                features=space.of_images,
+                features=None if space is None else space.of_images,
                 pixel_resolution=resolution,
                 batch_size=batch,
                 progress=lambda i, base=done: progress.update(base + i),
@@ -239,21 +241,19 @@ def memorization_audit(run: Run, out_dir) -> tuple[dict[str, Any], dict[str, str
             done += -(-len(ix) // batch)
             pix.append(p)
             feat.append(f)
-        vectors[name] = (np.concatenate(pix), np.concatenate(feat))
-    sets = {
-        f"pixels_{resolution}": privacy.AuditSets(
-            *(vectors[g][0] for g in ("synthetic", "held-out", "train"))
-        ),
-        "domain_features": privacy.AuditSets(
-            *(vectors[g][1] for g in ("synthetic", "held-out", "train"))
-        ),
-    }
+        vectors[name] = (np.concatenate(pix), None if space is None else np.concatenate(feat))
+    order = ("synthetic", "held-out", "train")
+    sets = {f"pixels_{resolution}": privacy.AuditSets(*(vectors[g][0] for g in order))}
+    if space is not None:
+        sets["domain_features"] = privacy.AuditSets(*(vectors[g][1] for g in order))
     audit = privacy.memorization_audit(
         sets,
         percentile=pcfg.percentile,
         max_copy_rate=pcfg.max_copy_rate,
         override=pcfg.release_override,
     )
+    if space is None:
+        audit["not_audited"] = {"domain_features": "classifier_real has not run in this workdir"}
     # The synthetic images in audit order, to look them up for the grids.
     audited = [synth_refs[j] for j in synth_pick]
     grids = {}

@@ -240,6 +240,7 @@ def _steps(arch, loss, *, ada, bf16_resolution=0, resolution=16, steps=None):
     return state, metrics, setup
 
 
+@pytest.mark.slow  # ~45 s; bf16 steps also run in benchmarks/mixed_precision.py
 def test_cpd_logistic_r1_with_ada_in_bfloat16_stays_finite():
     state, metrics, _ = _steps("cpd", "logistic_r1", ada=True, bf16_resolution=8, steps=range(6))
     assert all(np.isfinite(v) for m in metrics for v in m.values())

@@ -125,6 +125,9 @@ def test_two_processes_split_the_work_and_process_0_writes(two_processes):
     card = json.loads((workdir / "synthetic" / "DATASET_CARD.json").read_text())
     prepared = _summary(workdir, "prepare")
     assert card["counts"] == prepared["images"]
+    # No real-trained classifier in this run: the memorization audit ran in pixels alone.
+    assert list(card["privacy"]["spaces"]) == ["pixels_16"]
+    assert "domain_features" in card["privacy"]["not_audited"]
     real = load_source(prepared["dataset_dir"], "train")
     subset = np.load(workdir / "prepare" / "subset.npz")["indices_train"]
     np.testing.assert_array_equal(
@@ -138,6 +141,7 @@ def test_two_processes_split_the_work_and_process_0_writes(two_processes):
     assert logged == sorted(set(logged))  # each step once: only process 0 writes
 
 
+@pytest.mark.slow  # ~1.5 min; the single-process SIGTERM path is in e2e_test
 def test_sigterm_to_one_process_stops_both_and_the_rerun_ends_bit_for_bit(
     two_processes, cache, tmp_path
 ):

@@ -73,6 +73,9 @@ def test_caveats_do_not_refuse():
     poor["overall"]["recall"] = 0.1
     v = report_lib.verdict(_with(fidelity=poor))
     assert v["decision"] == "release with caveats" and "recall" in v["caveats"][0]
+    pixels_only = dict(GOOD["privacy"], not_audited={"domain_features": "no classifier"})
+    v = report_lib.verdict(_with(privacy=pixels_only))
+    assert v["caveats"] == ["privacy: not audited in domain_features (no classifier)"]
     overridden = report_lib.verdict(_with(privacy=_privacy(0.3, False, override="IRB ok")))
     assert overridden["decision"] == "release with caveats"
     assert "override" in overridden["caveats"][0] and "IRB ok" in overridden["caveats"][0]

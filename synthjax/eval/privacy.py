@@ -15,8 +15,9 @@ naturally comes to some training patient. A synthetic image closer to its neares
 image than the `privacy.percentile`-th percentile of the held-out distances counts as a
 copy; a generator that does not memorize has a copy rate near percentile / 100, and one
 that copies has a copy rate near 1. The dataset is marked releasable only when the copy rate
-in both spaces is at most `privacy.max_copy_rate`, or when `privacy.release_override` gives
-a reason (recorded in the card).
+in every space is at most `privacy.max_copy_rate`, or when `privacy.release_override` gives
+a reason (recorded in the card). Without a finished `classifier_real` the audit runs in
+pixels alone, and the card says so.
 
 Nearest neighbours are exact (blocked float32 matrix products), so the audit costs
 O(synthetic x train x dim): seconds at the study's sizes on an accelerator host; cap the
@@ -198,21 +199,22 @@ def vectors_of(
     source: Any,
     indices: np.ndarray,
     *,
-    features: Callable[[np.ndarray], np.ndarray],
+    features: Callable[[np.ndarray], np.ndarray] | None,
     pixel_resolution: int,
     batch_size: int,
     progress: Callable[[int], None] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(pixel unit vectors, feature unit vectors) of the records `indices`, streamed in
-    batches so no full-resolution copy of a split is held in memory."""
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(pixel unit vectors, feature unit vectors or None without `features`) of the records
+    `indices`, streamed in batches so no full-resolution copy of a split is held."""
     pixels, feats = [], []
     for i, batch in enumerate(pipeline.eval_batches(source, indices, batch_size=batch_size)):
         images = batch["image"][batch["mask"]]
         pixels.append(pixel_vectors(images, pixel_resolution))
-        feats.append(unit_rows(features(images)))
+        if features is not None:
+            feats.append(unit_rows(features(images)))
         if progress is not None:
             progress(i + 1)
-    return np.concatenate(pixels), np.concatenate(feats)
+    return np.concatenate(pixels), np.concatenate(feats) if feats else None
 
 
 def seeded_subset(indices: np.ndarray, limit: int, seed: int, stream: int) -> np.ndarray:
