@@ -145,6 +145,12 @@ def test_evaluation_measures_utility_fidelity_discrimination_and_privacy(smoke_r
     assert verdict["decision"] in ("release", "release with caveats", "do not release")
     assert verdict["decision"] in (workdir / "report.md").read_text()
     assert verdict["refusals"] or verdict["passed"]
+    # Notebooks read the same numbers through synthjax.analysis.
+    from synthjax import analysis
+
+    row = analysis.load_run(workdir)
+    assert row["tstr_auroc_mean"] == report["tstr_auroc_mean"] and row["finished"] == "report"
+    assert row["verdict"] == verdict["decision"] and row["gan.arch"] == "cpd"
 
 
 def _copying_run(smoke_workdir, tmp_path, monkeypatch, name, **privacy):
