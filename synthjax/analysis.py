@@ -27,15 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-_STAGES = (
-    "prepare",
-    "classifier_real",
-    "gan",
-    "synthesize",
-    "classifier_synthetic",
-    "evaluate",
-    "report",
-)
+from synthjax.experiment import STAGE_ORDER
+
 _HEADLINE = (
     "trtr_auroc_mean",
     "tstr_auroc_mean",
@@ -105,7 +98,7 @@ def load_run(workdir: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{workdir} has no config.json: not a synthjax workdir")
     row: dict[str, Any] = {"workdir": str(workdir), "run": workdir.name, **_flatten(config)}
     finished = []
-    for stage in _STAGES:
+    for stage in STAGE_ORDER:
         summary = _read(workdir / stage / "summary.json")
         if summary is None:
             continue

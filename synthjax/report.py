@@ -140,7 +140,7 @@ def build_report(run: Run) -> dict[str, Any]:
     report["min_positives"] = ev.get("min_positives")
     report["fidelity"] = ev.get("fidelity")
     report["discrimination"] = ev.get("discrimination")
-    report["privacy"] = ev.get("privacy") or stages.get("synthesize", {}).get("privacy")
+    report["privacy"] = ev.get("privacy")
     if report["privacy"] is None and run.synthetic_dir.joinpath("DATASET_CARD.json").exists():
         report["privacy"] = read_json(run.synthetic_dir / "DATASET_CARD.json").get("privacy")
     report["verdict"] = verdict(report)
