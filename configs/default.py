@@ -30,7 +30,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.dataset.uncertain_policy = "u_ones"  # the study's: -1 -> 1
     c.dataset.drop_no_positive = True  # the study dropped images without a positive label
     c.dataset.num_classes = 0  # keep the N most frequent label combinations (0 = all)
-    c.dataset.samples_per_class = 0  # at most this many train images per combination (0 = all)
+    # Images per kept combination in each split (0 = all). The study's benchmarks fix all
+    # three; a split with fewer images of a combination than asked is refused, not shrunk.
+    c.dataset.samples_per_class = 0  # train
+    c.dataset.validation_per_class = 0
+    c.dataset.test_per_class = 0
     c.dataset.min_class_count = 0  # drop combinations rarer than this in train (0 = keep)
     c.dataset.hflip = False  # chest X-rays are not mirror-symmetric; the study flipped anyway
     c.dataset.prepare_workers = 0  # processes decoding source images (0 = every core)
@@ -48,6 +52,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.dataset.folder.dicom_window = "file"  # file (the DICOM's own VOI window) | minmax
     c.dataset.phantom = ml_collections.ConfigDict()
     c.dataset.phantom.enabled = False  # write a built-in CheXpert-layout phantom and use it
+    # The phantom hospital's own seed: the data stay the same when the run's seed changes,
+    # as a real dataset would.
+    c.dataset.phantom.seed = 0
+    # Where phantoms are written ('' = workdir/phantom). Given, each phantom goes into a
+    # subfolder named after its settings, so runs of a sweep share the ones they agree on.
+    c.dataset.phantom.dir = ""
     c.dataset.phantom.num_patients = 2000
     c.dataset.phantom.image_size = 256
     c.dataset.phantom.noise = 1.0

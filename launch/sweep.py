@@ -11,6 +11,17 @@ prints their commands, or hands each to the SLURM or TPU launcher:
   python -m launch.sweep --config=configs/cxr_256.py --workdir=gs://b/spc --via=slurm \
       -- --nodes=2 --gpus-per-node=8
 
+Runs share what they can: unless the config sets them, every run's prepared shards go to
+`--workdir`/data and its phantom to `--workdir`/phantoms, so data are prepared once per
+setting, not once per run (builds and phantoms are keyed by their settings and locked).
+Run here (`--via=local`), a run whose overrides differ from a finished run's only in the
+generator and later stages (`gan.*`, `synthesize.*`, `privacy.*`, `evaluate.*`) starts
+from a copy of that run's `prepare` and `classifier_real`: the same data, seed and
+classifier give the same real classifier, so it is trained once per setting.
+
+A `get_sweep` entry may carry a `name` for its run; otherwise the name is made from the
+overrides.
+
 Everything after `--` goes to the launcher named by `--via`. `--only` picks runs by name.
 `sweep.json` in `--workdir` lists the runs, their overrides and workdirs (for notebooks).
 """
@@ -21,6 +32,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,8 +47,7 @@ VIA = ("local", "print", "slurm", "tpu_vm")
 def load_sweep(config: str) -> list[dict[str, Any]]:
     """The config file's `get_sweep(arg)`: a list of {dotted field: value}, one per run."""
     file, arg = config_files.split(common.check_config(config))
-    path = common.REPO / file if (common.REPO / file).is_file() else Path(file)
-    module = config_files.load_module(path)
+    module = config_files.load_module(_config_path(config))
     if not hasattr(module, "get_sweep"):
         raise common.LaunchError(
             f"{file} defines no get_sweep(arg); add one returning a list of override dicts"
@@ -62,11 +73,39 @@ def run_name(overrides: dict[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(parts)) or "base"
 
 
+SHARED_DIRS = {"dataset.data_dir": "data", "dataset.phantom.dir": "phantoms"}
+
+
+def shared_dirs(config: str, workdir: str) -> dict[str, str]:
+    """The directories every run of the sweep shares, for the fields the config leaves
+    empty: {dotted field: path under the sweep's workdir}."""
+    _, arg = config_files.split(config)
+    base = config_files.load_module(_config_path(config)).get_config(arg)
+    out = {}
+    for field, folder in SHARED_DIRS.items():
+        section, _, name = field.rpartition(".")
+        node = base
+        for part in section.split("."):
+            node = node[part]
+        if not node.get(name, ""):
+            out[field] = f"{workdir.rstrip('/')}/{folder}"
+    return out
+
+
+def _config_path(config: str) -> Path:
+    file, _ = config_files.split(common.check_config(config))
+    return common.REPO / file if (common.REPO / file).is_file() else Path(file)
+
+
 def expand(config: str, workdir: str) -> list[dict[str, Any]]:
-    """[{name, workdir, overrides: [field=value, ...], values: {field: value}}] in order."""
+    """[{name, workdir, overrides: [field=value, ...], values: {field: value}}] in order.
+    `values` are the sweep's own settings (the run's name); `overrides` add the shared
+    directories."""
     runs, names = [], set()
-    for values in load_sweep(config):
-        name = run_name(values)
+    shared = shared_dirs(config, workdir)
+    for entry in load_sweep(config):
+        values = {f: v for f, v in entry.items() if f != "name"}
+        name = entry.get("name") or run_name(values)
         if name in names:
             raise common.LaunchError(f"two runs of the sweep are both named {name!r}")
         names.add(name)
@@ -74,11 +113,45 @@ def expand(config: str, workdir: str) -> list[dict[str, Any]]:
             {
                 "name": name,
                 "workdir": f"{workdir.rstrip('/')}/{name}",
-                "overrides": [override_text(f, v) for f, v in values.items()],
+                "overrides": [override_text(f, v) for f, v in {**shared, **values}.items()],
                 "values": values,
+                "real_key": real_key(values),
             }
         )
     return runs
+
+
+# What only the generator and what follows it read: runs of one sweep that agree on every
+# other override train the same real-data classifier on the same data.
+GENERATOR_SECTIONS = ("gan.", "synthesize.", "privacy.", "evaluate.")
+REAL_STAGES = ("prepare", "classifier_real")
+
+
+def real_key(values: dict[str, Any]) -> str:
+    """The run's settings that `prepare` and `classifier_real` depend on, as text."""
+    kept = {f: v for f, v in values.items() if not f.startswith(GENERATOR_SECTIONS)}
+    return json.dumps(kept, sort_keys=True, default=str)
+
+
+def share_real_stages(run: dict[str, Any], runs: Sequence[dict[str, Any]]) -> str | None:
+    """Copies `prepare` and `classifier_real` from a run of the sweep that finished them
+    with the same real-side settings (the same data, classifier and seed: the same
+    fingerprints), so crossing a setting with both generators trains one real classifier.
+    Returns the donor's name, or None when there is none or the run has its own."""
+    target = Path(run["workdir"])
+    if any((target / s).exists() for s in REAL_STAGES):
+        return None
+    for other in runs:
+        source = Path(other["workdir"])
+        if other is run or other["real_key"] != run["real_key"]:
+            continue
+        if all((source / s / "summary.json").exists() for s in REAL_STAGES):
+            target.mkdir(parents=True, exist_ok=True)
+            for stage in REAL_STAGES:
+                shutil.copytree(source / stage, target / f".{stage}.copying")
+                os.replace(target / f".{stage}.copying", target / stage)
+            return other["name"]
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -128,6 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.via == "print":
                 common.say(step, command)
             else:
+                donor = None if args.dry_run else share_real_stages(run, runs)
+                if donor:
+                    print(f"[{step}] prepare and classifier_real copied from {donor}")
                 common.execute(step, command, dry_run=args.dry_run)
         else:
             command = [

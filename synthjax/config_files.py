@@ -12,12 +12,23 @@ from types import ModuleType
 import ml_collections
 
 
+def make_importable(path: str | os.PathLike) -> None:
+    """Puts the folder holding the config file's top package (`configs/`, also for
+    `configs/sweeps/x.py`) on the import path, so config files import each other
+    (`from configs import default`) wherever the job is started from."""
+    folder = Path(path).resolve().parent
+    if not (folder / "__init__.py").exists():
+        return
+    while (folder.parent / "__init__.py").exists():
+        folder = folder.parent
+    if str(folder.parent) not in sys.path:
+        sys.path.insert(0, str(folder.parent))
+
+
 def load_module(path: str | os.PathLike) -> ModuleType:
-    """The config file as a module. When it sits in a `configs/` package, the package's
-    parent goes on the import path first (config files import each other)."""
+    """The config file as a module (its package made importable first)."""
     path = Path(path).resolve()
-    if (path.parent / "__init__.py").exists() and str(path.parents[1]) not in sys.path:
-        sys.path.insert(0, str(path.parents[1]))
+    make_importable(path)
     spec = importlib.util.spec_from_file_location(f"config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

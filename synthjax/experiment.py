@@ -134,7 +134,13 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None
         f"{ds.phantom.min_slices}..{ds.phantom.max_slices} is not a range of slices",
         "use 1 <= min_slices <= max_slices",
     )
-    for field in ("num_classes", "samples_per_class", "min_class_count"):
+    for field in (
+        "num_classes",
+        "samples_per_class",
+        "validation_per_class",
+        "test_per_class",
+        "min_class_count",
+    ):
         _require(ds[field] >= 0, f"dataset.{field}", f"{ds[field]} is negative", "use 0 or more")
     _require(
         config.classifier.arch in CLASSIFIER_ARCHS,

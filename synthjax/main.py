@@ -12,14 +12,13 @@ environment says so (a SLURM job step, a multi-worker TPU slice) or when told:
 """
 
 import logging as std_logging
-import os
 import sys
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from synthjax import distributed, experiment
+from synthjax import config_files, distributed, experiment
 from synthjax.errors import Preempted, SynthjaxError
 
 FLAGS = flags.FLAGS
@@ -88,11 +87,8 @@ def main(argv):
 
 
 def _configs_importable(argv: list[str]) -> None:
-    """Lets config files `from configs import default` wherever the job is started from.
-
-    Config files are loaded by path, not as modules of a package; when the named file sits
-    in a `configs/` package, its parent folder goes on the import path.
-    """
+    """Lets config files `from configs import default` wherever the job is started from:
+    they are loaded by path, not as modules of a package."""
     for i, arg in enumerate(argv):
         if arg.startswith("--config="):
             value = arg.split("=", 1)[1]
@@ -100,9 +96,7 @@ def _configs_importable(argv: list[str]) -> None:
             value = argv[i + 1]
         else:
             continue
-        folder = os.path.dirname(os.path.abspath(value.split(":", 1)[0]))
-        if os.path.exists(os.path.join(folder, "__init__.py")):
-            sys.path.insert(0, os.path.dirname(folder))
+        config_files.make_importable(value.split(":", 1)[0])
 
 
 if __name__ == "__main__":

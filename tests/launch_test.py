@@ -23,13 +23,18 @@ def _finish(workdir, stages):
 def test_sweep_expands_into_named_runs_with_their_overrides(tmp_path):
     runs = sweep.expand(CONFIG, str(tmp_path))
     assert [r["name"] for r in runs] == [
-        "samples_per_class-50_arch-cpd",
-        "samples_per_class-50_arch-prog",
-        "samples_per_class-200_arch-cpd",
-        "samples_per_class-200_arch-prog",
+        "samples_per_class-35_arch-cpd",
+        "samples_per_class-35_arch-prog",
+        "samples_per_class-70_arch-cpd",
+        "samples_per_class-70_arch-prog",
     ]
-    assert runs[1]["overrides"] == ["dataset.samples_per_class=50", "gan.arch=prog"]
-    assert runs[1]["workdir"] == f"{tmp_path}/samples_per_class-50_arch-prog"
+    assert runs[1]["overrides"] == [
+        f"dataset.data_dir={tmp_path}/data",  # every run shares the prepared data
+        f"dataset.phantom.dir={tmp_path}/phantoms",  # and the phantoms
+        "dataset.samples_per_class=35",
+        "gan.arch=prog",
+    ]
+    assert runs[1]["workdir"] == f"{tmp_path}/samples_per_class-35_arch-prog"
 
 
 def test_override_text_and_names_of_tuples_and_strings():
@@ -43,24 +48,24 @@ def test_override_text_and_names_of_tuples_and_strings():
 
 def test_sweep_skips_finished_runs_and_runs_the_rest_in_order(tmp_path, capsys):
     stages = common.stages_of(CONFIG)
-    _finish(tmp_path / "samples_per_class-50_arch-prog", stages)
-    _finish(tmp_path / "samples_per_class-200_arch-cpd", stages[:-1])  # not the last stage
+    _finish(tmp_path / "samples_per_class-35_arch-prog", stages)
+    _finish(tmp_path / "samples_per_class-70_arch-cpd", stages[:-1])  # not the last stage
     assert sweep.main([f"--config={CONFIG}", f"--workdir={tmp_path}", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "finished  samples_per_class-50_arch-prog" in out
-    assert "to run    samples_per_class-200_arch-cpd" in out
+    assert "finished  samples_per_class-35_arch-prog" in out
+    assert "to run    samples_per_class-70_arch-cpd" in out
     commands = [line for line in out.splitlines() if line.startswith("[")]
     assert len(commands) == 3
-    assert commands[0].startswith("[1/3 samples_per_class-50_arch-cpd]")
+    assert commands[0].startswith("[1/3 samples_per_class-35_arch-cpd]")
     assert "-m synthjax.main --config=configs/quickstart.py:smoke" in commands[0]
-    assert f"--workdir={tmp_path}/samples_per_class-200_arch-prog" in commands[2]
+    assert f"--workdir={tmp_path}/samples_per_class-70_arch-prog" in commands[2]
     assert "--config.gan.arch=prog" in commands[2]
     assert not (tmp_path / "sweep.json").exists()  # a dry run writes nothing
 
 
 def test_sweep_hands_runs_to_a_cloud_launcher_and_checks_names(tmp_path, capsys):
     args = [f"--config={CONFIG}", f"--workdir={tmp_path}", "--via=slurm", "--dry-run"]
-    sweep.main([*args, "--only=samples_per_class-50_arch-cpd", "--", "--nodes=2"])
+    sweep.main([*args, "--only=samples_per_class-35_arch-cpd", "--", "--nodes=2"])
     out = capsys.readouterr().out
     assert "-m launch.slurm" in out and "--nodes=2" in out and "--dry-run" in out
     assert "--override=gan.arch=cpd" in out

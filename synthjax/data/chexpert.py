@@ -576,7 +576,7 @@ def prepare_with_reuse(
     report_path = dataset_dir / REPORT_FILE
     # One builder per dataset version at a time: sweep jobs sharing a data_dir wait here, then
     # reuse what the first one built.
-    with _build_lock(dataset_dir):
+    with build_lock(dataset_dir):
         if (dataset_dir / "dataset_info.json").exists():
             report = json.loads(report_path.read_text()) if report_path.exists() else None
             if report is not None and not epath.Path(manual_dir).exists():
@@ -663,8 +663,9 @@ def _content(fingerprint: dict | None) -> dict:
 
 
 @contextlib.contextmanager
-def _build_lock(dataset_dir: epath.Path) -> Iterator[None]:
-    """An exclusive lock beside `dataset_dir` (local disks; elsewhere, no lock)."""
+def build_lock(dataset_dir: epath.Path) -> Iterator[None]:
+    """An exclusive lock beside `dataset_dir` (local disks; elsewhere, no lock): builds, and
+    phantoms, shared by several jobs are written by one at a time."""
     lock_path = dataset_dir.parent / f".{dataset_dir.name}.lock"
     if "://" in os.fspath(lock_path):  # a bucket: no flock there
         yield

@@ -4,12 +4,14 @@ With `dataset.phantom.enabled` and no `manual_dir`, it first writes the built-in
 (a CheXpert-layout folder of JPEGs and CSVs) into `workdir/phantom`, so the phantom goes
 through exactly the ingestion path real data does. Then the TFDS builder prepares the
 requested resolution (reused if already prepared in `data_dir`), and the subset rules
-(`num_classes`, `samples_per_class`) pick what every later stage trains and tests on.
+(`num_classes`, `samples_per_class`, `validation_per_class`, `test_per_class`) pick what
+every later stage trains and tests on.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import numpy as np
@@ -34,7 +36,7 @@ def phantom_settings(run: Run) -> dict[str, Any]:
         "image_size": p.image_size,
         "noise": p.noise,
         "subtlety": p.subtlety,
-        "seed": run.config.seed,
+        "seed": p.seed,
     }
     if ds.name == "rsna_ich":
         return {
@@ -48,26 +50,38 @@ def phantom_settings(run: Run) -> dict[str, Any]:
 def ensure_phantom(run: Run) -> epath.Path:
     """Writes the dataset's phantom folder once (a `COMPLETE.json` marker says it is whole).
 
-    A phantom killed halfway has no marker, so the next run deletes and rewrites it.
+    A phantom killed halfway has no marker, so the next run deletes and rewrites it. With
+    `dataset.phantom.dir` the folder is named after the settings, so runs that share the
+    directory (a sweep) share the phantoms they agree on and never overwrite another's;
+    writers of the same phantom take turns through a lock.
     """
     name = run.config.dataset.name
-    root = run.workdir / ("phantom" if name == "chexpert" else f"phantom_{name}")
-    marker = root / "COMPLETE.json"
     settings = phantom_settings(run)
     key = {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
     key.pop("workers", None)  # how fast, not what: the output does not depend on it
-    if marker.exists() and read_json(marker)["settings"] == key:
-        return root
-    if root.exists():
-        root.rmtree()  # half-written, or written with other settings
-    logging.info(
-        "prepare: writing the %s phantom (%d patients) to %s", name, settings["num_patients"], root
-    )
-    if name == "rsna_ich":
-        stats = phantom_ct.write_rsna_phantom(root, **settings)
+    folder = "phantom" if name == "chexpert" else f"phantom_{name}"
+    if run.config.dataset.phantom.dir:
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+        root = epath.Path(run.config.dataset.phantom.dir) / f"{folder}_{digest}"
     else:
-        stats = phantom_cxr.write_chexpert_phantom(root, **settings)
-    write_json_atomic(marker, {"settings": key, "stats": stats})
+        root = run.workdir / folder
+    marker = root / "COMPLETE.json"
+    with chexpert.build_lock(root):
+        if marker.exists() and read_json(marker)["settings"] == key:
+            return root
+        if root.exists():
+            root.rmtree()  # half-written, or written with other settings
+        logging.info(
+            "prepare: writing the %s phantom (%d patients) to %s",
+            name,
+            settings["num_patients"],
+            root,
+        )
+        if name == "rsna_ich":
+            stats = phantom_ct.write_rsna_phantom(root, **settings)
+        else:
+            stats = phantom_cxr.write_chexpert_phantom(root, **settings)
+        write_json_atomic(marker, {"settings": key, "stats": stats})
     return root
 
 
@@ -146,8 +160,11 @@ def run_stage(run: Run) -> dict[str, Any]:
         split_labels,
         num_classes=ds.num_classes,
         samples_per_class=ds.samples_per_class,
+        validation_per_class=ds.validation_per_class,
+        test_per_class=ds.test_per_class,
         min_class_count=ds.min_class_count,
         seed=run.config.seed,
+        label_names=list(label_names),
     )
     for split in SPLITS:
         labels = split_labels[split][subset.indices[split]]

@@ -1,0 +1,231 @@
+"""The study's sweeps: what they expand into, that every run's config is valid, that the
+per-class sizes fit CheXpert's real label frequencies, refusals, and what runs share."""
+
+import ast
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from configs.sweeps import study
+from launch import sweep
+from synthjax import config_files, experiment
+from synthjax.data import prepare
+from synthjax.data.subsets import select_subset
+from synthjax.errors import ConfigError
+from synthjax.workdir import Run
+
+CHEXPERT_TABLE = (
+    Path(__file__).parents[2] / "shared" / "data" / ("chexpert_frontal_label_combinations.csv")
+)
+
+
+def _resolved(config: str, run: dict):
+    """The run's config as `synthjax.main` would see it: get_config(arg) + overrides."""
+    c = config_files.load(config)
+    for override in run["overrides"]:
+        field, _, text = override.partition("=")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        study.set_field(c, field, value)
+    return c
+
+
+@pytest.mark.parametrize(
+    "config, runs",
+    [
+        ("configs/sweeps/classes.py", 6 * 2 * 3),
+        ("configs/sweeps/classes.py:ct", 5 * 2 * 3),
+        ("configs/sweeps/samples.py", 8 * 2 * 3),
+        ("configs/sweeps/samples.py:ct", 8 * 2 * 3),
+        ("configs/sweeps/resolution.py", 5 * 2 * 3),
+        ("configs/sweeps/resolution.py:ct", 5 * 2 * 3),
+    ],
+)
+def test_study_sweeps_expand_into_valid_runs(config, runs, tmp_path):
+    expanded = sweep.expand(config, str(tmp_path))
+    assert len(expanded) == runs
+    assert len({r["workdir"] for r in expanded}) == runs
+    for run in expanded:
+        c = _resolved(config, run)
+        experiment.validate_config(c, num_devices=1)
+        assert c.gan.arch in study.GENERATORS and c.seed in study.SEEDS
+        assert c.dataset.data_dir == f"{tmp_path}/data"  # prepared once, shared
+        assert c.dataset.name == ("rsna_ich" if config.endswith(":ct") else "chexpert")
+        assert c.dataset.samples_per_class > 0
+        assert c.dataset.validation_per_class > 0 and c.dataset.test_per_class > 0
+
+
+def test_classes_sweep_has_the_studys_per_class_sizes(tmp_path):
+    runs = [
+        _resolved("configs/sweeps/classes.py", r)
+        for r in sweep.expand("configs/sweeps/classes.py", str(tmp_path))
+    ]
+    sizes = {(c.dataset.num_classes, c.dataset.samples_per_class) for c in runs}
+    assert sizes == {(20, 1450), (15, 1600), (10, 2000), (6, 2300), (4, 3900), (2, 6300)}
+    assert {(c.dataset.validation_per_class, c.dataset.test_per_class) for c in runs} == {
+        (190, 170)
+    }
+    assert {c.dataset.resolution for c in runs} == {32}
+    assert {c.gan.train_kimg for c in runs} == {12_000.0}
+    ct = [
+        _resolved("configs/sweeps/samples.py:ct", r)
+        for r in sweep.expand("configs/sweeps/samples.py:ct", str(tmp_path))
+    ]
+    assert {c.dataset.num_classes for c in ct} == {6}
+    assert sorted({c.dataset.samples_per_class for c in ct}) == [
+        100,
+        300,
+        500,
+        1000,
+        1500,
+        3000,
+        4500,
+        5400,
+    ]
+    assert {c.dataset.ct.windows for c in ct} == {"brain"}
+
+
+def test_resolution_sweep_uses_the_studys_lengths_and_batches(tmp_path):
+    runs = sweep.expand("configs/sweeps/resolution.py", str(tmp_path))
+    assert runs[0]["name"] == "resolution-32_arch-cpd_seed-0"
+    by_res = {}
+    for run in runs:
+        c = _resolved("configs/sweeps/resolution.py", run)
+        by_res[c.dataset.resolution] = c
+        assert c.dataset.base_resolution >= c.dataset.resolution
+        assert c.dataset.num_classes == 10 and c.dataset.samples_per_class == 2000
+    assert {r: c.gan.train_kimg for r, c in by_res.items()} == {
+        32: 12_000,
+        64: 14_000,
+        128: 16_000,
+        256: 16_000,
+        512: 16_000,
+    }
+    assert {r: c.gan.fd.start_kimg for r, c in by_res.items()} == {
+        32: 7_000,
+        64: 7_000,
+        128: 9_000,
+        256: 9_000,
+        512: 9_000,
+    }
+    assert {r: c.gan.batch_size for r, c in by_res.items()} == {
+        32: 256,
+        64: 256,
+        128: 256,
+        256: 160,
+        512: 64,
+    }
+    assert by_res[32].gan.prog.fade_kimg == 1400 and by_res[64].gan.prog.fade_kimg == 1000
+
+
+def _chexpert_splits(top: int = 24):
+    """Label vectors of CheXpert's frontal images (the real counts, u_ones) for its `top`
+    most frequent combinations, split 80/10/10 within each combination."""
+    table = pd.read_csv(CHEXPERT_TABLE)
+    table = table[table.uncertain_policy == "u_ones"].nlargest(top, "count")
+    labels = table.drop(columns=["uncertain_policy", "count"]).to_numpy(np.float32)
+    splits = {"train": [], "validation": [], "test": []}
+    for vector, count in zip(labels, table["count"], strict=True):
+        n_train, n_val = int(count * 0.8), int(count * 0.1)
+        for split, n in (
+            ("train", n_train),
+            ("validation", n_val),
+            ("test", count - n_train - n_val),
+        ):
+            splits[split].append(np.repeat(vector[None], n, axis=0))
+    return {s: np.concatenate(v) for s, v in splits.items()}
+
+
+@pytest.mark.skipif(not CHEXPERT_TABLE.exists(), reason="needs ../shared/data")
+def test_study_settings_fit_chexperts_real_frequencies_and_nest():
+    splits = _chexpert_splits()
+    previous = None
+    for n, per_class in sorted(study.CLASSES["cxr"]["train_per_class"].items()):
+        subset = select_subset(
+            splits,
+            num_classes=n,
+            samples_per_class=per_class,
+            validation_per_class=190,
+            test_per_class=170,
+        )
+        counts = subset.counts(splits)
+        assert counts == {"train": [per_class] * n, "validation": [190] * n, "test": [170] * n}
+        if previous is not None:  # the top combinations of fewer classes are among these
+            np.testing.assert_array_equal(subset.combos[: len(previous)], previous)
+        previous = subset.combos
+    spc = study.SAMPLES["cxr"]
+    small, large = (
+        select_subset(
+            splits,
+            num_classes=spc["num_classes"],
+            samples_per_class=k,
+            validation_per_class=spc["validation_per_class"],
+            test_per_class=spc["test_per_class"],
+            seed=4,
+        )
+        for k in (200, 5950)
+    )
+    assert small.counts(splits)["train"] == [200] * 3
+    assert large.counts(splits)["train"] == [5950] * 3
+    assert set(small.indices["train"]) <= set(large.indices["train"])
+    np.testing.assert_array_equal(small.indices["test"], large.indices["test"])
+
+
+def test_a_setting_the_data_cannot_fill_is_refused_not_shrunk():
+    splits = {
+        "train": np.array([[1, 0]] * 30 + [[0, 1]] * 12, np.float32),
+        "validation": np.array([[1, 0]] * 6 + [[0, 1]] * 3, np.float32),
+        "test": np.array([[1, 0]] * 5 + [[0, 1]] * 5, np.float32),
+    }
+    names = ["Edema", "Pneumonia"]
+    with pytest.raises(ConfigError, match=r"dataset\.samples_per_class.*#2 \(Pneumonia\), has 12"):
+        select_subset(splits, num_classes=2, samples_per_class=20, label_names=names)
+    with pytest.raises(ConfigError, match=r"dataset\.validation_per_class.*has 3.*<= 3"):
+        select_subset(splits, num_classes=2, validation_per_class=4, label_names=names)
+    ok = select_subset(
+        splits, num_classes=2, samples_per_class=12, validation_per_class=3, test_per_class=5
+    )
+    assert ok.counts(splits) == {"train": [12, 12], "validation": [3, 3], "test": [5, 5]}
+    # Validation and test caps are nested too.
+    more = select_subset(splits, num_classes=2, validation_per_class=2)
+    fewer = select_subset(splits, num_classes=2, validation_per_class=1)
+    assert set(fewer.indices["validation"]) <= set(more.indices["validation"])
+
+
+def test_runs_differing_only_in_the_generator_share_the_real_classifier(tmp_path):
+    runs = sweep.expand("configs/quickstart.py", str(tmp_path))
+    by_name = {r["name"]: r for r in runs}
+    cpd, prog = by_name["samples_per_class-35_arch-cpd"], by_name["samples_per_class-35_arch-prog"]
+    other = by_name["samples_per_class-70_arch-prog"]
+    assert cpd["real_key"] == prog["real_key"] != other["real_key"]
+    assert sweep.share_real_stages(prog, runs) is None  # nothing finished yet
+    for stage in sweep.REAL_STAGES:
+        (Path(cpd["workdir"]) / stage).mkdir(parents=True)
+        (Path(cpd["workdir"]) / stage / "summary.json").write_text(json.dumps({"stage": stage}))
+    assert sweep.share_real_stages(other, runs) is None  # other data: trains its own
+    assert sweep.share_real_stages(prog, runs) == cpd["name"]
+    for stage in sweep.REAL_STAGES:
+        assert json.loads((Path(prog["workdir"]) / stage / "summary.json").read_text()) == {
+            "stage": stage
+        }
+    assert sweep.share_real_stages(prog, runs) is None  # it has its own now
+
+
+def test_runs_of_any_seed_share_one_phantom_per_setting(tmp_path):
+    c = config_files.load("configs/quickstart.py:smoke")
+    c.dataset.phantom.num_patients = 12
+    c.dataset.phantom.dir = str(tmp_path / "phantoms")
+    roots = []
+    for seed, phantom_seed in ((0, 0), (5, 0), (0, 1)):
+        c.seed, c.dataset.phantom.seed = seed, phantom_seed
+        roots.append(prepare.ensure_phantom(Run(c, tmp_path / f"run{seed}", mesh=None)))
+    assert roots[0] == roots[1] != roots[2]
+    assert all((r / "COMPLETE.json").exists() for r in roots)
+    assert sorted(p.name for p in (tmp_path / "phantoms").iterdir() if p.is_dir()) == sorted(
+        {r.name for r in roots}
+    )
