@@ -1,24 +1,38 @@
-"""Analysis of saved runs: every workdir under a root as one row of a tidy DataFrame.
+"""Analysis of saved runs: every workdir under a root as one row of a tidy DataFrame, the
+study's tables and figures drawn from those rows, and the published numbers to set beside them.
 
 ```python
 from synthjax import analysis
 
 runs = analysis.load_runs("runs/sweep")         # one row per workdir with a config.json
-runs[["dataset.num_classes", "gan.arch", "trtr_auroc_mean", "tstr_auroc_mean"]]
-analysis.plot_auroc_against(runs, "dataset.num_classes")  # the study's figure shape
+table = analysis.study_table(runs, "dataset.num_classes")  # real and each generator, per setting
+print(analysis.to_markdown(table))
+analysis.plot_auroc_against(runs, "dataset.num_classes", reference="cxr_classes")
+analysis.plot_gap_against(runs, "dataset.resolution")  # TRTR - TSTR per generator
 ```
+
+or from the shell, which prints the table (and the runs not finished yet) and saves the figure
+(notebooks/analysis.ipynb walks through a whole sweep the same way):
+
+    python -m synthjax.analysis runs/sweep --x dataset.num_classes --out classes.png \
+        --reference cxr_classes
 
 A row holds the run's resolved config flattened to dotted columns (`gan.arch`,
 `dataset.num_classes`, ...), the headline numbers of `report.json` (`trtr_auroc_mean`,
 `tstr_auroc_mean`, `auroc_gap` and their `_lo` / `_hi` interval ends, AUPRC, FD, PRDC, the
-automated reader's AUROC at the run's resolution, the copy rate, the verdict), and each
-stage's `wall_s` and `state_sha256` (`wall_s.gan`, ...). A run that has not reached its
-report still gets a row, with what it has (`finished` says how far it got). Only files the
-pipeline writes are read; nothing is recomputed.
+automated reader's AUROC at the run's resolution, the copy rate, the verdict, per-label AUROC
+as `trtr_auroc.<label>` / `tstr_auroc.<label>`), and each stage's `wall_s` and
+`state_sha256` (`wall_s.gan`, ...). A run that has not reached its report still gets a row,
+with what it has (`finished` says how far it got); the tables and figures leave it out. Only
+files the pipeline writes are read; nothing is recomputed.
+
+`study_reference` gives the study's published mean test AUROC (PAPER.md, read off its
+figure, about +-0.005, at 32x32) for the classes and samples-per-class benchmarks.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -127,6 +141,44 @@ def load_runs(roots: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# The study's published mean test AUROC (PAPER.md, "Reported figures": read off its benchmark
+# figure, about +-0.005, all at 32x32): the config column the benchmark varies, then rows of
+# (setting, real, cpD, prog).
+STUDY_FIGURES: dict[str, tuple[str, tuple[tuple[int, float, float, float], ...]]] = {
+    "cxr_classes": (
+        "dataset.num_classes",
+        ((20, 0.789, 0.754, 0.704), (10, 0.822, 0.785, 0.742), (6, 0.878, 0.854, 0.834),
+         (2, 0.965, 0.957, 0.955)),
+    ),
+    "ct_classes": (
+        "dataset.num_classes",
+        ((10, 0.872, 0.801, 0.707), (6, 0.907, 0.838, 0.753), (4, 0.886, 0.809, 0.665),
+         (2, 0.928, 0.904, 0.807)),
+    ),
+    "cxr_samples": (
+        "dataset.samples_per_class",
+        ((5950, 0.925, 0.908, 0.899), (1500, 0.902, 0.888, 0.872), (500, 0.887, 0.873, 0.838),
+         (200, 0.857, 0.848, 0.834)),
+    ),
+    "ct_samples": (
+        "dataset.samples_per_class",
+        ((5400, 0.912, 0.844, 0.761), (1500, 0.883, 0.792, 0.741), (300, 0.805, 0.747, 0.683),
+         (100, 0.718, 0.702, 0.641)),
+    ),
+}  # fmt: skip
+_STUDY_NAMES = {"real": "real", "cpd": "cpD", "prog": "prog"}
+
+
+def study_reference(benchmark: str) -> pd.DataFrame:
+    """The study's mean test AUROC on one benchmark (`cxr_classes`, `ct_classes`,
+    `cxr_samples`, `ct_samples`): columns x, real, cpd, prog, a row per setting, ascending."""
+    if benchmark not in STUDY_FIGURES:
+        raise ValueError(f"unknown benchmark {benchmark!r}: choose from {sorted(STUDY_FIGURES)}")
+    _, rows = STUDY_FIGURES[benchmark]
+    table = pd.DataFrame(rows, columns=["x", "real", "cpd", "prog"])
+    return table.sort_values("x", ignore_index=True)
+
+
 def summarize(runs: pd.DataFrame, by: str | list[str], metric: str) -> pd.DataFrame:
     """Mean, standard deviation and count of `metric` over the runs (seeds) of each group."""
     by = [by] if isinstance(by, str) else by
@@ -134,31 +186,215 @@ def summarize(runs: pd.DataFrame, by: str | list[str], metric: str) -> pd.DataFr
     return grouped.agg(["mean", "std", "count"]).reset_index()
 
 
-def plot_auroc_against(runs: pd.DataFrame, x: str, *, ax=None, arch_column: str = "gan.arch"):
+def _reported(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs that reached their report; the others have no AUROC to show."""
+    done = runs[runs["finished"] == "report"]
+    if done.empty or "tstr_auroc_mean" not in done:
+        raise ValueError(f"none of the {len(runs)} runs has reached its report yet")
+    return done
+
+
+def _errorbar(ax, runs: pd.DataFrame, x: str, metric: str, **style) -> None:
+    """Draw the mean of `metric` per value of `x` with the error bars every figure here shares:
+    with one run per point, the mean of the runs' 95% interval ends (`<metric>_lo`, `_hi`);
+    with more, the standard deviation over the runs (seeds). A missing interval draws no bar."""
+    stats = summarize(runs, x, metric)
+    if stats.empty:
+        return
+    mean = stats["mean"].to_numpy()
+    if (stats["count"] == 1).all():
+        ends = runs.dropna(subset=[metric]).groupby(x)[[f"{metric}_lo", f"{metric}_hi"]].mean()
+        lo, hi = ends.to_numpy(dtype=float).T
+        err = np.abs(np.stack([mean - lo, hi - mean]))  # float[2, points]: below, above
+    else:
+        err = stats["std"].to_numpy(dtype=float)
+    err = np.nan_to_num(err, nan=0.0)
+    ax.errorbar(stats[x], mean, yerr=err, marker="o", capsize=3, **style)
+
+
+def _axes(ax):
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        _, ax = plt.subplots(figsize=(6, 4))
+    return ax
+
+
+def _format_x(ax, x: str, values: Iterable[float]) -> None:
+    """Label the x axis: whole-number ticks; a resolution gets a log2 axis, a tick per value."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel(x)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if x.endswith("resolution"):
+        ticks = sorted({float(v) for v in values if pd.notna(v)})
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ticks, labels=[f"{v:g}" for v in ticks])
+        ax.minorticks_off()
+
+
+def plot_auroc_against(
+    runs: pd.DataFrame,
+    x: str,
+    *,
+    ax=None,
+    arch_column: str = "gan.arch",
+    reference: str | pd.DataFrame | None = None,
+):
     """Mean AUROC of real (TRTR) and of each generator's synthetic data (TSTR) against `x`
     (e.g. `dataset.num_classes`, `dataset.samples_per_class`), as in the study's figures.
     Points are means over runs (seeds); bars are the mean of the runs' 95% intervals when
-    there is one run, else the spread (std) over runs."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 4))
-    curves = [("real (TRTR)", runs, "trtr_auroc_mean")]
-    for arch, part in runs.groupby(arch_column):
-        curves.append((f"{arch} (TSTR)", part, "tstr_auroc_mean"))
-    for label, part, metric in curves:
-        stats = summarize(part, x, metric)
-        if stats.empty:
-            continue
-        if (stats["count"] == 1).all():
-            lo = part.groupby(x)[f"{metric}_lo"].mean().to_numpy()
-            hi = part.groupby(x)[f"{metric}_hi"].mean().to_numpy()
-            err = np.abs(np.stack([stats["mean"] - lo, hi - stats["mean"]]))
-        else:
-            err = stats["std"].fillna(0.0).to_numpy()
-        ax.errorbar(stats[x], stats["mean"], yerr=err, marker="o", capsize=3, label=label)
-    ax.axhline(0.5, color="gray", lw=0.8, ls="--")
-    ax.set_xlabel(x)
+    there is one run per point, else the spread (std) over runs. `reference` (a benchmark of
+    `study_reference`, or a table shaped like its result) adds the study's published curves,
+    dashed and lighter, in the colours of ours."""
+    runs = _reported(runs)
+    ax = _axes(ax)
+    archs = sorted(runs[arch_column].dropna().unique())
+    colors = {"real": "C0"} | {arch: f"C{i + 1}" for i, arch in enumerate(archs)}
+    curves = [("real", "real (TRTR)", runs, "trtr_auroc_mean")]
+    for arch in archs:
+        part = runs[runs[arch_column] == arch]
+        curves.append((arch, f"{arch} (TSTR)", part, "tstr_auroc_mean"))
+    for key, label, part, metric in curves:
+        _errorbar(ax, part, x, metric, color=colors[key], label=label)
+    xs = list(runs[x])
+    if reference is not None:
+        study = study_reference(reference) if isinstance(reference, str) else reference
+        for name, shown in _STUDY_NAMES.items():
+            style = {"ls": "--", "marker": ".", "alpha": 0.45, "color": colors.get(name, "gray")}
+            ax.plot(study["x"], study[name], label=f"study: {shown}", **style)
+        xs += list(study["x"])
+    ax.axhline(0.5, color="gray", lw=0.8, ls=":")
+    _format_x(ax, x, xs)
     ax.set_ylabel("mean test AUROC")
+    handles, labels = ax.get_legend_handles_labels()  # ours first, then the study's
+    order = sorted(range(len(labels)), key=lambda i: labels[i].startswith("study:"))
+    ax.legend([handles[i] for i in order], [labels[i] for i in order], frameon=False)
+    return ax
+
+
+def plot_gap_against(runs: pd.DataFrame, x: str, *, ax=None, arch_column: str = "gan.arch"):
+    """The TRTR - TSTR gap in mean test AUROC (`auroc_gap`) of each generator against `x` (a
+    log2 axis when `x` is a resolution): what training on synthetic instead of real images
+    costs; the line at zero is no cost. Points and bars follow plot_auroc_against's rule."""
+    runs = _reported(runs)
+    ax = _axes(ax)
+    for i, (arch, part) in enumerate(runs.groupby(arch_column)):
+        _errorbar(ax, part, x, "auroc_gap", color=f"C{i + 1}", label=str(arch))
+    ax.axhline(0.0, color="gray", lw=0.8)
+    _format_x(ax, x, runs[x])
+    ax.set_ylabel("AUROC gap (TRTR - TSTR)")
     ax.legend(frameon=False)
     return ax
+
+
+def study_table(runs: pd.DataFrame, x: str, arch_column: str = "gan.arch") -> pd.DataFrame:
+    """The study's table: a row per value of `x` with `real` (mean TRTR AUROC over its runs),
+    each generator's mean TSTR AUROC (a column per value of `arch_column`), and `n`, the
+    runs (generators x seeds) that reached their report."""
+    runs = _reported(runs)
+    grouped = runs.groupby(x)
+    table = grouped["trtr_auroc_mean"].mean().rename("real").to_frame()
+    per_arch = runs.pivot_table(index=x, columns=arch_column, values="tstr_auroc_mean")
+    per_arch.columns = [str(arch) for arch in per_arch.columns]
+    table = table.join(per_arch)
+    table["n"] = grouped.size()
+    return table.reset_index()
+
+
+def per_label_auroc(runs: pd.DataFrame, arch_column: str = "gan.arch") -> pd.DataFrame:
+    """Mean test AUROC per label (a row each): `real` (TRTR) and each generator's TSTR, over
+    the runs that reached their report. Filter `runs` first to look at one setting."""
+    runs = _reported(runs)
+    labels = [c.removeprefix("trtr_auroc.") for c in runs if c.startswith("trtr_auroc.")]
+    table = pd.DataFrame({"real": [runs[f"trtr_auroc.{lab}"].mean() for lab in labels]})
+    for arch, part in runs.groupby(arch_column):
+        table[str(arch)] = [part[f"tstr_auroc.{lab}"].mean() for lab in labels]
+    return table.set_axis(pd.Index(labels, name="label"))
+
+
+def to_markdown(table: pd.DataFrame, digits: int = 3) -> str:
+    """`table` as a markdown pipe table, floats to `digits` decimals, missing values as `-`, numbers
+    right-aligned (no `tabulate` needed). A named index becomes the first column."""
+    if table.index.name is not None:
+        table = table.reset_index()
+
+    def cell(value: Any) -> str:
+        if pd.api.types.is_scalar(value) and pd.isna(value):
+            return "-"
+        if isinstance(value, float | np.floating):
+            return f"{value:.{digits}f}"
+        return str(value)
+
+    numeric = [pd.api.types.is_numeric_dtype(table[c]) for c in table.columns]
+    lines = [
+        [str(c) for c in table.columns],
+        ["---:" if is_number else "---" for is_number in numeric],
+        *([cell(v) for v in row] for row in table.itertuples(index=False)),
+    ]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line (see the module docstring): print the table, save the figure."""
+    parser = argparse.ArgumentParser(
+        prog="python -m synthjax.analysis",
+        description="A sweep's mean test AUROC (TRTR vs TSTR per generator) against a setting.",
+    )
+    parser.add_argument("roots", nargs="+", metavar="ROOT", help="directory holding workdirs")
+    parser.add_argument(
+        "--x",
+        required=True,
+        help="the config column the sweep varied: dataset.num_classes, dataset.samples_per_class"
+        " or dataset.resolution (which adds the TRTR - TSTR gap beside the AUROC figure)",
+    )
+    parser.add_argument("--out", type=Path, help="save the figure here (a .png, .pdf, ...)")
+    parser.add_argument(
+        "--reference", choices=sorted(STUDY_FIGURES), help="draw the study's published curves"
+    )
+    parser.add_argument("--arch-column", default="gan.arch", help="the generator's column")
+    args = parser.parse_args(argv)
+    try:
+        runs = load_runs(args.roots)
+    except FileNotFoundError as e:
+        parser.error(str(e))
+    if args.x not in runs:
+        config = sorted(c for c in runs if c.startswith(("dataset.", "gan.")))
+        parser.error(f"--x {args.x}: no such column (some there are: {', '.join(config)})")
+    if args.reference and STUDY_FIGURES[args.reference][0] != args.x:
+        print(f"note: the study's {args.reference} varies {STUDY_FIGURES[args.reference][0]}")
+
+    unfinished = runs[runs["finished"] != "report"]
+    print(
+        f"loaded {len(runs)} runs: {len(runs) - len(unfinished)} with a report, "
+        f"{len(unfinished)} unfinished"
+    )
+    for workdir, stage in zip(unfinished["workdir"], unfinished["finished"], strict=True):
+        print(f"  unfinished: {workdir} (last stage done: {stage or 'none'})")
+    try:
+        table = study_table(runs, args.x, args.arch_column)
+    except ValueError as e:
+        print(e)
+        return 1
+    print()
+    print(to_markdown(table))
+
+    if args.out is not None:
+        from matplotlib.figure import Figure  # no pyplot: no display, no global figure state
+
+        with_gap = args.x == "dataset.resolution"
+        fig = Figure(figsize=(12 if with_gap else 6, 4), layout="constrained")
+        axes = fig.subplots(1, 2 if with_gap else 1, squeeze=False)[0]
+        plot_auroc_against(
+            runs, args.x, ax=axes[0], arch_column=args.arch_column, reference=args.reference
+        )
+        if with_gap:
+            plot_gap_against(runs, args.x, ax=axes[1], arch_column=args.arch_column)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(args.out, dpi=150)
+        print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

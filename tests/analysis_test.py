@@ -1,74 +1,24 @@
-"""synthjax.analysis: workdirs under a root -> one tidy DataFrame, and the study's plot."""
-
-import json
+"""synthjax.analysis: workdirs under a root -> one tidy DataFrame, the study's table and plots,
+the study's published numbers, and the command line."""
 
 import matplotlib
 
 matplotlib.use("Agg")
 import numpy as np
 import pytest
+from sweep_fixtures import RESOLUTION_GAPS, make_resolution_sweep, make_sweep
 
 from synthjax import analysis
 
 
-def _write(path, obj):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj))
-
-
-def _run(root, name, *, classes, arch, seed, trtr, tstr, report=True):
-    workdir = root / name
-    config = {"seed": seed, "dataset": {"num_classes": classes}, "gan": {"arch": arch}}
-    _write(workdir / "config.json", config)
-    for stage, wall in (("prepare", 1.0), ("classifier_real", 2.0), ("gan", 3.0)):
-        _write(
-            workdir / stage / "summary.json",
-            {"stage": stage, "wall_s": wall, "state_sha256": stage},
-        )
-    if report:
-        _write(
-            workdir / "report.json",
-            {
-                "trtr_auroc_mean": trtr,
-                "trtr_auroc_mean_ci": [trtr - 0.02, trtr + 0.02],
-                "tstr_auroc_mean": tstr,
-                "tstr_auroc_mean_ci": [tstr - 0.05, tstr + 0.05],
-                "auroc_gap": trtr - tstr,
-                "auroc_gap_ci": None,
-                "per_label": [{"label": "Edema", "trtr_auroc": trtr, "tstr_auroc": tstr}],
-                "fidelity": {"overall": {"fd": 10.0, "recall": 0.3, "real_baseline": {"fd": 1.0}}},
-                "discrimination": {
-                    "per_resolution": [
-                        {"resolution": 16, "auroc": 0.9, "auroc_ci": [0.8, 1.0]},
-                        {"resolution": 32, "auroc": 0.99, "auroc_ci": [0.97, 1.0]},
-                    ]
-                },
-                "privacy": {"copy_rate": 0.01, "releasable": True},
-                "verdict": {"decision": "release"},
-            },
-        )
-        _write(workdir / "report" / "summary.json", {"stage": "report", "wall_s": 0.1})
-    return workdir
+@pytest.fixture
+def sweep(tmp_path):
+    return make_sweep(tmp_path / "sweep")
 
 
 @pytest.fixture
-def sweep(tmp_path):
-    root = tmp_path / "sweep"
-    for classes, trtr in ((2, 0.9), (4, 0.85)):
-        for arch, tstr in (("cpd", 0.7), ("prog", 0.75)):
-            for seed in (0, 1):
-                name = f"c{classes}-{arch}-s{seed}"
-                _run(
-                    root,
-                    name,
-                    classes=classes,
-                    arch=arch,
-                    seed=seed,
-                    trtr=trtr,
-                    tstr=tstr + seed / 100,
-                )
-    _run(root / "nested", "unfinished", classes=6, arch="cpd", seed=0, trtr=0, tstr=0, report=False)
-    return root
+def resolution_sweep(tmp_path):
+    return make_resolution_sweep(tmp_path / "resolution")
 
 
 def test_load_runs_gives_one_tidy_row_per_workdir(sweep):
@@ -99,6 +49,135 @@ def test_summarize_over_seeds_and_the_study_plot(sweep):
     ax = analysis.plot_auroc_against(runs, "dataset.num_classes")
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels == ["real (TRTR)", "cpd (TSTR)", "prog (TSTR)"]
+    bars = ax.containers[1].lines[2][0].get_segments()  # cpd: std over its two seeds
+    assert [seg[1, 1] - seg[0, 1] for seg in bars] == pytest.approx([2 * 0.00707107] * 2)
+
+
+def test_the_study_plot_with_the_published_curves(sweep):
+    runs = analysis.load_runs(sweep)
+    ax = analysis.plot_auroc_against(runs, "dataset.num_classes", reference="cxr_classes")
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[3:] == ["study: real", "study: cpD", "study: prog"]
+    study = {line.get_label(): line for line in ax.get_lines()}
+    assert study["study: real"].get_linestyle() == "--"
+    assert study["study: real"].get_alpha() < 1
+    assert list(study["study: cpD"].get_xdata()) == [2, 6, 10, 20]
+    assert list(study["study: cpD"].get_ydata()) == [0.957, 0.854, 0.785, 0.754]
+    ours = ax.containers[1].lines[0]  # the cpd curve: the study's cpD line shares its colour
+    assert study["study: cpD"].get_color() == ours.get_color()
+
+
+def test_gap_against_resolution_on_a_log2_axis(resolution_sweep):
+    runs = analysis.load_runs(resolution_sweep)
+    ax = analysis.plot_gap_against(runs, "dataset.resolution")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["cpd", "prog"]
+    assert ax.get_xscale() == "log"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["32", "64", "128"]
+    assert any(list(line.get_ydata()) == [0, 0] for line in ax.get_lines())  # the zero line
+    for container, arch in zip(ax.containers, ("cpd", "prog"), strict=True):
+        expected = [RESOLUTION_GAPS[r][arch] for r in (32, 64, 128)]
+        assert list(container.lines[0].get_xdata()) == [32, 64, 128]
+        assert list(container.lines[0].get_ydata()) == pytest.approx([g for g, _, _ in expected])
+        # one run per point: the bars are the run's own 95% interval
+        ends = [end for seg in container.lines[2][0].get_segments() for end in seg[:, 1]]
+        assert ends == pytest.approx([end for _, lo, hi in expected for end in (lo, hi)])
+
+
+def test_gap_against_a_setting_with_seeds(sweep):
+    runs = analysis.load_runs(sweep)
+    ax = analysis.plot_gap_against(runs, "dataset.num_classes")
+    assert ax.get_xscale() == "linear"
+    cpd = ax.containers[0].lines[0]
+    assert list(cpd.get_ydata()) == pytest.approx([0.9 - 0.705, 0.85 - 0.705])
+
+
+def test_study_table_and_its_markdown(sweep):
+    runs = analysis.load_runs(sweep)
+    table = analysis.study_table(runs, "dataset.num_classes")
+    assert table.columns.tolist() == ["dataset.num_classes", "real", "cpd", "prog", "n"]
+    assert table["dataset.num_classes"].tolist() == [2, 4]  # the unfinished run is left out
+    assert table["real"].tolist() == pytest.approx([0.9, 0.85])
+    assert table["cpd"].tolist() == pytest.approx([(0.70 + 0.71) / 2] * 2)
+    assert table["prog"].tolist() == pytest.approx([(0.75 + 0.76) / 2] * 2)
+    assert table["n"].tolist() == [4, 4]
+    assert analysis.to_markdown(table).splitlines() == [
+        "| dataset.num_classes | real | cpd | prog | n |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+        "| 2 | 0.900 | 0.705 | 0.755 | 4 |",
+        "| 4 | 0.850 | 0.705 | 0.755 | 4 |",
+    ]
+
+
+def test_to_markdown_text_nan_and_named_index():
+    import pandas as pd
+
+    table = pd.DataFrame({"verdict": ["release", None], "fd": [1.23456, np.nan]})
+    assert analysis.to_markdown(table.set_axis(pd.Index([7, 8], name="run"))).splitlines() == [
+        "| run | verdict | fd |",
+        "| ---: | --- | ---: |",
+        "| 7 | release | 1.235 |",
+        "| 8 | - | - |",
+    ]
+
+
+def test_per_label_auroc(sweep):
+    table = analysis.per_label_auroc(analysis.load_runs(sweep))
+    assert table.index.tolist() == ["Edema", "Cardiomegaly"]
+    assert table.columns.tolist() == ["real", "cpd", "prog"]
+    assert table.loc["Edema"].tolist() == pytest.approx([0.875, 0.705, 0.755])
+    assert table.loc["Cardiomegaly"].tolist() == pytest.approx([0.775, 0.605, 0.655])
+
+
+def test_study_reference_is_the_papers_table():
+    chest = analysis.study_reference("cxr_classes").set_index("x")
+    assert chest.columns.tolist() == ["real", "cpd", "prog"]
+    assert chest.index.tolist() == [2, 6, 10, 20]
+    assert chest.loc[20].tolist() == [0.789, 0.754, 0.704]
+    assert chest.loc[2].tolist() == [0.965, 0.957, 0.955]
+    brain = analysis.study_reference("ct_classes").set_index("x")
+    assert brain.loc[10].tolist() == [0.872, 0.801, 0.707]
+    assert brain.loc[4].tolist() == [0.886, 0.809, 0.665]
+    assert analysis.study_reference("cxr_samples").set_index("x").loc[500].tolist() == [
+        0.887,
+        0.873,
+        0.838,
+    ]
+    brain_samples = analysis.study_reference("ct_samples")
+    assert brain_samples["x"].tolist() == [100, 300, 1500, 5400]
+    assert brain_samples.iloc[0, 1:].tolist() == [0.718, 0.702, 0.641]
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        analysis.study_reference("chest")
+
+
+def test_command_line_prints_the_table_and_saves_the_figure(sweep, tmp_path, capsys):
+    out = tmp_path / "figures" / "classes.png"
+    argv = [str(sweep), "--x", "dataset.num_classes", "--out", str(out)]
+    assert analysis.main([*argv, "--reference", "cxr_classes"]) == 0
+    printed = capsys.readouterr().out
+    assert "loaded 9 runs: 8 with a report, 1 unfinished" in printed
+    assert "unfinished" in printed and "(last stage done: gan)" in printed
+    assert "| 2 | 0.900 | 0.705 | 0.755 | 4 |" in printed
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_command_line_on_resolution_adds_the_gap(resolution_sweep, tmp_path, capsys):
+    import matplotlib.image
+
+    out = tmp_path / "resolution.png"
+    argv = [str(resolution_sweep), "--x", "dataset.resolution", "--out", str(out)]
+    assert analysis.main(argv) == 0
+    assert "| 128 | 0.900 | 0.850 | 0.750 | 2 |" in capsys.readouterr().out
+    height, width, _ = matplotlib.image.imread(out).shape
+    assert width > 1.5 * height  # two panels side by side
+
+
+def test_command_line_errors(sweep, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        analysis.main([str(sweep), "--x", "dataset.nope"])
+    assert "dataset.num_classes" in capsys.readouterr().err  # says which columns there are
+    with pytest.raises(SystemExit):
+        analysis.main([str(tmp_path / "empty"), "--x", "dataset.num_classes"])
+    assert "no synthjax workdir" in capsys.readouterr().err
 
 
 def test_no_workdir_is_a_clear_error(tmp_path):
