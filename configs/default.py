@@ -184,7 +184,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # --- devices, numerics ---------------------------------------------------------------------
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # devices on the data axis (-1 = all)
-    c.conv_lowering = "auto"  # auto (im2col on CPU, native on GPU/TPU) | native | im2col
+    # auto (hybrid on CPU, native on GPU/TPU) | native | im2col | hybrid (native, with
+    # strided convolutions through im2col): synthjax/models/layers.py says why.
+    c.conv_lowering = "auto"
     # Compiled programs cached in <workdir>/compilation_cache: a resumed run (preemption,
     # crash) skips recompiling. '' disables it; any other value is the cache directory.
     c.compilation_cache = "workdir"

@@ -38,7 +38,7 @@ GAN_ARCHS = ("cpd", "prog")
 GAN_LOSSES = ("wgan_gp", "logistic_r1")
 FD_FEATURES = ("classifier", "inception")
 CLASSIFIER_ARCHS = ("densenet121", "densenet_narrow")
-CONV_LOWERINGS = ("auto", "native", "im2col")
+CONV_LOWERINGS = ("auto", "native", "im2col", "hybrid")
 
 
 def _stage_fns() -> dict[str, Callable[[Run], dict[str, Any]]]:

@@ -56,9 +56,10 @@ def _host_init(model, *args, he_scaled_kernels: bool = False, **kwargs):
 def test_resolve_conv_lowering():
     assert layers.resolve_conv_lowering("native") == "native"
     assert layers.resolve_conv_lowering("im2col") == "im2col"
-    expected = "im2col" if jax.default_backend() == "cpu" else "native"
+    assert layers.resolve_conv_lowering("hybrid") == "hybrid"
+    expected = "hybrid" if jax.default_backend() == "cpu" else "native"
     assert layers.resolve_conv_lowering("auto") == expected
-    with pytest.raises(ValueError, match="'auto', 'native', 'im2col'"):
+    with pytest.raises(ValueError, match="'auto', 'native', 'im2col', 'hybrid'"):
         layers.resolve_conv_lowering("winograd")
 
 
@@ -86,7 +87,7 @@ def test_im2col_matches_native_values_and_gradients(kernel_size, stride, padding
     np.testing.assert_allclose(gk_i, gk_n, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("lowering", ["native", "im2col"])
+@pytest.mark.parametrize("lowering", ["native", "im2col", "hybrid"])
 @pytest.mark.parametrize("kernel_size", [1, 3])
 def test_fused_resampling_matches_unfused(lowering, kernel_size):
     x = _normal(0, (2, 6, 6, 3))

@@ -114,3 +114,31 @@ def test_classifier_step_same_on_one_and_four_devices():
 @pytest.mark.parametrize("pos,expected", [(np.array([[1, 0], [1, 0], [0, 0]]), [0.5, 1.0])])
 def test_positive_weights(pos, expected):
     np.testing.assert_allclose(classifier.positive_weights(pos.astype(np.float32)), expected)
+
+
+@pytest.mark.parametrize("arch", ["cpd", "prog"])
+def test_gan_step_compiles_once_and_moves_nothing_implicitly(arch):
+    """The training loop's contract for speed: one program per phase for the whole run (no
+    recompiles as steps, batches and alpha change) and no implicit host<->device transfer:
+    batches go in through `to_global`, metrics come out through `device_get`."""
+    cfg = default.get_config("smoke")
+    cfg.gan.arch = arch
+    mesh = parallel.make_mesh(2)
+    setup = gan.gan_setup(cfg, num_labels=3, image_shape=(16, 16, 1))
+    rep = parallel.replicated(mesh)
+    state = _compiled(jax.jit(setup.init, out_shardings=rep))()
+    phase = setup.schedule.phases[-1 if arch == "cpd" else 1]  # prog: a fading phase
+    step = jax.jit(
+        gan.make_train_step(cfg.gan, setup.models, setup.optimizer, phase),
+        donate_argnums=0,
+        compiler_options=FAST_COMPILE,
+    )
+    rng = np.random.default_rng(2)
+    table = jax.device_put((rng.random((20, 3)) < 0.4).astype(np.float32), rep)
+    with jax.transfer_guard("disallow"):
+        for _ in range(4):
+            batch = parallel.to_global(_batch(rng, 8, 16, 3), mesh)
+            state, metrics = step(state, batch, table)
+            values = jax.device_get(metrics)
+    assert step._cache_size() == 1
+    assert all(np.isfinite(v) for v in values.values())

@@ -1,10 +1,13 @@
 """Layers shared by the GANs and the classifier: one convolution, resampling, normalisation.
 
 Every convolution in `synthjax.models` goes through `conv2d`, so the lowering (XLA's native
-convolution or im2col + one matmul) is chosen in one place, per backend. XLA's CPU
-convolutions run well below its matmul throughput, so im2col is the CPU default; on GPU/TPU
-the native convolution is the fast path. `benchmarks/conv_lowering.py` measures both on the
-machine at hand. Resampling convs are computed in fused form at the cheaper resolution.
+convolution, im2col + one matmul, or a hybrid of the two) is chosen in one place, per
+backend. On CPU the default is the hybrid: XLA's native stride-1 convolutions (and their
+gradients) are its fastest, but the gradients of a strided convolution (dilated
+convolutions) fall off its fast path, so strided convolutions go through im2col; on GPU/TPU
+the native convolution is the fast path. `benchmarks/train_step.py` and
+`benchmarks/conv_lowering.py` measure the choices on the machine at hand. Resampling convs
+are computed in fused form at the cheaper resolution.
 
 Data flow: `cpd_gan.Generator` / `cpd_gan.Discriminator` (GAN training, synthesis) and
 `densenet.DenseNet` (TRTR/TSTR classifier, domain features) are built from these pieces.
@@ -24,21 +27,22 @@ Array = jax.Array
 Dtype = Any
 Padding = str | int | Sequence[tuple[int, int]]
 
-CONV_LOWERINGS = ("native", "im2col")
+CONV_LOWERINGS = ("native", "im2col", "hybrid")
 
 
 def resolve_conv_lowering(name: str) -> str:
-    """Turns a configured lowering ('auto', 'native', 'im2col') into a concrete one.
+    """Turns a configured lowering ('auto', 'native', 'im2col', 'hybrid') into a concrete one.
 
-    'auto' picks im2col on CPU, where it has measured faster than XLA's native convolution
-    for the GAN stacks (see benchmarks/conv_lowering.py), and the native convolution on
-    GPU/TPU.
+    'auto' picks the hybrid on CPU and the native convolution on GPU/TPU. On 2 CPU cores
+    (jax 0.10) the hybrid ran the quickstart's cpD-GAN step at 1.2x native and 1.4x
+    im2col, and with 128 channels at 1.6x native and 1.4x im2col (benchmarks/train_step.py).
     """
     if name == "auto":
-        return "im2col" if jax.default_backend() == "cpu" else "native"
+        return "hybrid" if jax.default_backend() == "cpu" else "native"
     if name in CONV_LOWERINGS:
         return name
-    raise ValueError(f"unknown convolution lowering {name!r}; allowed: 'auto', 'native', 'im2col'")
+    allowed = ", ".join(repr(n) for n in ("auto", *CONV_LOWERINGS))
+    raise ValueError(f"unknown convolution lowering {name!r}; allowed: {allowed}")
 
 
 def compute_dtype(resolution: int, dtype: Dtype, bf16_resolution: int) -> Dtype:
@@ -66,6 +70,37 @@ def _explicit_padding(
     return pads
 
 
+def _native_conv(x: Array, kernel: Array, stride: int, pads: tuple) -> Array:
+    return jax.lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=(stride, stride),
+        padding=pads,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+
+
+def _patches(x: Array, kh: int, kw: int, stride: int, pads: tuple) -> Array:
+    """im2col: float[B, H, W, C] -> float[B, H', W', kh * kw * C], tap (i, j) at channel
+    offset (i * kw + j) * C, the row order of an HWIO kernel reshaped to [kh * kw * C, O]."""
+    cin = x.shape[-1]
+    x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    b, hp, wp, _ = x.shape
+    out_h = (hp - kh) // stride + 1
+    out_w = (wp - kw) // stride + 1
+    taps = [
+        jax.lax.slice(
+            x,
+            (0, i, j, 0),
+            (b, i + (out_h - 1) * stride + 1, j + (out_w - 1) * stride + 1, cin),
+            (1, stride, stride, 1),
+        )
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    return taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
+
+
 def conv2d(
     x: Array,
     kernel: Array,
@@ -82,8 +117,9 @@ def conv2d(
       stride: the same stride along H and W.
       padding: 'SAME', 'VALID', a symmetric int (as in PyTorch), or ((top, bottom),
         (left, right)).
-      lowering: 'native' (lax.conv_general_dilated) or 'im2col' (shifted slices
-        concatenated on channels, then one matmul); 'auto' is resolved here too.
+      lowering: 'native' (lax.conv_general_dilated), 'im2col' (shifted slices concatenated
+        on channels, then one matmul) or 'hybrid' (native for stride 1, im2col for strided
+        convolutions); 'auto' is resolved here too.
 
     Returns:
       float[B, H', W', Cout] in the promoted dtype of x and kernel.
@@ -92,36 +128,14 @@ def conv2d(
     kh, kw, cin, cout = kernel.shape
     if x.shape[-1] != cin:
         raise ValueError(f"input has {x.shape[-1]} channels, kernel expects {cin}")
-    pads = _explicit_padding(padding, x.shape[1:3], (kh, kw), stride)
-    if lowering == "native":
-        return jax.lax.conv_general_dilated(
-            x,
-            kernel,
-            window_strides=(stride, stride),
-            padding=pads,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        )
-
+    pads = tuple(
+        (int(lo), int(hi)) for lo, hi in _explicit_padding(padding, x.shape[1:3], (kh, kw), stride)
+    )
+    if lowering == "native" or (lowering == "hybrid" and stride == 1):
+        return _native_conv(x, kernel, stride, pads)
     if kh == 1 and kw == 1 and stride == 1 and all(p == (0, 0) for p in pads):
         return x @ kernel.reshape(cin, cout)
-    x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-    b, hp, wp, _ = x.shape
-    out_h = (hp - kh) // stride + 1
-    out_w = (wp - kw) // stride + 1
-    # Tap (i, j) lands at channel offset (i * kw + j) * Cin, which is exactly the row order of
-    # an HWIO kernel reshaped to [kh * kw * Cin, Cout].
-    taps = [
-        jax.lax.slice(
-            x,
-            (0, i, j, 0),
-            (b, i + (out_h - 1) * stride + 1, j + (out_w - 1) * stride + 1, cin),
-            (1, stride, stride, 1),
-        )
-        for i in range(kh)
-        for j in range(kw)
-    ]
-    patches = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
-    return patches @ kernel.reshape(kh * kw * cin, cout)
+    return _patches(x, kh, kw, stride, pads) @ kernel.reshape(kh * kw * cin, cout)
 
 
 def upsample_2x(x: Array) -> Array:

@@ -1,0 +1,48 @@
+r"""The study's number-of-classes benchmark, reduced to run on 2 CPU cores in under an hour.
+
+The chest phantom (a fake hospital in CheXpert's layout, label vectors drawn from CheXpert's
+real combination frequencies) at 32x32, the 2, 6 and 10 most frequent label combinations
+(three of the study's rows), each with both generators, seed 0. As in the study, fewer
+classes get more training images per class (the rarest kept combination's share), and
+validation and test images per class are fixed across the settings. Networks are the
+quickstart's narrow ones and training is about 1/400 of the study's length, so the numbers
+say whether the trends appear, not what CheXpert would score.
+
+  python -m launch.sweep --config=configs/sweeps/reproduction.py --workdir=runs/reproduction
+  python -m synthjax.analysis runs/reproduction --x dataset.num_classes \
+      --reference cxr_classes --out runs/reproduction/auroc.png
+
+The runs of one class setting share the prepared data and the real-data classifier.
+"""
+
+import ml_collections
+
+from configs import quickstart
+
+# Training images per combination for each number of combinations (the rarest kept
+# combination's count in this phantom's training split, rounded down).
+TRAIN_PER_CLASS = {2: 1100, 6: 450, 10: 360}
+VALIDATION_PER_CLASS = 40
+TEST_PER_CLASS = 40
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    c = quickstart.get_config(arg)
+    c.dataset.phantom.num_patients = 20_000
+    c.dataset.validation_per_class = VALIDATION_PER_CLASS
+    c.dataset.test_per_class = TEST_PER_CLASS
+    # Six GANs, three real and six synthetic classifiers in under an hour on 2 cores.
+    c.classifier.train_steps = 300
+    c.classifier.eval_every = 50
+    c.gan.train_kimg = 19.2  # 300 steps of 64
+    c.gan.fd.start_kimg = 9.6
+    return c
+
+
+def get_sweep(arg: str | None = None) -> list[dict]:
+    del arg
+    return [
+        {"dataset.num_classes": n, "dataset.samples_per_class": per_class, "gan.arch": arch}
+        for n, per_class in TRAIN_PER_CLASS.items()
+        for arch in ("cpd", "prog")
+    ]
