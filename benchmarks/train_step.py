@@ -270,6 +270,9 @@ def main() -> None:
     parser.add_argument("--fmap-max", type=int, default=0, help="override the config's")
     parser.add_argument("--skip-classifier", action="store_true")
     parser.add_argument("--skip-torch", action="store_true")
+    parser.add_argument(
+        "--torch-resolutions", default="32", help="where PyTorch is timed (compiling is slow)"
+    )
     args = parser.parse_args()
     cfg = config_files.load(args.config)
     cfg.conv_lowering = args.conv_lowering or cfg.conv_lowering
@@ -292,7 +295,7 @@ def main() -> None:
         for arch in args.archs.split(","):
             rows.append(gan_row(cfg, arch, resolution, args.batch, mesh, args))
             print(f"  timed gan {arch} at {resolution}", flush=True)
-        if not args.skip_torch and "cpd" in args.archs:
+        if not args.skip_torch and str(resolution) in args.torch_resolutions.split(","):
             rows.extend(torch_rows(cfg, resolution, args.batch, args))
         if not args.skip_classifier:
             rows.append(classifier_row(cfg, resolution, args.classifier_batch, mesh, args))

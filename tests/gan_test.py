@@ -18,7 +18,7 @@ from synthjax.checkpoint import state_sha256
 from synthjax.data import pipeline
 from synthjax.errors import Preempted
 from synthjax.metrics import read_metrics
-from synthjax.models import layers, param_counts, prog_gan
+from synthjax.models import cpd_gan, layers, param_counts, prog_gan
 from synthjax.train import gan, loop
 
 TINY = dict(fmap_base=64, fmap_max=16)
@@ -341,3 +341,28 @@ def test_readme_states_the_param_counts_it_prints():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     table = param_counts.markdown_table(param_counts.study_param_counts())
     assert table in readme
+
+
+@pytest.mark.parametrize("arch", ["cpd", "prog"])
+def test_one_pass_over_stacked_minibatches_scores_each_as_alone(arch):
+    """The train step scores reals and fakes in one discriminator pass (num_batches=2); the
+    minibatch-stddev statistics must stay within each minibatch, as with two passes."""
+    real, fake = _normal(2, (8, 16, 16, 1)), 3.0 * _normal(3, (8, 16, 16, 1))
+    labels = (jax.random.uniform(jax.random.key(4), (16, 3)) < 0.5).astype(jnp.float32)
+    if arch == "prog":
+        _, d, _, d_vars = _prog_models()
+        score = lambda x, y, **kw: d.apply(d_vars, x, 1.0, **kw)[0]
+    else:
+        d = cpd_gan.Discriminator(16, 3, 1, fmap_base=64, fmap_max=16)
+        d_vars = _run(lambda x, y: d.init(jax.random.key(1), x, y), real, labels[:8])
+        score = lambda x, y, **kw: d.apply(d_vars, x, y, **kw)
+    both = _run(
+        lambda a, b, y: score(jnp.concatenate([a, b]), y, num_batches=2), real, fake, labels
+    )
+    alone = _run(
+        lambda a, b, y: jnp.concatenate([score(a, y[:8]), score(b, y[8:])]), real, fake, labels
+    )
+    np.testing.assert_allclose(both, alone, rtol=1e-5, atol=1e-5)
+    # Scored as one minibatch of 16, the statistics would mix reals and fakes.
+    mixed = _run(lambda a, b, y: score(jnp.concatenate([a, b]), y), real, fake, labels)
+    assert np.max(np.abs(np.asarray(mixed) - np.asarray(alone))) > 1e-3

@@ -164,10 +164,12 @@ class Discriminator(nn.Module):
         return feature_maps(stage, self.fmap_base, self.fmap_max)
 
     @nn.compact
-    def __call__(self, images: Array, labels: Array) -> Array:
+    def __call__(self, images: Array, labels: Array, *, num_batches: int = 1) -> Array:
         """images: float32[B, R, R, C], labels: float32[B, K] -> float32[B].
 
         With num_labels = 0 the output is a single unconditional score per image.
+        `num_batches` > 1: images stack that many minibatches (each keeps its own minibatch
+        statistics), so several are scored in one pass with larger matrix products.
         """
         res_log2 = resolution_log2(self.resolution)
         expected = (self.resolution, self.resolution, self.channels)
@@ -218,7 +220,7 @@ class Discriminator(nn.Module):
             x = x.astype(compute_dtype(res // 2, self.dtype, self.bf16_resolution))
 
         if self.mbstd_group_size > 1:
-            x = minibatch_stddev(x, self.mbstd_group_size, num_features=1)
+            x = minibatch_stddev(x, self.mbstd_group_size, 1, num_batches)
         x = _leaky_relu(conv(self.nf(1), 3, "4x4_conv")(x))
         x = _leaky_relu(EqualizedDense(self.nf(0), dtype=self.dtype, name="4x4_dense")(x))
         scores = EqualizedDense(max(self.num_labels, 1), dtype=self.dtype, name="label_scores")(x)

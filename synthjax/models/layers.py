@@ -162,7 +162,9 @@ def pixel_norm(x: Array, epsilon: float = 1e-8) -> Array:
     return x * jax.lax.rsqrt(mean_square + epsilon).astype(x.dtype)
 
 
-def minibatch_stddev(x: Array, group_size: int = 4, num_features: int = 1) -> Array:
+def minibatch_stddev(
+    x: Array, group_size: int = 4, num_features: int = 1, num_batches: int = 1
+) -> Array:
     """Appends the minibatch standard deviation as extra feature maps (StyleGAN).
 
     Samples are split into groups of G = min(group_size, B); as in ProGAN/StyleGAN, sample i
@@ -173,10 +175,18 @@ def minibatch_stddev(x: Array, group_size: int = 4, num_features: int = 1) -> Ar
       x: float[B, H, W, C]; B must be divisible by G and C by num_features.
       group_size: upper bound on the group size.
       num_features: number of channel slices, one appended feature map each.
+      num_batches: x stacks this many minibatches of B / num_batches along the batch axis
+        (e.g. reals then fakes, so the discriminator sees both in one pass); each gets its
+        own statistics, exactly as if it went through alone.
 
     Returns:
       float[B, H, W, C + num_features].
     """
+    if num_batches > 1:
+        b, h, w, c = x.shape
+        parts = x.reshape(num_batches, b // num_batches, h, w, c)
+        out = jax.vmap(lambda part: minibatch_stddev(part, group_size, num_features))(parts)
+        return out.reshape(b, h, w, c + num_features)
     b, h, w, c = x.shape
     g = min(group_size, b)
     if b % g or c % num_features:

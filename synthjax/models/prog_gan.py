@@ -172,7 +172,12 @@ class Discriminator(nn.Module):
 
     @nn.compact
     def __call__(
-        self, images: Array, alpha: Array | float = 1.0, *, build_all: bool = False
+        self,
+        images: Array,
+        alpha: Array | float = 1.0,
+        *,
+        build_all: bool = False,
+        num_batches: int = 1,
     ) -> tuple[Array, Array]:
         """images: float32[B, L, L, C], start_resolution <= L <= resolution -> (scores
         float32[B], label logits float32[B, K]).
@@ -229,7 +234,7 @@ class Discriminator(nn.Module):
             x = block(x, log2)
 
         if self.mbstd_group_size > 1:
-            x = minibatch_stddev(x, self.mbstd_group_size, num_features=1)
+            x = minibatch_stddev(x, self.mbstd_group_size, 1, num_batches)
         x = _leaky_relu(conv(2, self.nf(1), 3, "4x4_conv")(x))
         x = _leaky_relu(EqualizedDense(self.nf(0), gain=HE_GAIN, name="4x4_dense")(x))
         out = EqualizedDense(1 + self.num_labels, name="output")(x).astype(jnp.float32)
