@@ -114,8 +114,9 @@ def _batch(batch: int, resolution: int, channels: int, mesh) -> dict[str, jax.Ar
     )
 
 
-def gan_row(cfg, arch: str, resolution: int, batch: int, mesh, args) -> dict[str, Any]:
-    """The GAN train step of `arch` at `resolution` (its final phase for prog-GAN)."""
+def gan_step(cfg, arch: str, resolution: int, batch: int, mesh) -> tuple[Any, Any, tuple]:
+    """(jitted step, state, (batch, label table)): the GAN train step of `arch` at
+    `resolution` (its final phase for prog-GAN), the state donated at every call."""
     cfg = cfg.copy_and_resolve_references()
     cfg.gan.arch = arch
     cfg.gan.batch_size = batch
@@ -130,8 +131,14 @@ def gan_row(cfg, arch: str, resolution: int, batch: int, mesh, args) -> dict[str
     )
     data = _batch(batch, resolution, 1, mesh)
     table = jax.device_put((np.random.default_rng(0).random((256, 14)) < 0.3).astype(np.float32))
-    flops, mib, compile_s = _program_stats(step, state, data, table)
-    timing = time_steps(step, state, (data, table), steps=args.steps, rounds=args.rounds)
+    return step, state, (data, table)
+
+
+def gan_row(cfg, arch: str, resolution: int, batch: int, mesh, args) -> dict[str, Any]:
+    """The GAN train step of `arch` at `resolution` (its final phase for prog-GAN)."""
+    step, state, inputs = gan_step(cfg, arch, resolution, batch, mesh)
+    flops, mib, compile_s = _program_stats(step, state, *inputs)
+    timing = time_steps(step, state, inputs, steps=args.steps, rounds=args.rounds)
     return {
         "step": f"gan {arch}",
         "resolution": resolution,

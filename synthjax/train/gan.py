@@ -405,8 +405,11 @@ def train_step(
         z = jax.random.normal(k_z, (n, s.latent_dim), jnp.float32)
         return models.generate(g_params, z, labels, level=level, alpha=alpha), labels
 
-    fake, fake_labels = generate(state.g_params, k_zd, k_yd)
-    fake = jax.lax.stop_gradient(fake)
+    # The named scopes label the compiled program's operations for profiles
+    # (benchmarks/step_profile.py); they change nothing computed.
+    with jax.named_scope("d_update"):
+        fake, fake_labels = generate(state.g_params, k_zd, k_yd)
+        fake = jax.lax.stop_gradient(fake)
 
     def d_loss_fn(d_params):
         def critic(images, labels, k):
@@ -427,11 +430,12 @@ def train_step(
         if s.loss == "wgan_gp":
             # Gradient penalty on straight lines between real and fake images (real labels),
             # taken before augmentation so it constrains D on the data's own space.
-            eps = jax.random.uniform(k_eps, (n, 1, 1, 1), jnp.float32)
-            mixed = eps * real + (1.0 - eps) * fake
-            grads = jax.grad(lambda x: jnp.sum(critic(x, real_labels, k_ar)[0]))(mixed)
-            norms = jnp.sqrt(jnp.sum(jnp.square(grads), axis=(1, 2, 3)) + 1e-12)
-            penalty = jnp.mean(jnp.square(norms - 1.0))
+            with jax.named_scope("gradient_penalty"):
+                eps = jax.random.uniform(k_eps, (n, 1, 1, 1), jnp.float32)
+                mixed = eps * real + (1.0 - eps) * fake
+                grads = jax.grad(lambda x: jnp.sum(critic(x, real_labels, k_ar)[0]))(mixed)
+                norms = jnp.sqrt(jnp.sum(jnp.square(grads), axis=(1, 2, 3)) + 1e-12)
+                penalty = jnp.mean(jnp.square(norms - 1.0))
             wasserstein = jnp.mean(s_real) - jnp.mean(s_fake)
             drift = jnp.mean(jnp.square(s_real))
             loss = -wasserstein + s.gp_weight * penalty + s.drift_weight * drift
@@ -455,9 +459,11 @@ def train_step(
         metrics["loss_d"] = loss
         return loss, (metrics, s_real, s_fake)
 
-    d_grads, (d_metrics, s_real, s_fake) = jax.grad(d_loss_fn, has_aux=True)(state.d_params)
-    d_updates, d_opt = optimizer.update(d_grads, d_opt, state.d_params)
-    d_params = optax.apply_updates(state.d_params, d_updates)
+    with jax.named_scope("d_update"):
+        d_grads, (d_metrics, s_real, s_fake) = jax.grad(d_loss_fn, has_aux=True)(state.d_params)
+        with jax.named_scope("optimizer"):
+            d_updates, d_opt = optimizer.update(d_grads, d_opt, state.d_params)
+            d_params = optax.apply_updates(state.d_params, d_updates)
 
     def g_loss_fn(g_params):
         images, labels = generate(g_params, k_zg, k_yg)
@@ -474,16 +480,19 @@ def train_step(
         metrics["loss_g"] = loss
         return loss, metrics
 
-    g_grads, g_metrics = jax.grad(g_loss_fn, has_aux=True)(state.g_params)
-    g_updates, g_opt = optimizer.update(g_grads, g_opt, state.g_params)
-    g_params = optax.apply_updates(state.g_params, g_updates)
+    with jax.named_scope("g_update"):
+        g_grads, g_metrics = jax.grad(g_loss_fn, has_aux=True)(state.g_params)
+        with jax.named_scope("optimizer"):
+            g_updates, g_opt = optimizer.update(g_grads, g_opt, state.g_params)
+            g_params = optax.apply_updates(state.g_params, g_updates)
 
     decay = jnp.asarray(s.ema_decay, jnp.float32)
     if s.ema_warmup:
         # Early on the EMA would mostly average the random init: ramp the decay up.
         t = state.step.astype(jnp.float32)
         decay = jnp.minimum(decay, (1.0 + t) / (10.0 + t))
-    g_ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.g_ema, g_params)
+    with jax.named_scope("ema"):
+        g_ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.g_ema, g_params)
 
     ada_p, ada_signs, ada_count = state.ada_p, state.ada_signs, state.ada_count
     metrics = {**d_metrics, **g_metrics}
