@@ -25,7 +25,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from synthjax import config_files, parallel
+from synthjax import compiler, config_files, parallel
 from synthjax.checkpoint import Checkpointer
 from synthjax.train import gan
 
@@ -36,8 +36,8 @@ def _setup(cfg, resolution: int, batch: int, mesh):
     cfg.gan.train_steps = 10**9
     setup = gan.gan_setup(cfg, num_labels=14, image_shape=(resolution, resolution, 1))
     replicated = parallel.replicated(mesh)
-    state = jax.jit(setup.init, out_shardings=replicated)()
-    step = jax.jit(
+    state = compiler.jit(setup.init, out_shardings=replicated)()
+    step = compiler.jit(
         gan.make_train_step(cfg.gan, setup.models, setup.optimizer, setup.schedule.final),
         donate_argnums=0,
     )

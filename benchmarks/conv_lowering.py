@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from synthjax import compiler
 from synthjax.models.cpd_gan import Discriminator, Generator, count_params
 
 
@@ -73,13 +74,13 @@ def _gradient_step(model_name: str, lowering: str, args: argparse.Namespace):
     else:
         model = Generator(latent_dim=args.latent_dim, **sizes)
         data = jax.random.normal(key, (args.batch, args.latent_dim))
-    params = jax.jit(model.init)(key, data, labels)
+    params = compiler.jit(model.init)(key, data, labels)
 
     def loss(params, data, labels):
         out = model.apply(params, data, labels)
         return jnp.mean(jnp.square(out))
 
-    return jax.jit(jax.value_and_grad(loss)), params, (data, labels)
+    return compiler.jit(jax.value_and_grad(loss)), params, (data, labels)
 
 
 def main() -> None:
@@ -119,7 +120,7 @@ def main() -> None:
             info[name] = (count_params(params), compile_seconds, _flops(compiled))
     n = args.matmul_size
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    programs["matmul"] = (jax.jit(jnp.matmul), (a, a))
+    programs["matmul"] = (compiler.jit(jnp.matmul), (a, a))
 
     times = _interleaved_seconds(programs, args.rounds)
 

@@ -56,7 +56,7 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from synthjax import parallel
+from synthjax import compiler, parallel
 from synthjax.data import loader, pipeline, shards
 from synthjax.models.layers import resolve_conv_lowering
 from synthjax.train import gan
@@ -197,9 +197,9 @@ def gan_step_inputs(
     shape = (resolution, resolution, settings.channels)
     setup = gan.gan_setup(cfg, num_labels=settings.num_labels, image_shape=shape)
     replicated = parallel.replicated(mesh)
-    state = jax.jit(setup.init, out_shardings=replicated)()
+    state = compiler.jit(setup.init, out_shardings=replicated)()
     phase = setup.schedule.final
-    step = jax.jit(
+    step = compiler.jit(
         gan.make_train_step(cfg.gan, setup.models, setup.optimizer, phase), donate_argnums=0
     )
     rng = np.random.default_rng(resolution)

@@ -25,7 +25,7 @@ import time
 import jax
 import numpy as np
 
-from synthjax import config_files, parallel
+from synthjax import compiler, config_files, parallel
 from synthjax.train import gan
 
 
@@ -38,8 +38,8 @@ def _step_program(cfg, arch: str, resolution: int, bf16_from: int, batch: int, m
     cfg.gan.train_steps = 10**9  # only the final phase's program is timed
     setup = gan.gan_setup(cfg, num_labels=14, image_shape=(resolution, resolution, 1))
     replicated = parallel.replicated(mesh)
-    state = jax.jit(setup.init, out_shardings=replicated)()
-    step = jax.jit(
+    state = compiler.jit(setup.init, out_shardings=replicated)()
+    step = compiler.jit(
         gan.make_train_step(cfg.gan, setup.models, setup.optimizer, setup.schedule.final),
         donate_argnums=0,
     )

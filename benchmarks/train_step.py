@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from synthjax import config_files, parallel
+from synthjax import compiler, config_files, parallel
 from synthjax.models.layers import resolve_conv_lowering
 from synthjax.train import classifier, gan
 
@@ -58,7 +58,7 @@ def matmul_peak(sizes: tuple[int, ...] = (1024, 2048), seconds: float = 1.0) -> 
     for n in sizes:
         a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
         b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-        f = jax.jit(jnp.matmul)
+        f = compiler.jit(jnp.matmul)
         jax.block_until_ready(f(a, b))
         best, start = float("inf"), time.perf_counter()
         while time.perf_counter() - start < seconds:
@@ -124,8 +124,8 @@ def gan_step(cfg, arch: str, resolution: int, batch: int, mesh) -> tuple[Any, An
     cfg.gan.train_steps = 10**9  # only the final phase's program is timed
     setup = gan.gan_setup(cfg, num_labels=NUM_LABELS, image_shape=(resolution, resolution, 1))
     replicated = parallel.replicated(mesh)
-    state = jax.jit(setup.init, out_shardings=replicated)()
-    step = jax.jit(
+    state = compiler.jit(setup.init, out_shardings=replicated)()
+    step = compiler.jit(
         gan.make_train_step(cfg.gan, setup.models, setup.optimizer, setup.schedule.final),
         donate_argnums=0,
     )
@@ -157,8 +157,8 @@ def classifier_row(cfg, resolution: int, batch: int, mesh, args) -> dict[str, An
     init = functools.partial(
         classifier.init_state, cfg.seed, model, optimizer, (resolution, resolution, 1)
     )
-    state = jax.jit(init, out_shardings=parallel.replicated(mesh))()
-    step = jax.jit(
+    state = compiler.jit(init, out_shardings=parallel.replicated(mesh))()
+    step = compiler.jit(
         functools.partial(classifier.train_step, model=model, optimizer=optimizer),
         donate_argnums=0,
     )
@@ -292,6 +292,7 @@ def main() -> None:
         f"conv lowering {cfg.conv_lowering} ({resolve_conv_lowering(cfg.conv_lowering)}), "
         f"fmap_max {cfg.gan.fmap_max}; best of {args.rounds} rounds of {args.steps} steps"
     )
+    print(f"compiler options: {compiler.options() or 'XLA defaults'}")
     print(
         "float32 matmul peak: "
         + ", ".join(f"{n}x{n}: {g:.1f} GFLOP/s" for n, g in peaks.items())

@@ -23,7 +23,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from synthjax import distributed, parallel
+from synthjax import compiler, distributed, parallel
 from synthjax.checkpoint import state_sha256
 from synthjax.data import shards
 from synthjax.data.loader import load_source
@@ -57,7 +57,7 @@ def run_stage(run: Run) -> dict[str, Any]:
     models, g_ema = gan.restore_generator(run)
     parallel.check_batch_size("synthesize.batch_size", cfg.synthesize.batch_size, mesh)
     generate = distributed.CompiledEverywhere(
-        jax.jit(functools.partial(_generate, models=models, latent_dim=cfg.gan.latent_dim)),
+        compiler.jit(functools.partial(_generate, models=models, latent_dim=cfg.gan.latent_dim)),
         "synthesize generate",
     )
     batch = cfg.synthesize.batch_size

@@ -11,12 +11,11 @@ Protocol: balance the two sides by seeded subsampling, split each 50/50 into tra
 halves (the same split at every resolution), label synthetic = 1 and real = 0, train with
 Adam on sigmoid cross-entropy for a fixed number of steps on batches drawn with replacement
 (random horizontal flips), then score the test halves. Runs on the default device with plain
-`jax.jit`; the same inputs and seed give the same result.
+`jax.jit` (`synthjax.compiler.jit`); the same inputs and seed give the same result.
 """
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +27,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from synthjax import compiler
 from synthjax.data.pipeline import images_to_float
 from synthjax.eval import utility
 from synthjax.progress import Progress
@@ -113,7 +113,7 @@ _MODEL = TwoSampleClassifier()
 _ADAM = optax.scale_by_adam()
 
 
-@functools.partial(jax.jit, static_argnums=1)
+@compiler.lazy_jit(static_argnums=1)
 def _init(key: jax.Array, channels: int) -> tuple[PyTree, PyTree]:
     # The parameters do not depend on the image size: one program serves every resolution.
     params = _MODEL.init(key, jnp.zeros((1, 1, 1, channels), jnp.uint8))["params"]
@@ -135,8 +135,8 @@ def _step(
     return (params, opt_state), loss
 
 
-_train_step = jax.jit(_step, donate_argnums=0)
-_logits = jax.jit(lambda params, images: _MODEL.apply({"params": params}, images))
+_train_step = compiler.lazy_jit(_step, donate_argnums=0)
+_logits = compiler.lazy_jit(lambda params, images: _MODEL.apply({"params": params}, images))
 
 
 def _predict(params: PyTree, images: np.ndarray, batch_size: int) -> np.ndarray:

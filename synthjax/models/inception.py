@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from synthjax import compiler
 from synthjax.models.layers import conv2d
 
 Array = jax.Array
@@ -472,7 +473,7 @@ def features_fn(
     variables = jax.device_put(load_params(params_path))
     model = InceptionV3FID(conv_lowering=conv_lowering)
 
-    @jax.jit
+    @compiler.jit
     def run(variables: dict, batch: Array) -> Array:
         with jax.default_matmul_precision("highest"):
             return model.apply(variables, preprocess(batch))

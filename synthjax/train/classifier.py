@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from synthjax import distributed, parallel
+from synthjax import compiler, distributed, parallel
 from synthjax.checkpoint import state_sha256
 from synthjax.data import pipeline
 from synthjax.data.loader import ImageSource, load_source
@@ -197,7 +197,7 @@ class DomainFeatures:
         )
         self._variables = (state.best_params, state.best_batch_stats)
         self._predict = distributed.CompiledEverywhere(
-            jax.jit(functools.partial(predict, model=model)), "domain features"
+            compiler.jit(functools.partial(predict, model=model)), "domain features"
         )
         self._batch = cfg.classifier.eval_batch_size
         self._mesh = run.mesh
@@ -242,7 +242,7 @@ def run_stage(run: Run, kind: str) -> dict[str, Any]:
     optimizer = make_optimizer(ccfg.learning_rate)
     replicated = parallel.replicated(mesh)
     init = functools.partial(init_state, cfg.seed, model, optimizer, image_shape)
-    create_state = jax.jit(init, out_shardings=replicated)
+    create_state = compiler.jit(init, out_shardings=replicated)
     weights = (
         positive_weights(train_source.labels[train_idx])
         if ccfg.pos_weight
@@ -250,11 +250,13 @@ def run_stage(run: Run, kind: str) -> dict[str, Any]:
     )
     pos_weight = jax.device_put(weights, replicated)
     jit_step = distributed.CompiledEverywhere(
-        jax.jit(functools.partial(train_step, model=model, optimizer=optimizer), donate_argnums=0),
+        compiler.jit(
+            functools.partial(train_step, model=model, optimizer=optimizer), donate_argnums=0
+        ),
         f"{stage} step",
     )
     predict_fn = distributed.CompiledEverywhere(
-        jax.jit(functools.partial(predict, model=model)), f"{stage} predict"
+        compiler.jit(functools.partial(predict, model=model)), f"{stage} predict"
     )
     val_labels = val_source.labels[val_idx]
 

@@ -28,7 +28,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from synthjax import distributed, parallel
+from synthjax import compiler, distributed, parallel
 from synthjax.checkpoint import state_sha256
 from synthjax.data import pipeline
 from synthjax.eval import grids
@@ -689,12 +689,12 @@ def run_stage(run: Run) -> dict[str, Any]:
             mesh,
         )
     replicated = parallel.replicated(mesh)
-    create_state = jax.jit(setup.init, out_shardings=replicated)
+    create_state = compiler.jit(setup.init, out_shardings=replicated)
     label_table = jax.device_put(train_source.labels[train_indices], replicated)
     # One compiled step per phase (compiled when the phase first runs).
     jit_steps = [
         distributed.CompiledEverywhere(
-            jax.jit(make_train_step(cfg.gan, models, optimizer, phase), donate_argnums=0),
+            compiler.jit(make_train_step(cfg.gan, models, optimizer, phase), donate_argnums=0),
             f"gan step, phase {phase.index}",
         )
         for phase in schedule.phases
@@ -724,7 +724,7 @@ def run_stage(run: Run) -> dict[str, Any]:
     row_titles = [
         grids.label_combination_name(c, data.label_names) for c in data.subset.combos[:rows]
     ]
-    generate = jax.jit(
+    generate = compiler.jit(
         functools.partial(generate_images, models=models), static_argnames=("level",)
     )
     attribution = run.summary("prepare").get("attribution")  # shown wherever images are
@@ -770,7 +770,7 @@ def run_stage(run: Run) -> dict[str, Any]:
             cfg.gan.fd,
             space=feature_space(run),
             generate=distributed.CompiledEverywhere(
-                jax.jit(functools.partial(generate_images, models=models)), "gan fd generate"
+                compiler.jit(functools.partial(generate_images, models=models)), "gan fd generate"
             ),
             reference=(data.source(split), data.subset.indices[split]),
             latent_dim=cfg.gan.latent_dim,
