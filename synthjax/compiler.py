@@ -5,10 +5,11 @@ On CPU, jaxlib 0.10 hands convolutions, matrix products and reductions to YNNPAC
 default (`__ynn_fusion` in the compiled HLO). On the 2-core machines this project is
 tested on, YNNPACK's convolutions were the slow path of every training step: the kernel
 gradient of a 3x3 stride-1 convolution (batch 64, 32x32, 32 channels) took 2.3x as long
-as XLA's own (Eigen) convolution, and without them the cpD-GAN step at 32x32 ran 1.2-1.5x
-faster and the classifier's step 1.6x (`benchmarks/train_step.py`; numbers in the
-README's Performance section). So on CPU YNNPACK keeps the matrix products and the
-reductions, the rest of XLA's default list, and the convolutions go to XLA's own.
+as XLA's own (Eigen) convolution, and without them the cpD-GAN step at 32x32 ran 1.29x
+faster and the classifier's step 1.66x (medians of interleaved `benchmarks/train_step.py`
+runs; the README's Performance section has them). So on CPU YNNPACK keeps the matrix
+products and the reductions, the rest of XLA's default list, and the convolutions go to
+XLA's own.
 
 GPU and TPU compile with their defaults (`options()` is None there). `XLA_FLAGS` wins: with
 a `--xla_cpu_experimental_ynn_fusion_type=...` there (e.g. `=+individual_convolution`,
