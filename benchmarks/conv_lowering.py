@@ -78,6 +78,7 @@ def _gradient_step(model_name: str, lowering: str, args: argparse.Namespace):
 
     def loss(params, data, labels):
         out = model.apply(params, data, labels)
+        out = out[0] if isinstance(out, tuple) else out  # D: (scores, aux logits)
         return jnp.mean(jnp.square(out))
 
     return compiler.jit(jax.value_and_grad(loss)), params, (data, labels)

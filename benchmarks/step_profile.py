@@ -146,6 +146,12 @@ def trace_durations(logdir: Path) -> collections.Counter:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/quickstart.py")
+    parser.add_argument(
+        "--recipe",
+        default="study",
+        choices=("study", "synthjax"),
+        help="GAN recipe (study: the step the PyTorch twin reproduces and earlier rows timed)",
+    )
     parser.add_argument("--arch", default="cpd", choices=("cpd", "prog"))
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--batch", type=int, default=32)
@@ -155,6 +161,7 @@ def main() -> None:
     parser.add_argument("--fmap-max", type=int, default=0, help="override the config's")
     args = parser.parse_args()
     cfg = config_files.load(args.config)
+    cfg.gan.recipe = args.recipe
     cfg.conv_lowering = args.conv_lowering or cfg.conv_lowering
     cfg.gan.fmap_max = args.fmap_max or cfg.gan.fmap_max
     mesh = parallel.make_mesh(-1)

@@ -568,7 +568,7 @@ def parity(
     g_params = perturbed(g_flax.init(jax.random.key(0), jnp.asarray(z), jnp.asarray(labels)))
     d_params = perturbed(d_flax.init(jax.random.key(1), jnp.asarray(images), jnp.asarray(labels)))
     g_jax = np.asarray(g_flax.apply(g_params, z, labels))  # [B, R, R, C]
-    d_jax = np.asarray(d_flax.apply(d_params, images, labels))  # [B]
+    d_jax = np.asarray(d_flax.apply(d_params, images, labels)[0])  # [B]
 
     sizes.pop("conv_lowering")
     g_torch = Generator(latent_dim=latent_dim, **sizes)

@@ -267,6 +267,12 @@ def print_table(rows: list[dict[str, Any]], peak: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/quickstart.py")
+    parser.add_argument(
+        "--recipe",
+        default="study",
+        choices=("study", "synthjax"),
+        help="GAN recipe (study: the step the PyTorch twin reproduces and earlier rows timed)",
+    )
     parser.add_argument("--resolutions", default="32,64,128,256")
     parser.add_argument("--archs", default="cpd,prog")
     parser.add_argument("--batch", type=int, default=32)
@@ -282,6 +288,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     cfg = config_files.load(args.config)
+    cfg.gan.recipe = args.recipe
     cfg.conv_lowering = args.conv_lowering or cfg.conv_lowering
     cfg.gan.fmap_max = args.fmap_max or cfg.gan.fmap_max
     mesh = parallel.make_mesh(-1)

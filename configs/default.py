@@ -86,6 +86,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # --- GAN ---------------------------------------------------------------------------------
     c.gan = ml_collections.ConfigDict()
     c.gan.arch = "cpd"  # cpd | prog (prog's own sizes and schedule: gan.prog below)
+    # study: the study's exact design (every reproduction config uses it) | synthjax: a
+    # normalised label embedding + mapping network in G, a projection D with a multi-label
+    # auxiliary classifier, logistic loss + R1 (synthjax/train/recipes.py; the README's
+    # ablation table is why it is the default).
+    c.gan.recipe = "synthjax"
+    # The recipe's single choices, each overridable ('' = the recipe's):
+    c.gan.loss = ""  # wgan_gp (study) | logistic_r1 (synthjax: non-saturating + lazy R1)
+    c.gan.conditioning = ""  # G: concat (study) | mapping (synthjax)
+    c.gan.d_conditioning = ""  # D: label_sum (study) | projection (synthjax)
+    c.gan.aux = ""  # auxiliary classifier: none (study cpD) | softmax (study prog) | sigmoid
+    c.gan.rgb_upsample = ""  # cpD skip path: nearest (study) | bilinear (synthjax)
+    c.gan.aux_weight = 1.0  # its weight in D's and G's losses (the study's AC-GAN: 1)
+    c.gan.mapping_layers = 2  # conditioning=mapping: dense layers after the embedding
+    c.gan.mapping_lr_mul = 0.01  # their learning-rate multiplier (StyleGAN2's)
     c.gan.batch_size = 256  # cpd (prog: gan.prog.batch_sizes per resolution)
     c.gan.train_kimg = 12_000.0  # length in thousands of real images (the study's cap at 32^2;
     # 14,000 at 64^2, 16,000 at 128^2)
@@ -98,7 +112,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.gan.fmap_base = 16384
     c.gan.fmap_max = 512
     c.gan.mbstd_group_size = 4
-    c.gan.loss = "wgan_gp"  # wgan_gp (the study) | logistic_r1 (non-saturating + lazy R1)
     c.gan.gp_weight = 10.0  # WGAN-GP lambda
     c.gan.drift_weight = 0.001  # epsilon * D(x)^2
     c.gan.r1_gamma = 0.01  # logistic_r1: gamma/2 * |grad D(real)|^2 (ADA's setting at 32^2)
@@ -123,13 +136,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.gan.prog.stable_kimg = 1400.0
     c.gan.prog.learning_rate = 0.001
     c.gan.prog.fmap_base = 8192
-    c.gan.prog.acgan_weight = 1.0  # AC-GAN label cross-entropy, in D's and G's losses
     c.gan.prog.reset_optimizer = True  # fresh Adam moments when layers are added / settle
     # Adaptive discriminator augmentation (Karras et al. 2020), either architecture.
     c.gan.ada = ml_collections.ConfigDict()
     c.gan.ada.enabled = False  # the study had none
     c.gan.ada.augmentations = "translate,rotate,scale,brightness,contrast,cutout"  # + xflip
     c.gan.ada.target = 0.6  # target E[sign(D(real) - center)]
+    c.gan.ada.start_p = 0.0  # the strength at step 0 (ADA's: 0; short runs start higher)
     # Where D's score means "undecided": "zero" (ADA's, for a logistic D), "midpoint" of the
     # mean real and fake scores (for a WGAN critic, whose offset is arbitrary), or "auto".
     c.gan.ada.center = "auto"
@@ -148,6 +161,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.gan.fd.features = "classifier"  # classifier | inception
     c.gan.fd.inception_weights = ""  # .npz from scripts/convert_fid_inception.py
     c.gan.fd.batch_size = 256
+    # What "best" means at those evaluations: fd (the study's) | label_fidelity (the
+    # real-trained classifier's AUROC on generated images against their labels) | combined
+    # (the best label fidelity among evaluations with FD <= select_fd_guard x the lowest FD).
+    c.gan.select = "combined"
+    c.gan.select_fd_guard = 1.5
 
     # --- synthesize / evaluate -----------------------------------------------------------------
     c.synthesize = ml_collections.ConfigDict()

@@ -19,9 +19,10 @@ or from the shell, which prints the table (and the runs not finished yet) and sa
 
 A row holds the run's resolved config flattened to dotted columns (`gan.arch`,
 `dataset.num_classes`, ...), the headline numbers of `report.json` (`trtr_auroc_mean`,
-`tstr_auroc_mean`, `auroc_gap` and their `_lo` / `_hi` interval ends, AUPRC, FD, PRDC, the
-automated reader's AUROC at the run's resolution, the copy rate, the verdict, per-label AUROC
-as `trtr_auroc.<label>` / `tstr_auroc.<label>`), and each stage's `wall_s` and
+`tstr_auroc_mean`, `label_fidelity_auroc_mean`, `auroc_gap` and their `_lo` / `_hi`
+interval ends, AUPRC, FD, PRDC, the automated reader's AUROC at the run's resolution, the
+copy rate, the verdict, per-label AUROC as `trtr_auroc.<label>` / `tstr_auroc.<label>` /
+`label_fidelity.<label>`), and each stage's `wall_s` and
 `state_sha256` (`wall_s.gan`, ...). A run that has not reached its report still gets a row,
 with what it has (`finished` says how far it got); the tables and figures leave it out. Only
 files the pipeline writes are read; nothing is recomputed.
@@ -46,6 +47,7 @@ from synthjax.experiment import STAGE_ORDER
 _HEADLINE = (
     "trtr_auroc_mean",
     "tstr_auroc_mean",
+    "label_fidelity_auroc_mean",
     "auroc_gap",
     "trtr_auprc_mean",
     "tstr_auprc_mean",
@@ -101,6 +103,8 @@ def report_columns(report: dict[str, Any]) -> dict[str, Any]:
     for label in report.get("per_label") or []:
         row[f"trtr_auroc.{label['label']}"] = label.get("trtr_auroc")
         row[f"tstr_auroc.{label['label']}"] = label.get("tstr_auroc")
+    for name, label in (report.get("label_fidelity_per_label") or {}).items():
+        row[f"label_fidelity.{name}"] = label.get("auroc")
     return row
 
 

@@ -35,7 +35,6 @@ STAGE_ORDER = (
 DATASETS = ("chexpert", "nih_cxr14", "rsna_ich", "folder")
 PHANTOM_DATASETS = ("chexpert", "rsna_ich")  # the built-in phantoms write these layouts
 GAN_ARCHS = ("cpd", "prog")
-GAN_LOSSES = ("wgan_gp", "logistic_r1")
 FD_FEATURES = ("classifier", "inception")
 CLASSIFIER_ARCHS = ("densenet121", "densenet_narrow")
 CONV_LOWERINGS = ("auto", "native", "im2col", "hybrid")
@@ -233,7 +232,19 @@ def _validate_gan(gan: ml_collections.ConfigDict, resolution: int, data: int) ->
     _require(
         gan.arch in GAN_ARCHS, "gan.arch", f"{gan.arch!r} is not available", f"use {GAN_ARCHS}"
     )
-    _require(gan.loss in GAN_LOSSES, "gan.loss", f"{gan.loss!r} is unknown", f"use {GAN_LOSSES}")
+    from synthjax.train import recipes  # pure Python
+
+    _require(
+        gan.recipe in recipes.RECIPES,
+        "gan.recipe",
+        f"{gan.recipe!r} is not a recipe",
+        f"use one of {list(recipes.RECIPES)}",
+    )
+    try:
+        recipes.resolve(gan)
+    except ValueError as error:
+        field = str(error).split("=")[0]
+        raise ConfigError(field, str(error), "leave it '' for the recipe's choice") from None
     _require(
         gan.train_steps > 0 or gan.train_kimg > 0,
         "gan.train_kimg",
@@ -298,6 +309,12 @@ def _validate_gan(gan: ml_collections.ConfigDict, resolution: int, data: int) ->
         f"{ada.center!r} is not a known centre for ADA's sign",
         "use 'auto', 'zero' or 'midpoint'",
     )
+    _require(
+        0.0 <= ada.start_p <= 1.0,
+        "gan.ada.start_p",
+        f"{ada.start_p} is not a probability",
+        "use 0 (ADA's) up to about 0.5",
+    )
     for field, value in (("interval", ada.interval), ("speed_kimg", ada.speed_kimg)):
         _require(
             value > 0,
@@ -305,6 +322,18 @@ def _validate_gan(gan: ml_collections.ConfigDict, resolution: int, data: int) ->
             f"{value} is not a usable ADA setting",
             "use a positive value (ADA: interval 4, speed_kimg 500)",
         )
+    _require(
+        gan.select in ("fd", "label_fidelity", "combined"),
+        "gan.select",
+        f"{gan.select!r} is not a selection rule",
+        "use 'fd', 'label_fidelity' or 'combined'",
+    )
+    _require(
+        gan.select_fd_guard >= 1.0,
+        "gan.select_fd_guard",
+        f"{gan.select_fd_guard} < 1 would refuse the lowest FD itself",
+        "use a factor >= 1, e.g. 1.5",
+    )
     fd = gan.fd
     if fd.every_kimg > 0:
         _require(
@@ -381,16 +410,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict[str, 
     if (
         "gan" in config.stages
         and fd.every_kimg > 0
-        and fd.features == "classifier"
+        and (fd.features == "classifier" or config.gan.select != "fd")
         and "classifier_real" not in config.stages
         and not run_.finished("classifier_real")
     ):
         raise ConfigError(
             "gan.fd.features",
-            "GAN model selection measures Fréchet distances in the real-data classifier's "
-            f"features, and classifier_real has not run in {run_.workdir}",
+            "GAN model selection measures Fréchet distances and label fidelity with the "
+            f"real-data classifier, and classifier_real has not run in {run_.workdir}",
             "add 'classifier_real' to `stages`, or set gan.fd.every_kimg=0 (no selection)",
         )
+    _extend_finished_gan(run_, config)
     stage_fns = _stage_fns()
     summaries = {}
     for stage in config.stages:
@@ -400,6 +430,94 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict[str, 
             continue
         summaries[stage] = _run_stage(run_, stage, stage_fns[stage])
     return summaries
+
+
+def _extend_finished_gan(run_: Run, config: ml_collections.ConfigDict) -> None:
+    """Reopens a finished `gan` stage whose config now asks for more steps than it trained.
+
+    The GAN then resumes from its last checkpoint, and every stage after it runs again on
+    the longer-trained generator. Nothing is deleted: the finished GAN's summary becomes
+    `gan/summary.step_<N>.json`, and the later stages' outputs (their stage directories,
+    `synthetic/`, `report.json`, `report.md`, `report_*.png`) move to
+    `superseded/gan_step_<N>/`. An early-stopped GAN stays finished (a longer run would stop
+    at the same step), and so does one already longer than asked (with a warning).
+    """
+    if "gan" not in config.stages or not run_.finished("gan"):
+        return
+    from synthjax.train.schedule import build_schedule  # pure Python
+
+    asked = build_schedule(config.gan, config.dataset.resolution).total_steps
+    summary = run_.summary("gan")
+    trained = int(summary["step"])
+    if asked == trained:
+        return
+    if asked < trained:
+        _log(
+            logging.WARNING,
+            f"gan: finished at {trained} steps, longer than the {asked} steps the config asks "
+            "for; kept as it is (a GAN is never shortened: its later stages use the "
+            f"{trained}-step GAN)",
+        )
+        return
+    if summary.get("early_stopped"):
+        _log(
+            logging.INFO,
+            f"gan: the config asks for {asked} steps, but the finished GAN stopped early at "
+            f"step {trained} (model selection saw no improvement); training longer changes "
+            "nothing, so it stays finished",
+        )
+        return
+    checkpoints = run_.stage_dir("gan") / "checkpoints"
+    if not (checkpoints.exists() and any(p.name.isdigit() for p in checkpoints.iterdir())):
+        raise ConfigError(
+            "gan.train_steps",
+            f"the config asks for {asked} GAN steps, the finished GAN trained {trained}, and "
+            f"{checkpoints} holds no checkpoint to resume it from",
+            f"ask for its {trained} steps again, or move {run_.stage_dir('gan')} away to "
+            "train a new GAN from scratch",
+        )
+    # Every process has decided (from the same summary) before process 0 moves anything.
+    distributed.barrier("gan: length checked")
+    superseded = run_.workdir / "superseded" / f"gan_step_{trained}"
+    _log(
+        logging.INFO,
+        f"gan: the config asks for {asked} steps and the finished GAN trained {trained}: "
+        f"resuming it from its last checkpoint and redoing every later stage; their "
+        f"{trained}-step results move to {superseded}",
+    )
+    if run_.is_host0:
+        later = STAGE_ORDER[STAGE_ORDER.index("gan") + 1 :]
+        stale = [run_.stage_dir(s) for s in later] + [
+            run_.synthetic_dir,
+            run_.workdir / "report.json",
+            run_.workdir / "report.md",
+            *sorted(run_.workdir.glob("report_*.png")),
+        ]
+        # The gan summary moves last: a run stopped halfway through finds the GAN still
+        # finished and moves the rest next time.
+        for path in stale:
+            if path.exists():
+                _move_aside(path, superseded / path.name)
+        _move_aside(
+            run_.summary_path("gan"), run_.stage_dir("gan") / f"summary.step_{trained}.json"
+        )
+    distributed.barrier("gan: earlier results moved aside")
+
+
+def _move_aside(path: epath.Path, target: epath.Path) -> None:
+    """Renames `path` to `target` (or `target.1`, `target.2`... if taken), and says so."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    free, n = target, 0
+    while free.exists():
+        n += 1
+        free = target.parent / f"{target.name}.{n}"
+    path.rename(free)
+    _log(logging.INFO, f"gan: moved {path} -> {free}")
+
+
+def _log(level: int, message: str) -> None:
+    logging.log(level, "%s", message)
+    print(f"== {message}", flush=True)
 
 
 # Stages that only write files, no device work: process 0 runs them for everyone (on a

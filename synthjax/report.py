@@ -14,7 +14,7 @@ from typing import Any
 from synthjax import report_figures
 from synthjax.workdir import Run, read_json, write_json_atomic
 
-REPORT_VERSION = 2
+REPORT_VERSION = 3
 
 # The verdict's thresholds. An automated reader with an AUROC above EASY_TO_TELL, or a
 # synthetic set whose precision or recall falls below HALF of the real baseline's, is a
@@ -40,8 +40,9 @@ def _fmt_p(p: float | None) -> str:
 def verdict(report: dict[str, Any]) -> dict[str, Any]:
     """'release', 'release with caveats' or 'do not release', with the reasons.
 
-    Refusals: the memorization audit failed (and no override), or the synthetic-trained
-    classifier is not measurably better than chance (TSTR mean AUROC interval reaching 0.5).
+    Refusals: the memorization audit failed (and no override), the synthetic-trained
+    classifier is not measurably better than chance (TSTR mean AUROC interval reaching 0.5),
+    or the synthetic images do not show their labels (label fidelity's interval reaching 0.5).
     Caveats: a reader tells real from synthetic easily, or fidelity is far below the real
     baseline. Stages that did not run make their check 'not measured', which refuses.
     """
@@ -80,6 +81,21 @@ def verdict(report: dict[str, Any]) -> dict[str, Any]:
         passes.append(
             f"utility: TSTR mean AUROC {tstr:.3f}{_fmt_ci(ci)} is above chance (TRTR "
             f"{_fmt(report.get('trtr_auroc_mean'))}, gap {_fmt(report.get('auroc_gap'))})"
+        )
+    lf, lf_ci = report.get("label_fidelity_auroc_mean"), report.get("label_fidelity_auroc_mean_ci")
+    if lf is None or not lf_ci or lf_ci[0] is None:
+        refusals.append("label fidelity: not measured (evaluate recorded no label fidelity)")
+    elif lf_ci[0] <= 0.5:
+        refusals.append(
+            f"label fidelity: the real-trained classifier's AUROC on synthetic images against "
+            f"their own labels is {lf:.3f}{_fmt_ci(lf_ci)}, not above chance: the generator "
+            "ignores its labels"
+        )
+    else:
+        passes.append(
+            f"label fidelity: the real-trained classifier's AUROC on synthetic images against "
+            f"their own labels is {lf:.3f}{_fmt_ci(lf_ci)} (TRTR on real test images: "
+            f"{_fmt(report.get('trtr_auroc_mean'))})"
         )
     c2st = (report.get("discrimination") or {}).get("per_resolution") or []
     if c2st:
@@ -134,6 +150,10 @@ def build_report(run: Run) -> dict[str, Any]:
         "tstr_auprc_mean_ci",
     ):
         report[key] = ev.get(key)
+    lf = ev.get("label_fidelity") or {}
+    report["label_fidelity_auroc_mean"] = lf.get("auroc_mean")
+    report["label_fidelity_auroc_mean_ci"] = lf.get("auroc_mean_ci")
+    report["label_fidelity_per_label"] = lf.get("per_label")
     report["per_label"] = ev.get("per_label", [])
     report["per_combination"] = ev.get("per_combination", [])
     report["labels_excluded"] = ev.get("labels_excluded", {})
@@ -208,6 +228,32 @@ def _utility_lines(r: dict[str, Any]) -> list[str]:
                 f"{_fmt_ci(row['trtr_ci'])} | {_fmt(row['tstr_auroc'])}"
                 f"{_fmt_ci(row['tstr_ci'])} | {_fmt_p(row['delong_p'])} |"
             )
+    return [*lines, ""]
+
+
+def _label_fidelity_lines(r: dict[str, Any]) -> list[str]:
+    per_label = r.get("label_fidelity_per_label")
+    if r.get("label_fidelity_auroc_mean") is None or not per_label:
+        return []
+    trtr = {row["label"]: row["trtr_auroc"] for row in r.get("per_label", [])}
+    lines = [
+        "## Label fidelity: do synthetic images show the labels they were generated from?",
+        "",
+        "The real-trained classifier scores the synthetic test images; its AUROC against the "
+        "label vectors they were generated from is the label fidelity (0.5: the labels left "
+        "no trace). Its TRTR AUROC on real test images is what a perfect generator reaches.",
+        "",
+        f"Mean: **{_fmt(r['label_fidelity_auroc_mean'])}"
+        f"{_fmt_ci(r.get('label_fidelity_auroc_mean_ci'))}**",
+        "",
+        "| label | label fidelity | TRTR on real test images |",
+        "|---|---|---|",
+    ]
+    for name, row in per_label.items():
+        lines.append(
+            f"| {name} | {_fmt(row['auroc'])}{_fmt_ci(row.get('auroc_ci'))} | "
+            f"{_fmt(trtr.get(name))} |"
+        )
     return [*lines, ""]
 
 
@@ -295,6 +341,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         "",
         *_verdict_lines(report["verdict"]),
         *_utility_lines(report),
+        *_label_fidelity_lines(report),
         *_fidelity_lines(report.get("fidelity")),
         *_discrimination_lines(report.get("discrimination")),
         *_privacy_lines(report.get("privacy")),

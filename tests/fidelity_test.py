@@ -49,8 +49,10 @@ class _State:
     g_ema: jax.Array
     best_g_ema: jax.Array
     best_fd: jax.Array
+    best_label_fidelity: jax.Array
     best_step: jax.Array
     fd_evals_since_best: jax.Array
+    min_fd: jax.Array
 
 
 class _Pixels:
@@ -104,8 +106,10 @@ def test_monitor_keeps_the_best_generator_and_stops_after_patience():
         g_ema=jnp.float32(0),
         best_g_ema=jnp.float32(0),
         best_fd=jnp.float32(np.inf),
+        best_label_fidelity=jnp.float32(-np.inf),
         best_step=jnp.int32(-1),
         fd_evals_since_best=jnp.int32(0),
+        min_fd=jnp.float32(np.inf),
     )
     history = []
     for step, offset in [(1, 1), (2, 30), (3, 5), (4, 9), (5, 40), (6, 2)]:

@@ -51,7 +51,7 @@ def _prog_models(resolution=16, num_labels=3, channels=1):
     z, y = jnp.zeros((4, 8)), jnp.zeros((4, num_labels))
     x = jnp.zeros((4, resolution, resolution, channels))
     g_vars = _run(lambda z, y: g.init(jax.random.key(0), z, y, build_all=True), z, y)
-    d_vars = _run(lambda x: d.init(jax.random.key(1), x, build_all=True), x)
+    d_vars = _run(lambda x, y: d.init(jax.random.key(1), x, y, build_all=True), x, y)
     return g, d, g_vars, d_vars
 
 
@@ -69,9 +69,9 @@ def test_prog_gan_grows_with_one_parameter_tree_and_fades_in_continuously():
             "g16_a0": g.apply(g_vars, z, y, 0.0, level=16),
             "g16_a1": g.apply(g_vars, z, y, 1.0, level=16),
             "g16_mid": g.apply(g_vars, z, y, 0.3, level=16),
-            "d8": d.apply(d_vars, layers.downsample_2x(x16), 1.0),
-            "d16_a0": d.apply(d_vars, x16, 0.0),
-            "d16_a1": d.apply(d_vars, x16, 1.0),
+            "d8": d.apply(d_vars, layers.downsample_2x(x16), y, 1.0),
+            "d16_a0": d.apply(d_vars, x16, y, 0.0),
+            "d16_a1": d.apply(d_vars, x16, y, 1.0),
         }
 
     out = _run(run, g_vars, d_vars)
@@ -210,6 +210,7 @@ def test_ada_centre_follows_the_loss(loss, center, resolved):
 
 def _steps(arch, loss, *, ada, bf16_resolution=0, resolution=16, steps=None):
     cfg = default.get_config("smoke")
+    cfg.gan.recipe = "study"  # the study's networks; the loss as asked
     cfg.gan.arch, cfg.gan.loss = arch, loss
     cfg.gan.ada.enabled = ada
     cfg.gan.bf16_resolution = bf16_resolution
@@ -260,6 +261,7 @@ def test_prog_run_stopped_mid_fade_resumes_to_the_same_fingerprint(tmp_path):
     where layers are added and settle, every logged number is finite."""
     cfg = default.get_config("smoke")
     cfg.gan.arch = "prog"
+    cfg.gan.recipe = "study"  # WGAN-GP and the AC-GAN head, as the study's prog-GAN
     cfg.gan.bf16_resolution = 16
     cfg.gan.fmap_base = cfg.gan.prog.fmap_base = 64
     cfg.gan.fmap_max = 16
@@ -351,11 +353,11 @@ def test_one_pass_over_stacked_minibatches_scores_each_as_alone(arch):
     labels = (jax.random.uniform(jax.random.key(4), (16, 3)) < 0.5).astype(jnp.float32)
     if arch == "prog":
         _, d, _, d_vars = _prog_models()
-        score = lambda x, y, **kw: d.apply(d_vars, x, 1.0, **kw)[0]
+        score = lambda x, y, **kw: d.apply(d_vars, x, y, 1.0, **kw)[0]
     else:
         d = cpd_gan.Discriminator(16, 3, 1, fmap_base=64, fmap_max=16)
         d_vars = _run(lambda x, y: d.init(jax.random.key(1), x, y), real, labels[:8])
-        score = lambda x, y, **kw: d.apply(d_vars, x, y, **kw)
+        score = lambda x, y, **kw: d.apply(d_vars, x, y, **kw)[0]
     both = _run(
         lambda a, b, y: score(jnp.concatenate([a, b]), y, num_batches=2), real, fake, labels
     )

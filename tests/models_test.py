@@ -194,8 +194,8 @@ def test_gan_output_shapes(resolution):
     key = jax.random.key(0)
     images = jax.eval_shape(lambda: g.init_with_output(key, z, y)[0])
     assert images.shape == (8, resolution, resolution, 1) and images.dtype == jnp.float32
-    scores = jax.eval_shape(lambda x: d.init_with_output(key, x, y)[0], images)
-    assert scores.shape == (8,) and scores.dtype == jnp.float32
+    scores, logits = jax.eval_shape(lambda x: d.init_with_output(key, x, y)[0], images)
+    assert scores.shape == (8,) and scores.dtype == jnp.float32 and logits is None
 
 
 def test_bfloat16_compute_keeps_float32_params_and_outputs():
@@ -204,7 +204,7 @@ def test_bfloat16_compute_keeps_float32_params_and_outputs():
     g = cpd_gan.Generator(32, num_labels=5, latent_dim=16, dtype=jnp.bfloat16, **TINY)
     images, g_vars = jax.eval_shape(lambda: g.init_with_output(key, z, y))
     d = cpd_gan.Discriminator(32, num_labels=5, dtype=jnp.bfloat16, **TINY)
-    scores, d_vars = jax.eval_shape(lambda x: d.init_with_output(key, x, y), images)
+    (scores, _), d_vars = jax.eval_shape(lambda x: d.init_with_output(key, x, y), images)
     net = densenet.densenet_narrow(3, dtype=jnp.bfloat16)
     (logits, features), n_vars = jax.eval_shape(
         lambda: net.init_with_output(key, jnp.zeros((2, 32, 32, 1)), train=False)
@@ -230,8 +230,8 @@ def test_gan_labels_condition_both_networks_and_d_projects_per_label_scores():
         images = g.apply(g_vars, z, labels)
         # Every sample sees the same image, so D's per-label scores are shared by all rows.
         same_image = jnp.broadcast_to(images[:1], images.shape)
-        scores = d.apply(d_vars, same_image, labels)
-        other_scores = d.apply(d_vars, same_image, labels[::-1])
+        scores = d.apply(d_vars, same_image, labels)[0]
+        other_scores = d.apply(d_vars, same_image, labels[::-1])[0]
         return images, scores, other_scores
 
     images, scores, other_scores = _run(run, g_vars, d_vars)

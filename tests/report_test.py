@@ -24,6 +24,8 @@ GOOD = {
     "tstr_auroc_mean_ci": [0.75, 0.85],
     "trtr_auroc_mean": 0.86,
     "auroc_gap": 0.06,
+    "label_fidelity_auroc_mean": 0.84,
+    "label_fidelity_auroc_mean_ci": [0.8, 0.88],
     "discrimination": {
         "per_resolution": [{"resolution": 32, "auroc": 0.7, "auroc_ci": [0.6, 0.8]}]
     },
@@ -46,7 +48,7 @@ def _with(**changes):
 def test_a_private_useful_faithful_dataset_is_released():
     v = report_lib.verdict(GOOD)
     assert v["decision"] == "release" and not v["refusals"] and not v["caveats"]
-    assert len(v["passed"]) == 2
+    assert len(v["passed"]) == 3
 
 
 @pytest.mark.parametrize(
@@ -56,6 +58,14 @@ def test_a_private_useful_faithful_dataset_is_released():
         ({"privacy": None}, "privacy: not measured"),
         ({"tstr_auroc_mean": 0.55, "tstr_auroc_mean_ci": [0.48, 0.62]}, "not above chance"),
         ({"tstr_auroc_mean": None, "tstr_auroc_mean_ci": None}, "utility: not measured"),
+        (
+            {"label_fidelity_auroc_mean": 0.51, "label_fidelity_auroc_mean_ci": [0.47, 0.55]},
+            "the generator ignores its labels",
+        ),
+        (
+            {"label_fidelity_auroc_mean": None, "label_fidelity_auroc_mean_ci": None},
+            "label fidelity: not measured",
+        ),
     ],
 )
 def test_refusals(changes, words):

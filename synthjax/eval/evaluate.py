@@ -12,6 +12,9 @@
   overall and per combination, next to the same numbers for real validation vs real test
   images (what a perfect generator would score here); in Inception features too when
   `evaluate.inception_weights` is given.
+- Label fidelity: the real-trained classifier's per-label AUROC on the synthetic test
+  images against the label vectors they were generated from, with a bootstrap interval
+  (`label_fidelity.py`): 0.5 = the labels left no trace in the images.
 - Discrimination: the classifier two-sample test (`discrimination.py`) on real held-out vs
   synthetic images, at each resolution.
 - Privacy: the memorization audit that `synthesize` recorded in DATASET_CARD.json.
@@ -26,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from synthjax.data.loader import load_source
-from synthjax.eval import discrimination, fidelity, utility
+from synthjax.eval import discrimination, fidelity, label_fidelity, utility
 from synthjax.eval.grids import label_combination_name
 from synthjax.eval.privacy import seeded_subset
 from synthjax.train.fd_monitor import CallableFeatures, FeatureSpace, features_of_source
@@ -254,11 +257,36 @@ def discrimination_results(run: Run) -> dict[str, Any]:
     )
 
 
+def label_fidelity_results(run: Run, classifier: Any) -> dict[str, Any]:
+    """Label fidelity of the synthetic test split: the real-trained classifier's AUROC on
+    each synthetic test image against the label vector it was generated from."""
+    ecfg = run.config.evaluate
+    source = load_source(run.synthetic_dir, "test")
+    picked = seeded_subset(np.arange(len(source)), ecfg.max_images, run.config.seed, 61)
+    probs, labels = [], []
+    for start in range(0, len(picked), 1024):
+        chunk = picked[start : start + 1024]
+        records = [source[int(i)] for i in chunk]
+        probs.append(classifier.predict_images(np.stack([r["image"] for r in records]))[0])
+        labels.append(np.stack([r["labels"] for r in records]))
+    return label_fidelity.label_fidelity(
+        np.concatenate(probs),
+        np.concatenate(labels),
+        run.prepared.label_names,
+        min_positives=ecfg.min_positives,
+        num_resamples=ecfg.bootstrap_resamples,
+        seed=run.config.seed,
+        confidence=ecfg.confidence,
+    )
+
+
 def run_stage(run: Run) -> dict[str, Any]:
     from synthjax.train.classifier import DomainFeatures  # model code, loaded when needed
 
     result: dict[str, Any] = {"step": 0, **utility_results(run)}
-    result["fidelity"] = fidelity_results(run, DomainFeatures(run))
+    classifier = DomainFeatures(run)
+    result["label_fidelity"] = label_fidelity_results(run, classifier)
+    result["fidelity"] = fidelity_results(run, classifier)
     result["discrimination"] = discrimination_results(run)
     card = read_json(run.synthetic_dir / "DATASET_CARD.json")
     result["privacy"] = card.get("privacy")

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from synthjax.models.conditioning import LabelMapping, ProjectionHead
 from synthjax.models.layers import (
     EqualizedConv2D,
     EqualizedDense,
@@ -37,6 +38,7 @@ from synthjax.models.layers import (
     minibatch_stddev,
     pixel_norm,
     upsample_2x,
+    upsample_2x_smooth,
 )
 
 Array = jax.Array
@@ -95,6 +97,14 @@ class Generator(nn.Module):
     conv_lowering: str = "native"
     dtype: Dtype = jnp.float32
     bf16_resolution: int = 0  # layers at this resolution and above compute in bfloat16
+    # 'concat' (the study: concat(z, y) feeds every conditional norm) or 'mapping' (a
+    # normalised label embedding and a mapping network make w, which feeds them instead).
+    conditioning: str = "concat"
+    mapping_layers: int = 2
+    mapping_lr_mul: float = 0.01
+    # How the skip path's image is upsampled between resolutions: 'nearest' (the study's)
+    # or 'bilinear' (StyleGAN2's [1, 3, 3, 1] filter: no 4x4 blocks while finer layers learn).
+    rgb_upsample: str = "nearest"
 
     def nf(self, stage: int) -> int:
         return feature_maps(stage, self.fmap_base, self.fmap_max)
@@ -110,7 +120,18 @@ class Generator(nn.Module):
             )
         z = z.astype(jnp.float32)
         labels = labels.astype(jnp.float32)
-        cond = jnp.concatenate([z, labels], axis=-1)
+        if self.conditioning == "mapping":
+            cond = LabelMapping(
+                self.latent_dim, self.mapping_layers, self.mapping_lr_mul, name="mapping"
+            )(z, labels)
+            x = cond
+        elif self.conditioning == "concat":
+            cond = jnp.concatenate([z, labels], axis=-1)
+            # Only z is normalised so the labels keep their 0/1 scale at any latent size;
+            # the study's code normalised concat(z, y), nearly the same at latent 512.
+            x = jnp.concatenate([pixel_norm(z), labels], axis=-1)
+        else:
+            raise ValueError(f"unknown generator conditioning {self.conditioning!r}")
 
         def conv(
             features: int, kernel_size: int, name: str, res: int = 4, **kw: Any
@@ -128,9 +149,6 @@ class Generator(nn.Module):
             dtype = self.dtype if x.dtype == jnp.float32 else x.dtype
             return ConditionalPixelNorm(dtype=dtype, name=name)(_leaky_relu(x), cond)
 
-        # Only z is normalised so the labels keep their 0/1 scale at any latent size; the
-        # study's code normalised concat(z, y), which is nearly the same at latent 512.
-        x = jnp.concatenate([pixel_norm(z), labels], axis=-1)
         x = EqualizedDense(self.nf(1) * 16, dtype=self.dtype, name="4x4_dense")(x)
         x = activate(x.reshape(-1, 4, 4, self.nf(1)), "4x4_dense_norm")
         x = activate(conv(self.nf(1), 3, "4x4_conv")(x), "4x4_conv_norm")
@@ -143,7 +161,8 @@ class Generator(nn.Module):
             x = activate(x, f"{r}_conv0_norm")
             x = activate(conv(nf, 3, f"{r}_conv1", res)(x), f"{r}_conv1_norm")
             to_rgb = conv(self.channels, 1, f"{r}_to_rgb", res)(x).astype(jnp.float32)
-            rgb = upsample_2x(rgb) + to_rgb
+            upsample = upsample_2x_smooth if self.rgb_upsample == "bilinear" else upsample_2x
+            rgb = upsample(rgb) + to_rgb
         return rgb.astype(jnp.float32)
 
 
@@ -159,15 +178,22 @@ class Discriminator(nn.Module):
     conv_lowering: str = "native"
     dtype: Dtype = jnp.float32
     bf16_resolution: int = 0
+    # 'label_sum' (the study: sum_k y_k * score_k) or 'projection' (an unconditional score
+    # plus the features' inner product with a normalised label embedding).
+    conditioning: str = "label_sum"
+    num_aux: int = 0  # > 0: also this many auxiliary label logits (a multi-label classifier)
 
     def nf(self, stage: int) -> int:
         return feature_maps(stage, self.fmap_base, self.fmap_max)
 
     @nn.compact
-    def __call__(self, images: Array, labels: Array, *, num_batches: int = 1) -> Array:
-        """images: float32[B, R, R, C], labels: float32[B, K] -> float32[B].
+    def __call__(
+        self, images: Array, labels: Array, *, num_batches: int = 1
+    ) -> tuple[Array, Array | None]:
+        """images: float32[B, R, R, C], labels: float32[B, K] -> (scores float32[B],
+        auxiliary label logits float32[B, num_aux] or None).
 
-        With num_labels = 0 the output is a single unconditional score per image.
+        With num_labels = 0 the score is a single unconditional one per image.
         `num_batches` > 1: images stack that many minibatches (each keeps its own minibatch
         statistics), so several are scored in one pass with larger matrix products.
         """
@@ -223,12 +249,19 @@ class Discriminator(nn.Module):
             x = minibatch_stddev(x, self.mbstd_group_size, 1, num_batches)
         x = _leaky_relu(conv(self.nf(1), 3, "4x4_conv")(x))
         x = _leaky_relu(EqualizedDense(self.nf(0), dtype=self.dtype, name="4x4_dense")(x))
+        if self.conditioning == "projection":
+            return ProjectionHead(self.nf(0), self.num_aux, name="projection")(x, labels)
+        if self.conditioning != "label_sum":
+            raise ValueError(f"unknown discriminator conditioning {self.conditioning!r}")
+        logits = None
+        if self.num_aux:
+            logits = EqualizedDense(self.num_aux, name="aux")(x).astype(jnp.float32)
         scores = EqualizedDense(max(self.num_labels, 1), dtype=self.dtype, name="label_scores")(x)
         scores = scores.astype(jnp.float32)
         if self.num_labels == 0:
-            return scores[:, 0]
+            return scores[:, 0], logits
         # The study's conditioning: one score per label, weighted by the multi-hot label vector.
-        return jnp.sum(scores * labels.astype(jnp.float32), axis=1)
+        return jnp.sum(scores * labels.astype(jnp.float32), axis=1), logits
 
 
 def count_params(params: PyTree) -> int:

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from synthjax.models.conditioning import LabelMapping, ProjectionHead
 from synthjax.models.cpd_gan import count_params, feature_maps, resolution_log2
 from synthjax.models.layers import (
     EqualizedConv2D,
@@ -75,6 +76,11 @@ class Generator(nn.Module):
     conv_lowering: str = "native"
     dtype: Dtype = jnp.float32
     bf16_resolution: int = 0  # layers at this resolution and above compute in bfloat16
+    # 'concat' (the study: concat(pixel_norm(z), y) is the input) or 'mapping' (a
+    # normalised label embedding and a mapping network make the input w).
+    conditioning: str = "concat"
+    mapping_layers: int = 2
+    mapping_lr_mul: float = 0.01
 
     def nf(self, stage: int) -> int:
         return feature_maps(stage, self.fmap_base, self.fmap_max)
@@ -129,9 +135,17 @@ class Generator(nn.Module):
         def norm(x: Array) -> Array:
             return pixel_norm(_leaky_relu(x))
 
-        # Only z is normalised, so the labels keep their 0/1 scale at any latent size (the
-        # study normalised concat(z, y); the same at latent 512 up to the labels' weight).
-        x = jnp.concatenate([pixel_norm(z.astype(jnp.float32)), labels.astype(jnp.float32)], -1)
+        if self.conditioning == "mapping":
+            x = LabelMapping(
+                self.latent_dim, self.mapping_layers, self.mapping_lr_mul, name="mapping"
+            )(z, labels)
+        elif self.conditioning == "concat":
+            # Only z is normalised, so the labels keep their 0/1 scale at any latent size (the
+            # study normalised concat(z, y); the same at latent 512 up to the labels' weight).
+            z = pixel_norm(z.astype(jnp.float32))
+            x = jnp.concatenate([z, labels.astype(jnp.float32)], -1)
+        else:
+            raise ValueError(f"unknown generator conditioning {self.conditioning!r}")
         x = EqualizedDense(self.nf(1) * 16, gain=HE_GAIN / 4, use_bias=False, name="4x4_dense")(x)
         bias = self.param("4x4_dense_bias", nn.initializers.zeros, (self.nf(1),), jnp.float32)
         x = norm(x.reshape(-1, 4, 4, self.nf(1)) + bias)  # one bias per channel, as ProGAN
@@ -154,7 +168,9 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Progressive AC-GAN critic: (images, alpha) -> (scores float32[B], logits float32[B, K])."""
+    """Progressive critic: (images, labels, alpha) -> (scores float32[B], auxiliary logits
+    float32[B, num_aux] or None). The study's is an AC-GAN: an unconditional score and
+    num_aux = K label logits; with conditioning 'projection' the score is conditional too."""
 
     resolution: int
     num_labels: int
@@ -166,6 +182,10 @@ class Discriminator(nn.Module):
     conv_lowering: str = "native"
     dtype: Dtype = jnp.float32
     bf16_resolution: int = 0
+    # 'label_sum': the study's, an unconditional score (labels reach D through the
+    # auxiliary head only); 'projection': the score projects the features on a label embedding.
+    conditioning: str = "label_sum"
+    num_aux: int = -1  # auxiliary label logits (-1: num_labels, the study's AC-GAN head)
 
     def nf(self, stage: int) -> int:
         return feature_maps(stage, self.fmap_base, self.fmap_max)
@@ -174,13 +194,14 @@ class Discriminator(nn.Module):
     def __call__(
         self,
         images: Array,
+        labels: Array,
         alpha: Array | float = 1.0,
         *,
         build_all: bool = False,
         num_batches: int = 1,
-    ) -> tuple[Array, Array]:
-        """images: float32[B, L, L, C], start_resolution <= L <= resolution -> (scores
-        float32[B], label logits float32[B, K]).
+    ) -> tuple[Array, Array | None]:
+        """images: float32[B, L, L, C], start_resolution <= L <= resolution, labels:
+        float32[B, K] -> (scores float32[B], label logits float32[B, num_aux] or None).
 
         build_all: also run every fromRGB (images must then be at the target resolution), so
         `init` creates all parameters.
@@ -237,8 +258,13 @@ class Discriminator(nn.Module):
             x = minibatch_stddev(x, self.mbstd_group_size, 1, num_batches)
         x = _leaky_relu(conv(2, self.nf(1), 3, "4x4_conv")(x))
         x = _leaky_relu(EqualizedDense(self.nf(0), gain=HE_GAIN, name="4x4_dense")(x))
-        out = EqualizedDense(1 + self.num_labels, name="output")(x).astype(jnp.float32)
-        return out[:, 0], out[:, 1:]
+        num_aux = self.num_labels if self.num_aux < 0 else self.num_aux
+        if self.conditioning == "projection":
+            return ProjectionHead(self.nf(0), num_aux, name="projection")(x, labels)
+        if self.conditioning != "label_sum":
+            raise ValueError(f"unknown discriminator conditioning {self.conditioning!r}")
+        out = EqualizedDense(1 + num_aux, name="output")(x).astype(jnp.float32)
+        return out[:, 0], (out[:, 1:] if num_aux else None)
 
 
 def param_counts(
@@ -266,5 +292,5 @@ def param_counts(
     y = jax.ShapeDtypeStruct((4, num_labels), jnp.float32)
     x = jax.ShapeDtypeStruct((4, resolution, resolution, channels), jnp.float32)
     g_params = jax.eval_shape(lambda z, y: g.init(key, z, y, build_all=True), z, y)
-    d_params = jax.eval_shape(lambda x: d.init(key, x, build_all=True), x)
+    d_params = jax.eval_shape(lambda x, y: d.init(key, x, y, build_all=True), x, y)
     return count_params(g_params), count_params(d_params)

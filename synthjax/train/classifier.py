@@ -180,8 +180,9 @@ class DomainFeatures:
     """The real-trained classifier's pooled features: the domain feature space in which
     generated images are compared with real ones (GAN monitoring, fidelity, memorization).
 
-    `of_images(uint8[N, H, W, C]) -> float32[N, F]`, batched at `classifier.eval_batch_size`
-    with the last batch padded so one program serves every call.
+    `of_images(uint8[N, H, W, C]) -> float32[N, F]` (and `predict_images`, the
+    probabilities with them: label fidelity), batched at `classifier.eval_batch_size` with
+    the last batch padded so one program serves every call.
     """
 
     def __init__(self, run: Run):
@@ -203,16 +204,21 @@ class DomainFeatures:
         self._mesh = run.mesh
 
     def of_images(self, images: np.ndarray) -> np.ndarray:
-        out = []
+        return self.predict_images(images)[1]
+
+    def predict_images(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8[N, H, W, C] -> (probabilities float32[N, K], features float32[N, F])."""
+        probs, feats = [], []
         for start in range(0, len(images), self._batch):
             chunk = np.asarray(images[start : start + self._batch])
             n = len(chunk)
             if n < self._batch:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self._batch - n, axis=0)])
             x = parallel.from_full({"x": chunk}, self._mesh)["x"]
-            _, features = self._predict(*self._variables, x)
-            out.append(parallel.gather(features)[:n])
-        return np.concatenate(out)
+            p, features = self._predict(*self._variables, x)
+            probs.append(parallel.gather(p)[:n])
+            feats.append(parallel.gather(features)[:n])
+        return np.concatenate(probs), np.concatenate(feats)
 
 
 # --- the classifier stages ---------------------------------------------------------------

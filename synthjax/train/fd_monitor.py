@@ -1,6 +1,6 @@
-"""GAN model selection in the study's way: Fréchet distance of the EMA generator, tracked
-during training, the best generator kept, training stopped after `patience` evaluations
-without improvement.
+"""GAN model selection: the EMA generator measured during training (Fréchet distance,
+label fidelity, conditioning strength), the best one kept, training stopped after
+`patience` evaluations without improvement.
 
 Sits inside the `gan` stage: a loop hook (`FrechetMonitor.hook`) that runs every
 `gan.fd.every_kimg` once the GAN has grown to the target resolution. Real statistics come
@@ -8,7 +8,15 @@ once from a real split (`gan.fd.reference_split`); fakes are the EMA generator's
 fixed latents, conditioned on the same real label vectors, so successive evaluations differ
 only by the generator. The feature space is the real-trained classifier's pooled features
 (`gan.fd.features = 'classifier'`, the domain features) or Inception-v3 pool3 features from
-a weights file the user provides (`'inception'`: FID as published GANs report it).
+a weights file the user provides (`'inception'`: FID as published GANs report it). The same
+generated images go through the real-trained classifier for label fidelity
+(`eval/label_fidelity.py`: its AUROC against the labels they were generated from), and a
+small grid of fixed latents x label combinations gives the conditioning strength.
+
+`gan.select` chooses what "best" means: 'fd' (the study's: lowest FD), 'label_fidelity'
+(highest label fidelity) or 'combined' (highest label fidelity among the evaluations whose
+FD is within `gan.select_fd_guard` times the lowest FD seen so far: labels first, with FD
+guarding against a generator that draws the labels on broken images).
 
 Selection and patience count only from `gan.fd.start_kimg` (the study: 7,000 kimg at 32^2
 and 64^2, 9,000 at 128^2, patience 2); earlier evaluations are logged, not selected.
@@ -32,6 +40,7 @@ from synthjax import parallel
 from synthjax.data import pipeline
 from synthjax.data.loader import ImageSource
 from synthjax.eval.fidelity import frechet_distance, gaussian_stats
+from synthjax.eval.label_fidelity import conditioning_strength, label_fidelity
 from synthjax.train.schedule import Schedule
 
 PyTree = Any
@@ -40,6 +49,48 @@ PyTree = Any
 class FeatureSpace(Protocol):
     def of_images(self, images: np.ndarray) -> np.ndarray:
         """uint8[N, H, W, C] -> float32[N, F]."""
+
+
+class LabelClassifier(Protocol):
+    def predict_images(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8[N, H, W, C] -> (probabilities float32[N, K], features float32[N, F])."""
+
+
+SELECTIONS = ("fd", "label_fidelity", "combined")
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """One evaluation of a generator (label_fidelity None without a classifier)."""
+
+    fd: float
+    label_fidelity: float | None
+    metrics: dict[str, float]
+
+
+def is_better(
+    select: str,
+    new: Evaluation,
+    best_fd: float,
+    best_label_fidelity: float,
+    min_fd: float,
+    fd_guard: float,
+) -> bool:
+    """Whether `new` replaces the selected generator (scored best_fd, best_label_fidelity;
+    best_fd = inf when none is selected). `min_fd` is the lowest FD seen, `new` included."""
+    if select == "fd" or new.label_fidelity is None:
+        return new.fd < best_fd
+    lf = new.label_fidelity
+    if select == "label_fidelity":
+        return lf > best_label_fidelity or (lf == best_label_fidelity and new.fd < best_fd)
+    if select != "combined":
+        raise ValueError(f"gan.select={select!r}; known: {', '.join(SELECTIONS)}")
+    bound = fd_guard * min_fd
+    if new.fd > bound:
+        return False
+    if best_fd > bound:  # the selected one no longer passes the guard
+        return True
+    return lf > best_label_fidelity or (lf == best_label_fidelity and new.fd < best_fd)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +137,8 @@ def fd_is_due(schedule: Schedule, every_kimg: float) -> Callable[[int], bool]:
 
 
 class FrechetMonitor:
-    """Evaluates FD(EMA generator, real reference) and keeps the best generator in the state."""
+    """Evaluates the EMA generator (FD against the real reference, label fidelity,
+    conditioning strength) and keeps the best generator in the state."""
 
     def __init__(
         self,
@@ -99,12 +151,29 @@ class FrechetMonitor:
         schedule: Schedule,
         mesh: jax.sharding.Mesh,
         seed: int,
+        classifier: LabelClassifier | None = None,
+        label_names: tuple[str, ...] = (),
+        combos: np.ndarray | None = None,
+        select: str = "fd",
+        fd_guard: float = 1.5,
     ):
-        """generate(g_params, z, labels) -> uint8 images, jitted, at the target resolution."""
+        """generate(g_params, z, labels) -> uint8 images, jitted, at the target resolution.
+
+        classifier: the real-trained classifier (label fidelity; required unless select is
+        'fd'). combos: label combinations for the conditioning strength (>= 2 rows).
+        """
+        if select not in SELECTIONS:
+            raise ValueError(f"gan.select={select!r}; known: {', '.join(SELECTIONS)}")
+        if select != "fd" and classifier is None:
+            raise ValueError(f"gan.select={select!r} needs the real-trained classifier")
         self.fd = fd
         self.space = space
         self.schedule = schedule
         self.mesh = mesh
+        self.classifier = classifier
+        self.label_names = tuple(label_names)
+        self.select = select
+        self.fd_guard = fd_guard
         self._generate = generate
         source, indices = reference
         indices = reference_indices(indices, fd.num_images, seed)
@@ -116,6 +185,10 @@ class FrechetMonitor:
         self.labels = np.resize(labels, (fd.num_images, labels.shape[1])).astype(np.float32)
         rng = np.random.default_rng([seed, 19])
         self.z = rng.standard_normal((fd.num_images, latent_dim)).astype(np.float32)
+        self.combos = None
+        if combos is not None and len(combos) >= 2:
+            self.combos = np.asarray(combos[:8], np.float32)
+            self.strength_z = rng.standard_normal((8, latent_dim)).astype(np.float32)
         logging.info(
             "gan: Fréchet distance against %d real %s images, %d generated, in %d-d features",
             self.num_reference,
@@ -124,55 +197,107 @@ class FrechetMonitor:
             real.shape[1],
         )
 
+    def _images(self, g_params: PyTree, z: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """uint8[N, H, W, C] from the generator, in padded batches (one program)."""
+        batch = self.fd.batch_size
+        out = []
+        for start in range(0, len(z), batch):
+            zb, yb = z[start : start + batch], y[start : start + batch]
+            n = len(zb)
+            if n < batch:
+                zb = np.concatenate([zb, np.repeat(zb[-1:], batch - n, axis=0)])
+                yb = np.concatenate([yb, np.repeat(yb[-1:], batch - n, axis=0)])
+            inputs = parallel.from_full({"z": zb, "y": yb}, self.mesh)
+            out.append(parallel.gather(self._generate(g_params, inputs["z"], inputs["y"]))[:n])
+        return np.concatenate(out)
+
+    def evaluate(self, g_params: PyTree) -> Evaluation:
+        """FD, label fidelity and conditioning strength of the generator `g_params`."""
+        batch = self.fd.batch_size
+        features, probs = [], []
+        for start in range(0, len(self.z), batch):
+            images = self._images(
+                g_params, self.z[start : start + batch], self.labels[start : start + batch]
+            )
+            features.append(self.space.of_images(images))
+            if self.classifier is not None:
+                probs.append(self.classifier.predict_images(images)[0])
+        fake = np.concatenate(features)
+        fd = frechet_distance(*gaussian_stats(fake), *self.reference)
+        metrics = {"fd": fd}
+        lf = None
+        if self.classifier is not None:
+            result = label_fidelity(np.concatenate(probs), self.labels, self.label_names)
+            lf = result["auroc_mean"]
+            if lf is not None:
+                metrics["label_fidelity"] = lf
+                for name, row in result["per_label"].items():
+                    if row["auroc"] is not None:
+                        metrics[f"label_fidelity/{name}"] = row["auroc"]
+        if self.combos is not None:
+            metrics["conditioning_strength"] = conditioning_strength(
+                lambda z, y: self._images(g_params, z, y), self.strength_z, self.combos
+            )
+        return Evaluation(fd=fd, label_fidelity=lf, metrics=metrics)
+
     def distance(self, g_params: PyTree) -> float:
         """FD of the generator `g_params` against the real reference statistics."""
-        batch = self.fd.batch_size
-        features = []
-        for start in range(0, len(self.z), batch):
-            z, y = self.z[start : start + batch], self.labels[start : start + batch]
-            n = len(z)
-            if n < batch:  # one program for every batch
-                z = np.concatenate([z, np.repeat(z[-1:], batch - n, axis=0)])
-                y = np.concatenate([y, np.repeat(y[-1:], batch - n, axis=0)])
-            inputs = parallel.from_full({"z": z, "y": y}, self.mesh)
-            images = self._generate(g_params, inputs["z"], inputs["y"])
-            features.append(self.space.of_images(parallel.gather(images)[:n]))
-        fake = np.concatenate(features)
-        return frechet_distance(*gaussian_stats(fake), *self.reference)
+        return self.evaluate(g_params).fd
 
     def hook(self, state: Any, step: int) -> tuple[Any, dict[str, float]]:
         """The loop hook: evaluate, select, count patience (host-side; a few scalars move)."""
-        fd = self.distance(state.g_ema)
+        ev = self.evaluate(state.g_ema)
         kimg = self.schedule.kimg_at(step)
-        metrics = {"fd": fd}
+        metrics = dict(ev.metrics)
+        lf_text = "" if ev.label_fidelity is None else f", label fidelity {ev.label_fidelity:.3f}"
         if kimg < self.fd.start_kimg:
             logging.info(
-                "gan step %d (%.1f kimg): FD %.4g (selection from %g kimg)",
+                "gan step %d (%.1f kimg): FD %.4g%s (selection from %g kimg)",
                 step,
                 kimg,
-                fd,
+                ev.fd,
+                lf_text,
                 self.fd.start_kimg,
             )
             return state, metrics
-        best = float(jax.device_get(state.best_fd))
-        if fd < best:
+        best_fd, best_lf, min_fd = (
+            float(v)
+            for v in jax.device_get((state.best_fd, state.best_label_fidelity, state.min_fd))
+        )
+        min_fd = min(min_fd, ev.fd)
+        if is_better(self.select, ev, best_fd, best_lf, min_fd, self.fd_guard):
             # A copy: the next step donates (and overwrites) the EMA parameters.
             state = state.replace(
                 best_g_ema=jax.tree.map(jnp.copy, state.g_ema),
-                best_fd=jnp.float32(fd),
+                best_fd=jnp.float32(ev.fd),
+                best_label_fidelity=jnp.float32(
+                    -np.inf if ev.label_fidelity is None else ev.label_fidelity
+                ),
                 best_step=jnp.int32(step),
                 fd_evals_since_best=jnp.int32(0),
             )
+            best_fd, best_lf = ev.fd, ev.label_fidelity
         else:
             since = int(jax.device_get(state.fd_evals_since_best)) + 1
             state = state.replace(fd_evals_since_best=jnp.int32(since))
+        state = state.replace(min_fd=jnp.float32(min_fd))
         state = jax.device_put(state, parallel.replicated(self.mesh))
-        metrics["best_fd"] = min(fd, best)
-        logging.info("gan step %d (%.1f kimg): FD %.4g (best %.4g)", step, kimg, fd, min(fd, best))
+        metrics["best_fd"] = best_fd
+        if best_lf is not None and np.isfinite(best_lf):
+            metrics["best_label_fidelity"] = best_lf
+        logging.info(
+            "gan step %d (%.1f kimg): FD %.4g%s (selected: step %d, FD %.4g)",
+            step,
+            kimg,
+            ev.fd,
+            lf_text,
+            int(jax.device_get(state.best_step)),
+            best_fd,
+        )
         return state, metrics
 
     def finished(self, state: Any) -> bool:
-        """Early stop: `patience` eligible evaluations in a row without a better FD."""
+        """Early stop: `patience` eligible evaluations in a row without a better generator."""
         if self.fd.patience <= 0:
             return False
         return int(jax.device_get(state.fd_evals_since_best)) >= self.fd.patience

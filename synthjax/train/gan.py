@@ -34,7 +34,7 @@ from synthjax.data import pipeline
 from synthjax.eval import grids
 from synthjax.models import cpd_gan, inception, prog_gan
 from synthjax.models.layers import downsample_2x, resolve_conv_lowering, upsample_2x
-from synthjax.train import augment, classifier, fd_monitor
+from synthjax.train import augment, classifier, fd_monitor, recipes
 from synthjax.train.loop import Hook, LoopSettings, restore_final_state, train_loop
 from synthjax.train.schedule import Phase, Schedule, build_schedule
 from synthjax.workdir import Run
@@ -51,8 +51,9 @@ class GanState:
       (prog-GAN's fade-in; 0 and 1 for cpD-GAN).
     ada_p: the augmentation strength; ada_signs / ada_count accumulate sign(D(real)) between
       its adjustments.
-    best_*: the EMA generator with the lowest Fréchet distance so far (best_step -1: none
-      selected yet) and the evaluations since it (early stopping).
+    best_*: the selected EMA generator (`gan.select`: by Fréchet distance, label fidelity or
+      both), its scores (best_step -1: none selected yet) and the evaluations since it
+      (early stopping); min_fd: the lowest FD seen (the guard of 'combined' selection).
     """
 
     step: jax.Array
@@ -69,8 +70,10 @@ class GanState:
     ada_count: jax.Array
     best_g_ema: PyTree
     best_fd: jax.Array
+    best_label_fidelity: jax.Array
     best_step: jax.Array
     fd_evals_since_best: jax.Array
+    min_fd: jax.Array
 
     def trainable(self) -> dict[str, PyTree]:
         """What the fingerprint covers: everything but the (constant) base key."""
@@ -89,9 +92,28 @@ class GanState:
         }
 
 
+def conditioning_labels(labels: jax.Array) -> jax.Array:
+    """float32[B, K] -> float32[B, K + 1]: the label vector and an explicit "no finding"
+    entry, 1 exactly when every label is 0.
+
+    Both networks see this vector. Without it an all-zero row (NIH ChestX-ray14's "No
+    Finding", a folder dataset's healthy images, the brain CT phantom's no-bleed slices)
+    would score exactly 0 in the study's D = sum_k y_k score_k, and neither D nor G would
+    learn from those images; the softmax AC-GAN target of prog-GAN would be empty. Where
+    every image has a positive label (CheXpert with the study's filter) the entry is always 0.
+    """
+    labels = labels.astype(jnp.float32)
+    none = 1.0 - jnp.max(labels, axis=-1, keepdims=True, initial=0.0)
+    return jnp.concatenate([labels, none], axis=-1)
+
+
 @dataclasses.dataclass(frozen=True)
 class GanModels:
-    """Generator and discriminator of either architecture behind one calling convention."""
+    """Generator and discriminator of either architecture behind one calling convention.
+
+    Callers pass the dataset's K-label vectors; the networks are conditioned on
+    `conditioning_labels` of them (K + 1 entries) and the auxiliary logits cover those K + 1.
+    """
 
     arch: str
     generator: nn.Module
@@ -101,6 +123,7 @@ class GanModels:
         self, g_params: PyTree, z: jax.Array, labels: jax.Array, *, level: int, alpha: jax.Array
     ) -> jax.Array:
         """float32[B, level, level, C] (prog-GAN grows; cpD-GAN has one level)."""
+        labels = conditioning_labels(labels)
         if self.arch == "prog":
             return self.generator.apply(g_params, z, labels, alpha, level=level)
         return self.generator.apply(g_params, z, labels)
@@ -115,12 +138,12 @@ class GanModels:
     ) -> tuple[jax.Array, jax.Array | None]:
         """(scores float32[B], AC-GAN label logits float32[B, K] or None). `num_batches`:
         images stack that many minibatches, each with its own minibatch statistics."""
+        labels = conditioning_labels(labels)
         if self.arch == "prog":
-            return self.discriminator.apply(d_params, images, alpha, num_batches=num_batches)
-        return (
-            self.discriminator.apply(d_params, images, labels, num_batches=num_batches),
-            None,
-        )
+            return self.discriminator.apply(
+                d_params, images, labels, alpha, num_batches=num_batches
+            )
+        return self.discriminator.apply(d_params, images, labels, num_batches=num_batches)
 
     def init(
         self,
@@ -132,12 +155,12 @@ class GanModels:
         image_shape: tuple[int, ...],
     ) -> tuple[PyTree, PyTree]:
         z = jnp.zeros((1, latent_dim), jnp.float32)
-        y = jnp.zeros((1, num_labels), jnp.float32)
+        y = conditioning_labels(jnp.zeros((1, num_labels), jnp.float32))
         x = jnp.zeros((1, *image_shape), jnp.float32)
         if self.arch == "prog":
             return (
                 self.generator.init(k_g, z, y, build_all=True),
-                self.discriminator.init(k_d, x, build_all=True),
+                self.discriminator.init(k_d, x, y, build_all=True),
             )
         return self.generator.init(k_g, z, y), self.discriminator.init(k_d, x, y)
 
@@ -152,6 +175,8 @@ def build_models(
 ) -> GanModels:
     """The generator and discriminator named by `gan.arch`."""
     lowering = resolve_conv_lowering(conv_lowering)
+    design = recipes.resolve(gan)
+    num_labels += 1  # the explicit "no finding" entry of `conditioning_labels`
     sizes = dict(
         resolution=resolution,
         num_labels=num_labels,
@@ -160,21 +185,30 @@ def build_models(
         conv_lowering=lowering,
         bf16_resolution=gan.bf16_resolution,
     )
+    g_cond = dict(
+        conditioning=design.g_conditioning,
+        **({"rgb_upsample": design.rgb_upsample} if gan.arch == "cpd" else {}),
+        mapping_layers=gan.mapping_layers,
+        mapping_lr_mul=gan.mapping_lr_mul,
+    )
+    d_cond = dict(
+        conditioning=design.d_conditioning,
+        num_aux=num_labels if design.has_aux else 0,
+        mbstd_group_size=gan.mbstd_group_size,
+    )
     if gan.arch == "prog":
         prog = dict(fmap_base=gan.prog.fmap_base, start_resolution=gan.prog.start_resolution)
         return GanModels(
             "prog",
-            prog_gan.Generator(latent_dim=gan.latent_dim, **prog, **sizes),
-            prog_gan.Discriminator(mbstd_group_size=gan.mbstd_group_size, **prog, **sizes),
+            prog_gan.Generator(latent_dim=gan.latent_dim, **g_cond, **prog, **sizes),
+            prog_gan.Discriminator(**d_cond, **prog, **sizes),
         )
     if gan.arch != "cpd":
         raise ValueError(f"gan.arch={gan.arch!r}; known: 'cpd', 'prog'")
     return GanModels(
         "cpd",
-        cpd_gan.Generator(latent_dim=gan.latent_dim, fmap_base=gan.fmap_base, **sizes),
-        cpd_gan.Discriminator(
-            mbstd_group_size=gan.mbstd_group_size, fmap_base=gan.fmap_base, **sizes
-        ),
+        cpd_gan.Generator(latent_dim=gan.latent_dim, fmap_base=gan.fmap_base, **g_cond, **sizes),
+        cpd_gan.Discriminator(fmap_base=gan.fmap_base, **d_cond, **sizes),
     )
 
 
@@ -194,6 +228,7 @@ def init_state(
     latent_dim: int,
     num_labels: int,
     image_shape: tuple[int, int, int],
+    ada_start_p: float = 0.0,
 ) -> GanState:
     """A fresh state (call under `jax.jit` with `out_shardings` to create it sharded)."""
     key = jax.random.key(seed)
@@ -212,13 +247,15 @@ def init_state(
         rng=jax.random.key_data(k_run),
         phase=jnp.zeros((), jnp.int32),
         alpha=jnp.ones((), jnp.float32),
-        ada_p=zero,
+        ada_p=jnp.full((), ada_start_p, jnp.float32),
         ada_signs=zero,
         ada_count=zero,
         best_g_ema=g_params,
         best_fd=jnp.full((), jnp.inf, jnp.float32),
+        best_label_fidelity=jnp.full((), -jnp.inf, jnp.float32),
         best_step=jnp.full((), -1, jnp.int32),
         fd_evals_since_best=jnp.zeros((), jnp.int32),
+        min_fd=jnp.full((), jnp.inf, jnp.float32),
     )
 
 
@@ -248,6 +285,21 @@ def label_penalty(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return -jnp.sum(target * jax.nn.log_softmax(logits, axis=1), axis=1)
 
 
+def multilabel_penalty(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """The synthjax recipe's auxiliary term: sigmoid cross-entropy per label, summed over
+    labels (every label of an all-zero vector is a negative). Returns float32[B]."""
+    return jnp.sum(optax.sigmoid_binary_cross_entropy(logits, labels), axis=1)
+
+
+def aux_penalty(kind: str, logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """float32[B]: the auxiliary classifier's loss of `kind` ('softmax' | 'sigmoid') for
+    logits float32[B, K + 1] against K-label vectors (with their "no finding" entry)."""
+    target = conditioning_labels(labels)
+    if kind == "softmax":
+        return label_penalty(logits, target)
+    return multilabel_penalty(logits, target)
+
+
 def r1_penalty(critic: Callable[[jax.Array], jax.Array], real: jax.Array) -> jax.Array:
     """Mean over the batch of |d critic(x) / dx|^2 at the real images (Mescheder et al.).
 
@@ -268,7 +320,8 @@ class StepSettings:
     drift_weight: float
     r1_gamma: float
     r1_interval: int
-    acgan_weight: float
+    aux: str  # "none" | "softmax" (the study's AC-GAN) | "sigmoid"
+    aux_weight: float
     ema_decay: float
     ema_warmup: bool
     reset_optimizer: bool
@@ -281,14 +334,16 @@ class StepSettings:
 
     @classmethod
     def from_config(cls, gan: ml_collections.ConfigDict) -> StepSettings:
+        design = recipes.resolve(gan)
         return cls(
             latent_dim=gan.latent_dim,
-            loss=gan.loss,
+            loss=design.loss,
             gp_weight=gan.gp_weight,
             drift_weight=gan.drift_weight,
             r1_gamma=gan.r1_gamma,
             r1_interval=gan.r1_interval,
-            acgan_weight=gan.prog.acgan_weight,
+            aux=design.aux,
+            aux_weight=gan.aux_weight,
             ema_decay=gan.ema_decay,
             ema_warmup=gan.ema_warmup,
             reset_optimizer=gan.prog.reset_optimizer,
@@ -305,7 +360,7 @@ def ada_center(gan: ml_collections.ConfigDict) -> str:
     """`gan.ada.center` resolved: 'auto' is 'midpoint' under WGAN-GP, 'zero' otherwise."""
     if gan.ada.center != "auto":
         return gan.ada.center
-    return "midpoint" if gan.loss == "wgan_gp" else "zero"
+    return "midpoint" if recipes.resolve(gan).loss == "wgan_gp" else "zero"
 
 
 def adapt_augmentation(
@@ -400,16 +455,19 @@ def train_step(
             return images
         return augment.augment(images, k, state.ada_p, augmentations=s.ada_augmentations)
 
-    def generate(g_params, k_z, k_y):
-        labels = sample_fake_labels(k_y, label_table, n)
+    def generate(g_params, k_z, labels):
         z = jax.random.normal(k_z, (n, s.latent_dim), jnp.float32)
-        return models.generate(g_params, z, labels, level=level, alpha=alpha), labels
+        return models.generate(g_params, z, labels, level=level, alpha=alpha)
 
     # The named scopes label the compiled program's operations for profiles
     # (benchmarks/step_profile.py); they change nothing computed.
     with jax.named_scope("d_update"):
-        fake, fake_labels = generate(state.g_params, k_zd, k_yd)
-        fake = jax.lax.stop_gradient(fake)
+        # The D step's fakes carry the real minibatch's labels, as the study's D_wgangp
+        # conditioned them: D compares real and fake images of the same label vectors, and
+        # the gradient penalty's real/fake mixtures keep one consistent label.
+        del k_yd  # drawn for the split's layout, so the other keys stay as they were
+        fake_labels = real_labels
+        fake = jax.lax.stop_gradient(generate(state.g_params, k_zd, fake_labels))
 
     def d_loss_fn(d_params):
         def critic(images, labels, k):
@@ -450,11 +508,11 @@ def train_step(
             )
             loss = loss + (0.5 * s.r1_gamma * s.r1_interval) * r1
             metrics["r1"] = r1
-        if logits_real is not None:
-            label_loss = jnp.mean(label_penalty(logits_real, real_labels)) + jnp.mean(
-                label_penalty(logits_fake, fake_labels)
-            )
-            loss = loss + s.acgan_weight * label_loss
+        if s.aux != "none":
+            label_loss = jnp.mean(aux_penalty(s.aux, logits_real, real_labels))
+            if s.aux == "softmax":  # the study's AC-GAN trains D's classifier on fakes too
+                label_loss = label_loss + jnp.mean(aux_penalty(s.aux, logits_fake, fake_labels))
+            loss = loss + s.aux_weight * label_loss
             metrics["label_loss_d"] = label_loss
         metrics["loss_d"] = loss
         return loss, (metrics, s_real, s_fake)
@@ -465,17 +523,19 @@ def train_step(
             d_updates, d_opt = optimizer.update(d_grads, d_opt, state.d_params)
             d_params = optax.apply_updates(state.d_params, d_updates)
 
+    g_labels = sample_fake_labels(k_yg, label_table, n)
+
     def g_loss_fn(g_params):
-        images, labels = generate(g_params, k_zg, k_yg)
-        scores, logits = models.discriminate(d_params, augmented(images, k_ag), labels, alpha)
+        images = generate(g_params, k_zg, g_labels)
+        scores, logits = models.discriminate(d_params, augmented(images, k_ag), g_labels, alpha)
         if s.loss == "wgan_gp":
             loss = -jnp.mean(scores)
         else:
             loss = jnp.mean(jax.nn.softplus(-scores))  # non-saturating
         metrics = {}
-        if logits is not None:
-            label_loss = jnp.mean(label_penalty(logits, labels))
-            loss = loss + s.acgan_weight * label_loss
+        if s.aux != "none":
+            label_loss = jnp.mean(aux_penalty(s.aux, logits, g_labels))
+            loss = loss + s.aux_weight * label_loss
             metrics["label_loss_g"] = label_loss
         metrics["loss_g"] = loss
         return loss, metrics
@@ -653,6 +713,7 @@ def gan_setup(
         latent_dim=cfg.gan.latent_dim,
         num_labels=num_labels,
         image_shape=image_shape,
+        ada_start_p=cfg.gan.ada.start_p if cfg.gan.ada.enabled else 0.0,
     )
     return GanSetup(models, optimizer, build_schedule(cfg.gan, resolution), init)
 
@@ -766,9 +827,22 @@ def run_stage(run: Run) -> dict[str, Any]:
     monitor = None
     if cfg.gan.fd.every_kimg > 0:
         split = cfg.gan.fd.reference_split
+        real_classifier = (
+            classifier.DomainFeatures(run) if run.finished("classifier_real") else None
+        )
+        space = (
+            real_classifier
+            if cfg.gan.fd.features == "classifier" and real_classifier is not None
+            else feature_space(run)
+        )
         monitor = fd_monitor.FrechetMonitor(
             cfg.gan.fd,
-            space=feature_space(run),
+            space=space,
+            classifier=real_classifier,
+            label_names=tuple(data.label_names),
+            combos=data.subset.combos,
+            select=cfg.gan.select,
+            fd_guard=cfg.gan.select_fd_guard,
             generate=distributed.CompiledEverywhere(
                 compiler.jit(functools.partial(generate_images, models=models)), "gan fd generate"
             ),
@@ -809,21 +883,30 @@ def run_stage(run: Run) -> dict[str, Any]:
         "phases": [dataclasses.asdict(p) for p in schedule.phases],
         "early_stopped": result.stopped_early,
         "selected": {
-            "by": "fd" if best_step >= 0 else "last",
+            "by": cfg.gan.select if best_step >= 0 else "last",
             "step": best_step if best_step >= 0 else result.step,
             "kimg": schedule.kimg_at(best_step if best_step >= 0 else result.step),
             "fd": float(jax.device_get(state.best_fd)) if best_step >= 0 else None,
+            "label_fidelity": _finite_or_none(state.best_label_fidelity)
+            if best_step >= 0
+            else None,
             "features": cfg.gan.fd.features if monitor is not None else None,
         },
+        "recipe": dataclasses.asdict(recipes.resolve(cfg.gan)),
         "ada_p": float(jax.device_get(state.ada_p)),
         "train_images": len(train_indices),
         "throughput": result.throughput,
     }
 
 
+def _finite_or_none(value: jax.Array) -> float | None:
+    value = float(jax.device_get(value))
+    return value if np.isfinite(value) else None
+
+
 def restore_generator(run: Run) -> tuple[GanModels, PyTree]:
-    """The trained models and the EMA generator `synthesize` uses: the one with the best
-    Fréchet distance when selection ran, else the last."""
+    """The trained models and the EMA generator `synthesize` uses: the selected one
+    (`gan.select`) when selection ran, else the last."""
     setup = _run_setup(run)
     abstract = parallel.replicated_abstract(setup.init, run.mesh)
     state = restore_final_state(run.stage_dir("gan"), abstract)
