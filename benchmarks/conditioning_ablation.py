@@ -55,11 +55,12 @@ VARIANTS: dict[str, dict[str, object]] = {
         "gan.conditioning": "concat",
         "gan.d_conditioning": "label_sum",
     },
+    "synthjax-no-mode-seeking": {"gan.recipe": "synthjax", "gan.mode_seeking": 0.0},
     "synthjax-wgan-gp": {"gan.recipe": "synthjax", "gan.loss": "wgan_gp"},
     "synthjax-nearest": {"gan.recipe": "synthjax", "gan.rgb_upsample": "nearest"},
     "synthjax+ada": {"gan.recipe": "synthjax", "gan.ada.enabled": True},
 }
-DEFAULT_VARIANTS = "study,synthjax,synthjax-no-aux,synthjax-concat"
+DEFAULT_VARIANTS = "study,synthjax,synthjax-no-aux,synthjax-no-mode-seeking"
 
 
 def _set(cfg, field: str, value: object) -> None:

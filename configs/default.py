@@ -98,6 +98,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.gan.aux = ""  # auxiliary classifier: none (study cpD) | softmax (study prog) | sigmoid
     c.gan.rgb_upsample = ""  # cpD skip path: nearest (study) | bilinear (synthjax)
     c.gan.aux_weight = 1.0  # its weight in D's and G's losses (the study's AC-GAN: 1)
+    c.gan.aux_weight_g = -1.0  # its weight in G's loss alone (< 0: gan.aux_weight)
+    # Mode seeking (Mao et al. 2019): G's loss + weight / (|G(z1,y) - G(z2,y)| / |z1 - z2|),
+    # against the conditional mode collapse an auxiliary classifier invites.
+    c.gan.mode_seeking = -1.0  # < 0: the recipe's (study 0, synthjax 1)
     c.gan.mapping_layers = 2  # conditioning=mapping: dense layers after the embedding
     c.gan.mapping_lr_mul = 0.01  # their learning-rate multiplier (StyleGAN2's)
     c.gan.batch_size = 256  # cpd (prog: gan.prog.batch_sizes per resolution)
@@ -114,7 +118,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.gan.mbstd_group_size = 4
     c.gan.gp_weight = 10.0  # WGAN-GP lambda
     c.gan.drift_weight = 0.001  # epsilon * D(x)^2
-    c.gan.r1_gamma = 0.01  # logistic_r1: gamma/2 * |grad D(real)|^2 (ADA's setting at 32^2)
+    # logistic_r1: gamma/2 * |grad D(real)|^2 (< 0: the recipe's, study 0.01 as ADA's at
+    # 32^2, synthjax 1.0)
+    c.gan.r1_gamma = -1.0
     c.gan.r1_interval = 16  # logistic_r1: the penalty every N steps, weighted by N (lazy)
     # Mixed precision: layers at this resolution and above compute in bfloat16; parameters,
     # optimizer state and the coarse layers stay float32 (0 = everything float32).

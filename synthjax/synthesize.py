@@ -170,6 +170,7 @@ def run_stage(run: Run) -> dict[str, Any]:
             "ema_params_sha256": state_sha256(g_ema),
             "kimg": gan_summary.get("kimg"),
             "selected": gan_summary.get("selected"),
+            "recipe": gan_summary.get("recipe"),
         },
         "releasable": audit["releasable"],
         "privacy": privacy.strip_arrays(audit),

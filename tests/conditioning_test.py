@@ -182,3 +182,32 @@ def test_recipe_fields_override_the_recipe():
     cfg.gan.aux = "hinge"
     with pytest.raises(ValueError, match=r"gan\.aux"):
         recipes.resolve(cfg.gan)
+
+
+@pytest.mark.parametrize("arch", ["cpd", "prog"])
+@pytest.mark.parametrize("recipe", ["study", "synthjax"])
+def test_every_recipe_builds_a_train_step_for_both_architectures(arch, recipe):
+    """The step of each arch x recipe traces (shapes only, nothing compiled) and reports the
+    auxiliary terms exactly when the design has an auxiliary classifier."""
+    cfg = _config(recipe)
+    cfg.gan.arch = arch
+    setup = gan.gan_setup(cfg, num_labels=K, image_shape=(SIZE, SIZE, 1))
+    rng = np.random.default_rng(0)
+    labels = random_labels(16, rng)
+    batch = {"image": jnp.asarray(bars(labels, rng)), "labels": jnp.asarray(labels)}
+    phase = setup.schedule.final
+    step = gan.make_train_step(cfg.gan, setup.models, setup.optimizer, phase)
+    _, metrics = jax.eval_shape(step, jax.eval_shape(setup.init), batch, jnp.asarray(labels))
+    design = recipes.resolve(cfg.gan)
+    assert ("label_loss_g" in metrics) == design.has_aux
+    assert ("gp" in metrics) == (design.loss == "wgan_gp")
+
+
+def test_mode_seeking_ratio_is_zero_for_a_generator_that_ignores_its_latent():
+    z = jnp.asarray(np.random.default_rng(0).standard_normal((8, 4)), jnp.float32)
+    same = jnp.ones((8, 2, 2, 1))
+    assert float(gan.mode_seeking_ratio(same, z)) == 0.0
+    # Images that move with z move the ratio: here |G1 - G2| = 2 |z1 - z2| on average.
+    images = jnp.broadcast_to(2.0 * z[:, :1, None, None], (8, 2, 2, 1))
+    want = float(jnp.mean(jnp.abs(images[:4] - images[4:])) / jnp.mean(jnp.abs(z[:4] - z[4:])))
+    assert float(gan.mode_seeking_ratio(images, z)) == pytest.approx(want)

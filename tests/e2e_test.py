@@ -123,6 +123,16 @@ def test_synthetic_dataset_loads_like_real_and_leaks_no_ids(smoke_run):
 def test_evaluation_measures_utility_fidelity_discrimination_and_privacy(smoke_run):
     workdir, _ = smoke_run
     report = json.loads((workdir / "report.json").read_text())
+    # Label fidelity: in the report with its interval, per label, and at every GAN evaluation.
+    lo, hi = report["label_fidelity_auroc_mean_ci"]
+    assert lo <= report["label_fidelity_auroc_mean"] <= hi
+    assert report["label_fidelity_per_label"]
+    gan_records = [json.loads(x) for x in (workdir / "gan" / "metrics.jsonl").open()]
+    evaluations = [r for r in gan_records if "fd" in r]
+    assert evaluations and all(
+        "label_fidelity" in r and "conditioning_strength" in r for r in evaluations
+    )
+    assert "Label fidelity" in (workdir / "report.md").read_text()
     row = report["per_label"][0]
     assert {"delong_p", "trtr_auprc", "tstr_auprc", "trtr_auprc_ci"} <= set(row)
     assert 0.0 <= row["delong_p"] <= 1.0
@@ -342,7 +352,7 @@ def test_prog_gan_grows_selects_by_fd_and_synthesizes(prog_run):
     gan = _summary(prog_run, "gan")
     assert gan["arch"] == "prog"
     assert [p["resolution"] for p in gan["phases"]] == [8, 16]
-    assert gan["selected"]["by"] == "fd" and gan["selected"]["features"] == "classifier"
+    assert gan["selected"]["by"] == "combined" and gan["selected"]["features"] == "classifier"
     assert gan["ada_p"] >= 0.0
     records = [json.loads(line) for line in (prog_run / "gan" / "metrics.jsonl").open()]
     alphas = [r["alpha"] for r in records if "alpha" in r]

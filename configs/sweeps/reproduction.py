@@ -36,6 +36,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.classifier.eval_every = 50
     c.gan.train_kimg = 19.2  # 300 steps of 64
     c.gan.fd.start_kimg = 9.6
+    c.gan.recipe = "study"  # the study's design, as measured below; cross with synthjax
+    c.gan.select = "fd"  # by --config.gan.recipe=synthjax --config.gan.select=combined
     return c
 
 

@@ -89,6 +89,8 @@ def modality(arg: str | None) -> str:
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """The benchmarks' base: the study's settings at 32x32 on CheXpert or RSNA brain CT."""
     c = default.get_config()
+    c.gan.recipe = "study"  # the study's design exactly; sweeps may cross it with synthjax
+    c.gan.select = "fd"  # and its model selection
     for field, value in resolution_settings(32).items():
         set_field(c, field, value)
     if modality(arg) == "ct":

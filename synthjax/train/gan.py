@@ -2,10 +2,12 @@
 
 Data flow: grain batches of real images (uint8) + their label vectors -> global arrays on
 the mesh -> `train_step` (one discriminator and one generator update, as the study's
-trainer alternated them; WGAN-GP or logistic + R1; optional ADA) -> EMA generator ->
-sample grids, Fréchet-distance selection (`fd_monitor`) and checkpoints. Labels for fakes
-are drawn on device from the training set's label vectors ("labels for fakes sampled from
-the empirical training label set").
+trainer alternated them; the recipe's losses, `recipes.py`; optional ADA) -> EMA generator
+-> sample grids, model selection by FD and label fidelity (`fd_monitor`) and checkpoints.
+The discriminator step's fakes carry the real minibatch's label vectors (as the study's
+`D_wgangp`); the generator step draws its label vectors on device from the training set's
+("labels for fakes sampled from the empirical training label set"). Both networks see the
+labels through `conditioning_labels`, which adds an explicit "no finding" entry.
 
 The schedule (`schedule.py`) splits the run into phases: one for cpD-GAN, one per
 resolution for prog-GAN. Each phase is one jitted step with its resolution and batch
@@ -300,6 +302,17 @@ def aux_penalty(kind: str, logits: jax.Array, labels: jax.Array) -> jax.Array:
     return multilabel_penalty(logits, target)
 
 
+def mode_seeking_ratio(images: jax.Array, z: jax.Array) -> jax.Array:
+    """Mean |G(z1, y) - G(z2, y)| / mean |z1 - z2| over the pairs (i, i + B/2), which share
+    their labels (Mao et al. 2019, mode seeking GANs): small when the generator ignores its
+    latent for a label vector, the conditional mode collapse an auxiliary classifier invites.
+    images: float[B, H, W, C], z: float[B, L]; B even."""
+    half = images.shape[0] // 2
+    d_images = jnp.mean(jnp.abs(images[:half] - images[half : 2 * half]))
+    d_z = jnp.mean(jnp.abs(z[:half] - z[half : 2 * half]))
+    return d_images / d_z
+
+
 def r1_penalty(critic: Callable[[jax.Array], jax.Array], real: jax.Array) -> jax.Array:
     """Mean over the batch of |d critic(x) / dx|^2 at the real images (Mescheder et al.).
 
@@ -322,6 +335,8 @@ class StepSettings:
     r1_interval: int
     aux: str  # "none" | "softmax" (the study's AC-GAN) | "sigmoid"
     aux_weight: float
+    aux_weight_g: float
+    mode_seeking: float
     ema_decay: float
     ema_warmup: bool
     reset_optimizer: bool
@@ -340,10 +355,12 @@ class StepSettings:
             loss=design.loss,
             gp_weight=gan.gp_weight,
             drift_weight=gan.drift_weight,
-            r1_gamma=gan.r1_gamma,
+            r1_gamma=design.r1_gamma,
             r1_interval=gan.r1_interval,
             aux=design.aux,
             aux_weight=gan.aux_weight,
+            aux_weight_g=gan.aux_weight if gan.aux_weight_g < 0 else gan.aux_weight_g,
+            mode_seeking=design.mode_seeking,
             ema_decay=gan.ema_decay,
             ema_warmup=gan.ema_warmup,
             reset_optimizer=gan.prog.reset_optimizer,
@@ -524,9 +541,12 @@ def train_step(
             d_params = optax.apply_updates(state.d_params, d_updates)
 
     g_labels = sample_fake_labels(k_yg, label_table, n)
+    if s.mode_seeking:  # pairs: sample i and i + n/2 share their labels, not their latents
+        g_labels = jnp.concatenate([g_labels[: n // 2], g_labels[: n // 2]])
 
     def g_loss_fn(g_params):
-        images = generate(g_params, k_zg, g_labels)
+        z = jax.random.normal(k_zg, (n, s.latent_dim), jnp.float32)
+        images = models.generate(g_params, z, g_labels, level=level, alpha=alpha)
         scores, logits = models.discriminate(d_params, augmented(images, k_ag), g_labels, alpha)
         if s.loss == "wgan_gp":
             loss = -jnp.mean(scores)
@@ -535,8 +555,12 @@ def train_step(
         metrics = {}
         if s.aux != "none":
             label_loss = jnp.mean(aux_penalty(s.aux, logits, g_labels))
-            loss = loss + s.aux_weight * label_loss
+            loss = loss + s.aux_weight_g * label_loss
             metrics["label_loss_g"] = label_loss
+        if s.mode_seeking:
+            diversity = mode_seeking_ratio(images, z)
+            loss = loss + s.mode_seeking / (diversity + 1e-5)
+            metrics["diversity_g"] = diversity
         metrics["loss_g"] = loss
         return loss, metrics
 

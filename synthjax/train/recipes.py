@@ -18,6 +18,10 @@ piece away at a time.
 - Loss. study: WGAN-GP (lambda 10, drift 0.001). synthjax: non-saturating logistic + R1.
 - cpD's skip path. study: nearest-neighbour upsampling. synthjax: bilinear (StyleGAN2's
   [1, 3, 3, 1] filter).
+- Mode seeking (Mao et al. 2019). study: none. synthjax: weight 1, against the
+  conditional mode collapse the auxiliary classifier invites.
+- R1 weight (logistic loss only). study: 0.01 (ADA's at 32x32, if the loss is switched).
+  synthjax: 1.
 
 Both recipes condition the D step's fakes on the real minibatch's labels, as the study's
 `D_wgangp` did (`train_step`).
@@ -26,6 +30,7 @@ Both recipes condition the D step's fakes on the real minibatch's labels, as the
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import ml_collections
 
@@ -47,13 +52,15 @@ class GanDesign:
     d_conditioning: str  # prog-GAN: 'label_sum' means "no conditional score" (AC-GAN only)
     aux: str
     rgb_upsample: str  # cpD-GAN's skip path
+    r1_gamma: float  # logistic_r1's penalty weight
+    mode_seeking: float  # weight of the mode-seeking term in G's loss (0: off)
 
     @property
     def has_aux(self) -> bool:
         return self.aux != "none"
 
 
-def _recipe_defaults(recipe: str, arch: str) -> dict[str, str]:
+def _recipe_defaults(recipe: str, arch: str) -> dict[str, Any]:
     if recipe == "study":
         return dict(
             loss="wgan_gp",
@@ -61,6 +68,8 @@ def _recipe_defaults(recipe: str, arch: str) -> dict[str, str]:
             d_conditioning="label_sum",
             aux="softmax" if arch == "prog" else "none",
             rgb_upsample="nearest",
+            r1_gamma=0.01,  # only if gan.loss=logistic_r1 is asked for (ADA's at 32^2)
+            mode_seeking=0.0,
         )
     if recipe == "synthjax":
         return dict(
@@ -69,6 +78,8 @@ def _recipe_defaults(recipe: str, arch: str) -> dict[str, str]:
             d_conditioning="projection",
             aux="sigmoid",
             rgb_upsample="bilinear",
+            r1_gamma=1.0,
+            mode_seeking=1.0,
         )
     raise ValueError(f"gan.recipe={recipe!r}; known: {', '.join(RECIPES)}")
 
@@ -85,6 +96,9 @@ def resolve(gan: ml_collections.ConfigDict) -> GanDesign:
     ):
         if gan[field]:
             chosen[key] = gan[field]
+    for field in ("r1_gamma", "mode_seeking"):  # numbers: < 0 is "the recipe's"
+        if gan[field] >= 0:
+            chosen[field] = float(gan[field])
     design = GanDesign(recipe=gan.recipe, **chosen)
     for value, allowed, field in (
         (design.loss, GAN_LOSSES, "gan.loss"),
