@@ -109,6 +109,11 @@ def main() -> None:
     parser.add_argument("--config", default="configs/quickstart.py")
     parser.add_argument("--variants", default=DEFAULT_VARIANTS)
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument(
+        "--tables-only",
+        action="store_true",
+        help="print the tables from the runs that finished, train nothing",
+    )
     args = parser.parse_args()
 
     base = config_files.load(args.config)
@@ -116,7 +121,8 @@ def main() -> None:
     shared = root / "shared"
     base.stages = SHARED_STAGES
     base.compilation_cache = str(root / "compilation_cache")
-    experiment.run(base, str(shared))
+    if not args.tables_only:
+        experiment.run(base, str(shared))
 
     seeds = [int(s) for s in args.seeds.split(",")]
     runs = []
@@ -132,45 +138,59 @@ def main() -> None:
             # The shared prepared shards; the phantom is not read again once prepared.
             cfg.dataset.data_dir = str(shared / "data")
             workdir = root / variant / f"seed_{seed}"
+            if args.tables_only:
+                if (workdir / "report.json").exists():
+                    runs.append(collect(variant, seed, workdir, cfg, run_s=None))
+                continue
             for stage in SHARED_STAGES:
                 if not (workdir / stage).exists():
                     shutil.copytree(shared / stage, workdir / stage)
             start = time.perf_counter()
             print(f"== {variant}, seed {seed}: {workdir}", flush=True)
             experiment.run(cfg, str(workdir))
-            report = json.loads((workdir / "report.json").read_text())
-            gan = json.loads((workdir / "gan" / "summary.json").read_text())
-            fid = (report.get("fidelity") or {}).get("overall") or {}
-            runs.append(
-                {
-                    "variant": variant,
-                    "seed": seed,
-                    "label_fidelity": report.get("label_fidelity_auroc_mean"),
-                    "label_fidelity_ci": report.get("label_fidelity_auroc_mean_ci"),
-                    "tstr": report.get("tstr_auroc_mean"),
-                    "tstr_ci": report.get("tstr_auroc_mean_ci"),
-                    "trtr": report.get("trtr_auroc_mean"),
-                    "fd": fid.get("fd"),
-                    "recall": fid.get("recall"),
-                    "gan_s": gan["wall_s"],
-                    "selected_kimg": gan["selected"]["kimg"],
-                    "selection_replay": replay_selection(
-                        workdir / "gan" / "metrics.jsonl",
-                        cfg.gan.fd.start_kimg,
-                        gan["kimg"] / max(gan["step"], 1),
-                        cfg.gan.select_fd_guard,
-                    ),
-                    "run_s": time.perf_counter() - start,
-                }
-            )
-    (root / "ablation.json").write_text(json.dumps(runs, indent=1))
+            runs.append(collect(variant, seed, workdir, cfg, time.perf_counter() - start))
+    if not args.tables_only:
+        (root / "ablation.json").write_text(json.dumps(runs, indent=1))
     print_tables(runs, args.config)
+
+
+def collect(variant: str, seed: int, workdir: Path, cfg, run_s: float | None) -> dict:
+    """One finished run's numbers, from the files the pipeline wrote."""
+    report = json.loads((workdir / "report.json").read_text())
+    gan = json.loads((workdir / "gan" / "summary.json").read_text())
+    fid = (report.get("fidelity") or {}).get("overall") or {}
+    c2st = (report.get("discrimination") or {}).get("per_resolution") or [{}]
+    return {
+        "variant": variant,
+        "seed": seed,
+        "label_fidelity": report.get("label_fidelity_auroc_mean"),
+        "label_fidelity_ci": report.get("label_fidelity_auroc_mean_ci"),
+        "label_fidelity_per_label": {
+            k: v["auroc"] for k, v in (report.get("label_fidelity_per_label") or {}).items()
+        },
+        "tstr": report.get("tstr_auroc_mean"),
+        "tstr_ci": report.get("tstr_auroc_mean_ci"),
+        "trtr": report.get("trtr_auroc_mean"),
+        "fd": fid.get("fd"),
+        "precision": fid.get("precision"),
+        "recall": fid.get("recall"),
+        "c2st": c2st[-1].get("auroc"),
+        "gan_s": gan["wall_s"],
+        "selected": gan["selected"],
+        "selection_replay": replay_selection(
+            workdir / "gan" / "metrics.jsonl",
+            cfg.gan.fd.start_kimg,
+            gan["kimg"] / max(gan["step"], 1),
+            cfg.gan.select_fd_guard,
+        ),
+        "run_s": run_s,
+    }
 
 
 def print_tables(runs: list[dict], config: str) -> None:
     print(f"\n{config}: mean ± sd over seeds (n = seeds per variant)")
-    print("| variant | n | label fidelity (TRTS) | TSTR | FD | recall | GAN s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| variant | n | label fidelity (TRTS) | TSTR | FD | precision | recall | GAN s |")
+    print("|---|---|---|---|---|---|---|---|")
     for variant in dict.fromkeys(r["variant"] for r in runs):
         rows = [r for r in runs if r["variant"] == variant]
         cells = []
@@ -178,6 +198,7 @@ def print_tables(runs: list[dict], config: str) -> None:
             ("label_fidelity", 3),
             ("tstr", 3),
             ("fd", 1),
+            ("precision", 3),
             ("recall", 3),
             ("gan_s", 0),
         ):

@@ -3,7 +3,9 @@
 prepare -> classifier_real -> gan -> synthesize -> classifier_synthetic -> evaluate ->
 report. A stage whose `summary.json` exists is skipped; one that stopped halfway resumes
 from its last checkpoint. So the same command, rerun after a preemption, a crash or
-Ctrl-C, continues where it stopped.
+Ctrl-C, continues where it stopped. One exception: a finished GAN asked to train longer
+(`gan.train_steps` / `gan.train_kimg`) resumes, and the stages after it are moved aside
+to `superseded/` and redone.
 """
 
 from __future__ import annotations
@@ -399,7 +401,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict[str, 
         if changes:
             logging.warning(
                 "config differs from the one this workdir was started with; finished stages "
-                "keep their results, later ones use the new values:\n  %s",
+                "keep their results (except a GAN asked to train longer), later ones use the "
+                "new values:\n  %s",
                 "\n  ".join(changes),
             )
     if run_.is_host0:
