@@ -219,8 +219,14 @@ class FrechetMonitor:
             images = self._images(
                 g_params, self.z[start : start + batch], self.labels[start : start + batch]
             )
-            features.append(self.space.of_images(images))
-            if self.classifier is not None:
+            if self.classifier is None:
+                features.append(self.space.of_images(images))
+            elif self.classifier is self.space:  # one pass gives both (the default)
+                p, f = self.classifier.predict_images(images)
+                probs.append(p)
+                features.append(f)
+            else:
+                features.append(self.space.of_images(images))
                 probs.append(self.classifier.predict_images(images)[0])
         fake = np.concatenate(features)
         fd = frechet_distance(*gaussian_stats(fake), *self.reference)
@@ -239,10 +245,6 @@ class FrechetMonitor:
                 lambda z, y: self._images(g_params, z, y), self.strength_z, self.combos
             )
         return Evaluation(fd=fd, label_fidelity=lf, metrics=metrics)
-
-    def distance(self, g_params: PyTree) -> float:
-        """FD of the generator `g_params` against the real reference statistics."""
-        return self.evaluate(g_params).fd
 
     def hook(self, state: Any, step: int) -> tuple[Any, dict[str, float]]:
         """The loop hook: evaluate, select, count patience (host-side; a few scalars move)."""
