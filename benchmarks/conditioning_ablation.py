@@ -46,21 +46,27 @@ VARIANT_STAGES = ("gan", "synthesize", "classifier_synthetic", "evaluate", "repo
 
 # Each variant: overrides of the config (as --config.field=value would set them).
 VARIANTS: dict[str, dict[str, object]] = {
-    "study": {"gan.recipe": "study"},
+    "study": {"gan.recipe": "study", "gan.arch": "cpd"},  # the study's cpD-GAN, exactly
+    # The synthjax recipe on the quickstart's architecture (dcgan) and on the study's cpD:
     "synthjax": {"gan.recipe": "synthjax"},
-    # synthjax with one piece taken away (or put back to the study's):
+    "synthjax-cpd": {"gan.recipe": "synthjax", "gan.arch": "cpd"},
+    # synthjax on dcgan with one piece taken away, or cpD's R1 and mode seeking put back:
     "synthjax-no-aux": {"gan.recipe": "synthjax", "gan.aux": "none"},
-    "synthjax-concat": {
-        "gan.recipe": "synthjax",
-        "gan.conditioning": "concat",
-        "gan.d_conditioning": "label_sum",
-    },
-    "synthjax-no-mode-seeking": {"gan.recipe": "synthjax", "gan.mode_seeking": 0.0},
-    "synthjax-wgan-gp": {"gan.recipe": "synthjax", "gan.loss": "wgan_gp"},
-    "synthjax-nearest": {"gan.recipe": "synthjax", "gan.rgb_upsample": "nearest"},
+    "synthjax-label-sum": {"gan.recipe": "synthjax", "gan.d_conditioning": "label_sum"},
+    "synthjax+r1": {"gan.recipe": "synthjax", "gan.r1_gamma": 1.0},
+    "synthjax+mode-seeking": {"gan.recipe": "synthjax", "gan.mode_seeking": 1.0},
     "synthjax+ada": {"gan.recipe": "synthjax", "gan.ada.enabled": True},
+    "synthjax-800-steps": {"gan.recipe": "synthjax", "gan.train_steps": 800},  # 2x longer
+    # synthjax on cpD with one piece taken away (or put back to the study's):
+    "synthjax-cpd-no-aux": {"gan.recipe": "synthjax", "gan.arch": "cpd", "gan.aux": "none"},
+    "synthjax-cpd-no-mode-seeking": {
+        "gan.recipe": "synthjax",
+        "gan.arch": "cpd",
+        "gan.mode_seeking": 0.0,
+    },
+    "synthjax-cpd-wgan-gp": {"gan.recipe": "synthjax", "gan.arch": "cpd", "gan.loss": "wgan_gp"},
 }
-DEFAULT_VARIANTS = "study,synthjax,synthjax-no-aux,synthjax-no-mode-seeking"
+DEFAULT_VARIANTS = "study,synthjax-cpd,synthjax,synthjax-no-aux,synthjax+r1"
 
 
 def _set(cfg, field: str, value: object) -> None:

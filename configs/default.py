@@ -85,7 +85,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # --- GAN ---------------------------------------------------------------------------------
     c.gan = ml_collections.ConfigDict()
-    c.gan.arch = "cpd"  # cpd | prog (prog's own sizes and schedule: gan.prog below)
+    # cpd | prog (the study's two; prog's own sizes and schedule: gan.prog below) | dcgan (a
+    # plain conv G with group norm and tanh, a strided-conv D: synthjax/models/dcgan.py;
+    # the quickstart's, where it drew anatomy in 400 steps and cpD did not)
+    c.gan.arch = "cpd"
     # study: the study's exact design (every reproduction config uses it) | synthjax: a
     # normalised label embedding + mapping network in G, a projection D with a multi-label
     # auxiliary classifier, logistic loss + R1 (synthjax/train/recipes.py; the README's
@@ -135,6 +138,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # prog-GAN (Karras et al. 2018 with the study's conditioning): grows from start_resolution,
     # each new resolution faded in over fade_kimg and trained stable_kimg (the study: 1,400 at
     # 32^2, 1,000 at 64^2 and above); the last resolution trains until train_kimg.
+    # dcgan: channels nf(res) = clip(fmap_base / res, 16, fmap_max), halved per doubling.
+    c.gan.dcgan = ml_collections.ConfigDict()
+    c.gan.dcgan.fmap_base = 16384
+    c.gan.dcgan.fmap_max = 512
     c.gan.prog = ml_collections.ConfigDict()
     c.gan.prog.start_resolution = 8
     c.gan.prog.batch_sizes = "8:256,16:128,32:64,64:32,128:16,256:16,512:8,1024:4"
@@ -256,6 +263,8 @@ def shrink_to_smoke(c: ml_collections.ConfigDict) -> None:
     c.gan.latent_dim = 32
     c.gan.fmap_base = 256
     c.gan.fmap_max = 32
+    c.gan.dcgan.fmap_base = 256
+    c.gan.dcgan.fmap_max = 64
     c.gan.prog.fmap_base = 256
     c.gan.prog.learning_rate = 0.002
     c.gan.prog.batch_sizes = "8:16,16:16,32:16,64:16"

@@ -36,7 +36,7 @@ STAGE_ORDER = (
 )
 DATASETS = ("chexpert", "nih_cxr14", "rsna_ich", "folder")
 PHANTOM_DATASETS = ("chexpert", "rsna_ich")  # the built-in phantoms write these layouts
-GAN_ARCHS = ("cpd", "prog")
+GAN_ARCHS = ("cpd", "prog", "dcgan")
 FD_FEATURES = ("classifier", "inception")
 CLASSIFIER_ARCHS = ("densenet121", "densenet_narrow")
 CONV_LOWERINGS = ("auto", "native", "im2col", "hybrid")

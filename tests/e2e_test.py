@@ -83,7 +83,7 @@ def test_smoke_pipeline_writes_every_contract_file(smoke_run):
         summary = _summary(workdir, stage)
         assert summary["stage"] == stage
         assert {"step", "wall_s", "state_sha256"} <= set(summary)
-    assert json.loads((workdir / "config.json").read_text())["gan"]["arch"] == "cpd"
+    assert json.loads((workdir / "config.json").read_text())["gan"]["arch"] == "dcgan"
     for stage in ("classifier_real", "gan", "classifier_synthetic"):
         lines = (workdir / stage / "metrics.jsonl").read_text().splitlines()
         first = json.loads(lines[0])
@@ -160,7 +160,7 @@ def test_evaluation_measures_utility_fidelity_discrimination_and_privacy(smoke_r
 
     row = analysis.load_run(workdir)
     assert row["tstr_auroc_mean"] == report["tstr_auroc_mean"] and row["finished"] == "report"
-    assert row["verdict"] == verdict["decision"] and row["gan.arch"] == "cpd"
+    assert row["verdict"] == verdict["decision"] and row["gan.arch"] == "dcgan"
 
 
 def _copying_run(smoke_workdir, tmp_path, monkeypatch, name, **privacy):

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from synthjax.models import cpd_gan, densenet, layers
+from synthjax.models import cpd_gan, dcgan, densenet, layers
 
 TINY = dict(fmap_base=256, fmap_max=32)
 STUDY_RESOLUTIONS = (32, 64, 128, 256)
@@ -196,6 +196,36 @@ def test_gan_output_shapes(resolution):
     assert images.shape == (8, resolution, resolution, 1) and images.dtype == jnp.float32
     scores, logits = jax.eval_shape(lambda x: d.init_with_output(key, x, y)[0], images)
     assert scores.shape == (8,) and scores.dtype == jnp.float32 and logits is None
+
+
+@pytest.mark.parametrize("conditioning", ["projection", "label_sum"])
+def test_dcgan_shapes_range_and_channel_plan(conditioning):
+    g = dcgan.Generator(32, num_labels=5, latent_dim=16, fmap_base=512, fmap_max=64)
+    d = dcgan.Discriminator(32, num_labels=5, fmap_base=512, fmap_max=64,
+                            conditioning=conditioning, num_aux=5)
+    z, y = _normal(0, (8, 16)), jnp.zeros((8, 5)).at[:, 1].set(1.0)
+    g_vars = _host_init(g, z, y)
+    images = g.apply(g_vars, 10.0 * z, y)
+    assert images.shape == (8, 32, 32, 1)
+    assert float(jnp.max(jnp.abs(images))) <= 1.0  # tanh: the data's range
+    (scores, logits), _ = d.init_with_output(jax.random.key(1), images, y)
+    assert scores.shape == (8,) and logits.shape == (8, 5)
+    # Channels halve per doubling, clipped to [16, fmap_max]: 64 at 4x4 and 8x8, 32 at 16x16,
+    # 16 at 32x32.
+    assert [dcgan.feature_maps(r, 512, 64) for r in (4, 8, 16, 32, 64)] == [64, 64, 32, 16, 16]
+    kernels = g_vars["params"]
+    assert kernels["16x16_conv"]["kernel"].shape == (3, 3, 64, 32)
+    assert kernels["to_rgb"]["kernel"].shape == (3, 3, 16, 1)
+
+
+def test_dcgan_samples_do_not_depend_on_their_batch():
+    """Group norm, not batch norm: a sample is the same alone or among others."""
+    g = dcgan.Generator(16, num_labels=3, latent_dim=8, fmap_base=256, fmap_max=32)
+    z, y = _normal(0, (6, 8)), jnp.eye(3)[jnp.array([0, 1, 2, 0, 1, 2])]
+    g_vars = _host_init(g, z, y)
+    together = g.apply(g_vars, z, y)
+    alone = g.apply(g_vars, z[:1], y[:1])
+    np.testing.assert_allclose(together[:1], alone, atol=1e-5)
 
 
 def test_bfloat16_compute_keeps_float32_params_and_outputs():

@@ -393,9 +393,10 @@ class EqualizedConv2D(nn.Module):
 
 
 class Conv(nn.Module):
-    """Standard conv through `conv2d`, for the classifier.
+    """Standard conv through `conv2d`, for the classifier and the dcgan.
 
-    Initialised like torchvision's DenseNet (kaiming_normal_: N(0, 2 / fan_in), untruncated).
+    Initialised like torchvision's DenseNet by default (kaiming_normal_: N(0, 2 / fan_in),
+    untruncated); `kernel_init` replaces it.
     """
 
     features: int
@@ -405,16 +406,14 @@ class Conv(nn.Module):
     use_bias: bool = False
     lowering: str = "native"
     dtype: Dtype = jnp.float32
+    kernel_init: Any = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         """x: float[B, H, W, Cin] -> dtype[B, H', W', features]."""
         k = self.kernel_size
         kernel = self.param(
-            "kernel",
-            nn.initializers.variance_scaling(2.0, "fan_in", "normal"),
-            (k, k, x.shape[-1], self.features),
-            jnp.float32,
+            "kernel", self.kernel_init, (k, k, x.shape[-1], self.features), jnp.float32
         )
         y = conv2d(
             x.astype(self.dtype),

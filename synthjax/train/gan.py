@@ -34,7 +34,7 @@ from synthjax import compiler, distributed, parallel
 from synthjax.checkpoint import state_sha256
 from synthjax.data import pipeline
 from synthjax.eval import grids
-from synthjax.models import cpd_gan, inception, prog_gan
+from synthjax.models import cpd_gan, dcgan, inception, prog_gan
 from synthjax.models.layers import downsample_2x, resolve_conv_lowering, upsample_2x
 from synthjax.train import augment, classifier, fd_monitor, recipes
 from synthjax.train.loop import Hook, LoopSettings, restore_final_state, train_loop
@@ -187,6 +187,7 @@ def build_models(
         conv_lowering=lowering,
         bf16_resolution=gan.bf16_resolution,
     )
+    plain_sizes = {k: v for k, v in sizes.items() if k not in ("fmap_max", "bf16_resolution")}
     g_cond = dict(
         conditioning=design.g_conditioning,
         **({"rgb_upsample": design.rgb_upsample} if gan.arch == "cpd" else {}),
@@ -205,8 +206,17 @@ def build_models(
             prog_gan.Generator(latent_dim=gan.latent_dim, **g_cond, **prog, **sizes),
             prog_gan.Discriminator(**d_cond, **prog, **sizes),
         )
+    if gan.arch == "dcgan":
+        dc = dict(fmap_base=gan.dcgan.fmap_base, fmap_max=gan.dcgan.fmap_max)
+        return GanModels(
+            "dcgan",
+            dcgan.Generator(latent_dim=gan.latent_dim, **dc, **plain_sizes),
+            dcgan.Discriminator(
+                conditioning=design.d_conditioning, num_aux=d_cond["num_aux"], **dc, **plain_sizes
+            ),
+        )
     if gan.arch != "cpd":
-        raise ValueError(f"gan.arch={gan.arch!r}; known: 'cpd', 'prog'")
+        raise ValueError(f"gan.arch={gan.arch!r}; known: 'cpd', 'prog', 'dcgan'")
     return GanModels(
         "cpd",
         cpd_gan.Generator(latent_dim=gan.latent_dim, fmap_base=gan.fmap_base, **g_cond, **sizes),
@@ -517,14 +527,14 @@ def train_step(
             metrics.update(wasserstein=wasserstein, gp=penalty)
         else:
             loss = jnp.mean(jax.nn.softplus(s_fake)) + jnp.mean(jax.nn.softplus(-s_real))
-            # Lazy R1 (StyleGAN2): every r1_interval steps, weighted by the interval.
-            r1 = jax.lax.cond(
-                state.step % s.r1_interval == 0,
-                lambda: r1_penalty(lambda x: critic(x, real_labels, k_ar)[0], real),
-                lambda: jnp.zeros((), jnp.float32),
-            )
-            loss = loss + (0.5 * s.r1_gamma * s.r1_interval) * r1
-            metrics["r1"] = r1
+            if s.r1_gamma > 0:  # lazy R1 (StyleGAN2): every r1_interval steps, times it
+                r1 = jax.lax.cond(
+                    state.step % s.r1_interval == 0,
+                    lambda: r1_penalty(lambda x: critic(x, real_labels, k_ar)[0], real),
+                    lambda: jnp.zeros((), jnp.float32),
+                )
+                loss = loss + (0.5 * s.r1_gamma * s.r1_interval) * r1
+                metrics["r1"] = r1
         if s.aux != "none":
             label_loss = jnp.mean(aux_penalty(s.aux, logits_real, real_labels))
             if s.aux == "softmax":  # the study's AC-GAN trains D's classifier on fakes too

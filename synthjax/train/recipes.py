@@ -18,10 +18,15 @@ piece away at a time.
 - Loss. study: WGAN-GP (lambda 10, drift 0.001). synthjax: non-saturating logistic + R1.
 - cpD's skip path. study: nearest-neighbour upsampling. synthjax: bilinear (StyleGAN2's
   [1, 3, 3, 1] filter).
-- Mode seeking (Mao et al. 2019). study: none. synthjax: weight 1, against the
-  conditional mode collapse the auxiliary classifier invites.
+- Mode seeking (Mao et al. 2019). study: none. synthjax: weight 1 on cpD and prog, against
+  the conditional mode collapse the auxiliary classifier invites there; 0 on dcgan, whose
+  samples vary with z without it and lost label fidelity with it.
 - R1 weight (logistic loss only). study: 0.01 (ADA's at 32x32, if the loss is switched).
-  synthjax: 1.
+  synthjax: 1 on cpD and prog; 0 on dcgan (R1 1 slowed it to FD 21 at 400 quickstart steps
+  against 1.6 at 350 without; the README's ablation).
+- The architecture (`gan.arch`) is not part of a recipe. dcgan's generator takes a label
+  embedding concatenated to z whatever `gan.conditioning` says; its discriminator follows
+  `gan.d_conditioning`.
 
 Both recipes condition the D step's fakes on the real minibatch's labels, as the study's
 `D_wgangp` did (`train_step`).
@@ -72,14 +77,15 @@ def _recipe_defaults(recipe: str, arch: str) -> dict[str, Any]:
             mode_seeking=0.0,
         )
     if recipe == "synthjax":
+        plain = arch == "dcgan"  # measured on the quickstart: both terms only cost it
         return dict(
             loss="logistic_r1",
             g_conditioning="mapping",
             d_conditioning="projection",
             aux="sigmoid",
             rgb_upsample="bilinear",
-            r1_gamma=1.0,
-            mode_seeking=1.0,
+            r1_gamma=0.0 if plain else 1.0,
+            mode_seeking=0.0 if plain else 1.0,
         )
     raise ValueError(f"gan.recipe={recipe!r}; known: {', '.join(RECIPES)}")
 
