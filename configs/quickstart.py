@@ -82,6 +82,10 @@ def use_ct_phantom(c: ml_collections.ConfigDict) -> None:
     c.dataset.phantom.min_slices = 16
     c.dataset.phantom.max_slices = 32
     c.dataset.num_classes = 6
+    # Mode seeking back on: without it dcgan collapsed here (each label combination one
+    # image; label fidelity 0.007, TSTR 0.507); with it, label fidelity 0.642 and TSTR 0.683
+    # (seed 0, one run each; the README's quickstart section).
+    c.gan.mode_seeking = 1.0
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:
