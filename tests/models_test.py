@@ -201,8 +201,9 @@ def test_gan_output_shapes(resolution):
 @pytest.mark.parametrize("conditioning", ["projection", "label_sum"])
 def test_dcgan_shapes_range_and_channel_plan(conditioning):
     g = dcgan.Generator(32, num_labels=5, latent_dim=16, fmap_base=512, fmap_max=64)
-    d = dcgan.Discriminator(32, num_labels=5, fmap_base=512, fmap_max=64,
-                            conditioning=conditioning, num_aux=5)
+    d = dcgan.Discriminator(
+        32, num_labels=5, fmap_base=512, fmap_max=64, conditioning=conditioning, num_aux=5
+    )
     z, y = _normal(0, (8, 16)), jnp.zeros((8, 5)).at[:, 1].set(1.0)
     g_vars = _host_init(g, z, y)
     images = g.apply(g_vars, 10.0 * z, y)

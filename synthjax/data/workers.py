@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -59,6 +60,17 @@ def _start_method() -> str:
     return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
+def _worker_signals() -> None:
+    """A worker dies on SIGTERM and leaves Ctrl-C to the parent.
+
+    A forked worker inherits the parent's handlers. In a multi-process run the parent's
+    SIGTERM handler is JAX's preemption notifier, which only records the signal; a worker
+    keeping it would outlive the pool's `terminate()` and hang the parent's join forever.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _call(fn: Callable[[T], R], item: T) -> tuple[bool, Any]:
     try:
         return True, fn(item)
@@ -82,8 +94,16 @@ def process_pool(workers: int = 0) -> Iterator[Any]:
         yield None
         return
     context = multiprocessing.get_context(_start_method())
-    with context.Pool(workers) as pool:
+    pool = context.Pool(workers, initializer=_worker_signals)
+    try:
         yield pool
+    except BaseException:
+        pool.terminate()  # an error or Ctrl-C: queued work is abandoned
+        raise
+    else:
+        pool.close()  # workers finish and exit on their own
+    finally:
+        pool.join()
 
 
 def ordered_map(
