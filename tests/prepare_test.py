@@ -84,3 +84,36 @@ def test_a_killed_build_is_rebuilt_not_reused(raw, tmp_path):
     assert _records(dataset_dir) == _records(clean_dir)
     assert sum(len(load_source(dataset_dir, s)) for s in SPLITS) == report["counts"]["kept"]
     assert np.isfinite(load_source(dataset_dir, "train").labels).all()
+
+
+def test_runs_sharing_a_data_dir_read_their_own_phantoms(tmp_path):
+    """A sweep over phantom settings: one `data_dir`, two phantoms, two prepared datasets.
+
+    The builder's config names the resolution and label policy, not the raw folder; keyed
+    by that alone, the second run read the first run's shards (a CT calibration sweep over
+    `subtlety` once trained three classifiers on one dataset)."""
+    from pathlib import Path
+
+    from synthjax import experiment
+    from synthjax.config_files import load
+
+    def prepare(subtlety, name):
+        config = load(str(Path(__file__).resolve().parents[1] / "configs/quickstart.py:smoke"))
+        config.stages = ("prepare",)
+        config.dataset.phantom.subtlety = subtlety
+        config.dataset.phantom.dir = str(tmp_path / "phantoms")
+        config.dataset.data_dir = str(tmp_path / "data")
+        return experiment.run(config, str(tmp_path / name))["prepare"]
+
+    faint, plain, again = prepare(8.0, "faint"), prepare(1.0, "plain"), prepare(8.0, "again")
+    assert faint["dataset_dir"] != plain["dataset_dir"]
+    assert again["dataset_dir"] == faint["dataset_dir"]  # the same source is built once
+    images = {
+        name: np.stack([src[i]["image"] for i in range(len(src))])
+        for name, src in (
+            ("faint", load_source(faint["dataset_dir"], "train")),
+            ("plain", load_source(plain["dataset_dir"], "train")),
+        )
+    }
+    assert images["faint"].shape == images["plain"].shape  # labels do not change
+    assert not np.array_equal(images["faint"], images["plain"])

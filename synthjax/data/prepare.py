@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from typing import Any
 
 import numpy as np
@@ -93,6 +94,19 @@ MANUAL_DIR_HINT = {
 }
 
 
+def shards_dir(data_dir: epath.Path, manual_dir: epath.Path) -> epath.Path:
+    """Where the prepared shards of `manual_dir` go under `data_dir`: a folder per source.
+
+    A builder's config names its settings (resolution, label policy, windows), not the raw
+    folder it read. Runs sharing `data_dir` (a sweep) with different raw folders, such as
+    phantoms with different settings, would otherwise read whichever was built first.
+    """
+    path = str(manual_dir)
+    if "://" not in path:
+        path = os.path.realpath(path)
+    return data_dir / f"source_{hashlib.sha256(path.encode()).hexdigest()[:10]}"
+
+
 def _build(name: str, manual_dir: epath.Path, data_dir: epath.Path, ds) -> tuple:
     """Runs the dataset's builder: (dataset_dir, report)."""
     common = {
@@ -144,7 +158,9 @@ def run_stage(run: Run) -> dict[str, Any]:
             f"pass --config.dataset.manual_dir=<{MANUAL_DIR_HINT[ds.name]}>"
             + (", or --config.dataset.phantom.enabled=True" if has_phantom else ""),
         )
-    data_dir = epath.Path(ds.data_dir) if ds.data_dir else run.workdir / "data"
+    data_dir = shards_dir(
+        epath.Path(ds.data_dir) if ds.data_dir else run.workdir / "data", manual_dir
+    )
     tfds.disable_progress_bar()  # our own progress lines say the rate; tqdm bars garble logs
     phantom = not ds.manual_dir  # only the built-in phantom runs without a raw folder
     dataset_dir, report = _build(ds.name, manual_dir, data_dir, ds)
