@@ -142,6 +142,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.gan.dcgan = ml_collections.ConfigDict()
     c.gan.dcgan.fmap_base = 16384
     c.gan.dcgan.fmap_max = 512
+    # G's normalisation: 'group' (one learned affine for all samples) or 'adaptive' (group
+    # norm with a per-sample scale and shift from z and the labels).
+    c.gan.dcgan.norm = "adaptive"
+    c.gan.dcgan.learning_rate = 0.0  # 0: gan.learning_rate
     c.gan.prog = ml_collections.ConfigDict()
     c.gan.prog.start_resolution = 8
     c.gan.prog.batch_sizes = "8:256,16:128,32:64,64:32,128:16,256:16,512:8,1024:4"

@@ -46,6 +46,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.gan.arch = "dcgan"
     c.gan.dcgan.fmap_base = 512  # 128 channels at 4x4 down to 16 at 32x32
     c.gan.dcgan.fmap_max = 512
+    # 1e-3, not cpD's 2e-3: over 4 seeds TSTR was the same within its spread (0.762 ± 0.032
+    # against 0.782 ± 0.047) and label fidelity higher and steadier (0.900 ± 0.004 against
+    # 0.869 ± 0.022); at 2e-3 one seed's discriminator blew up and G collapsed for 150 steps.
+    c.gan.dcgan.learning_rate = 0.001
     c.gan.batch_size = 64
     c.gan.train_kimg = 25.6  # 400 steps of 64
     c.gan.learning_rate = 0.002

@@ -219,14 +219,47 @@ def test_dcgan_shapes_range_and_channel_plan(conditioning):
     assert kernels["to_rgb"]["kernel"].shape == (3, 3, 16, 1)
 
 
-def test_dcgan_samples_do_not_depend_on_their_batch():
+@pytest.mark.parametrize("norm", ["group", "adaptive"])
+def test_dcgan_samples_do_not_depend_on_their_batch(norm):
     """Group norm, not batch norm: a sample is the same alone or among others."""
-    g = dcgan.Generator(16, num_labels=3, latent_dim=8, fmap_base=256, fmap_max=32)
+    g = dcgan.Generator(16, num_labels=3, latent_dim=8, fmap_base=256, fmap_max=32, norm=norm)
     z, y = _normal(0, (6, 8)), jnp.eye(3)[jnp.array([0, 1, 2, 0, 1, 2])]
     g_vars = _host_init(g, z, y)
     together = g.apply(g_vars, z, y)
     alone = g.apply(g_vars, z[:1], y[:1])
     np.testing.assert_allclose(together[:1], alone, atol=1e-5)
+
+
+def test_dcgan_adaptive_norm_gives_each_sample_its_own_brightness():
+    """Group norm takes every sample's mean and spread away; a shared affine cannot give them
+    back (the first dcgan's samples all had one brightness). The adaptive norm's scale and
+    shift come from each sample's z: it starts as plain group norm (zero-initialised) and
+    can set the output's per-sample brightness."""
+    kw = dict(num_labels=3, latent_dim=8, fmap_base=256, fmap_max=32)
+    z, y = _normal(0, (64, 8)), jnp.zeros((64, 3))
+    group, adaptive = dcgan.Generator(16, norm="group", **kw), dcgan.Generator(16, **kw)
+    a_vars = jax.jit(adaptive.init)(jax.random.key(0), z, y)  # the real initialisation
+    style = {k for k in a_vars["params"] if k.endswith("_style")}
+    assert style == {f"{r}x{r}_norm_style" for r in (4, 8, 16)}
+    assert all(not np.any(a_vars["params"][k]["kernel"]) for k in style)
+    # The same weights elsewhere (group norm's affine at its init, 1 and 0): the same images.
+    g_params = {
+        k: (v if k.endswith("_norm") else a_vars["params"][k])
+        for k, v in _host_init(group, z, y)["params"].items()
+    }
+    np.testing.assert_allclose(
+        group.apply({"params": g_params}, z, y), adaptive.apply(a_vars, z, y), atol=1e-5
+    )
+    # A shift driven by z[0] in the last norm moves each image's brightness with z[0].
+    last = dict(a_vars["params"]["16x16_norm_style"])
+    channels = last["bias"].shape[0] // 2
+    kernel = np.zeros(last["kernel"].shape, np.float32)
+    kernel[0, channels:] = 1.0
+    params = {**a_vars["params"], "16x16_norm_style": {**last, "kernel": jnp.asarray(kernel)}}
+    brightness = np.asarray(adaptive.apply({"params": params}, z, y)).mean(axis=(1, 2, 3))
+    before = np.asarray(adaptive.apply(a_vars, z, y)).mean(axis=(1, 2, 3))
+    assert brightness.std() > 3 * before.std()
+    assert abs(np.corrcoef(brightness, np.asarray(z[:, 0]))[0, 1]) > 0.5
 
 
 def test_bfloat16_compute_keeps_float32_params_and_outputs():

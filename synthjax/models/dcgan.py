@@ -17,6 +17,15 @@ resolution 8..R a nearest-neighbour 2x upsample and a 3x3 conv, each followed by
 norm and ReLU; a final 3x3 conv and tanh (data are in [-1, 1]). Channels halve with every
 doubling of resolution: nf(res) = clip(fmap_base / res, fmap_min, fmap_max).
 
+The group norm is adaptive (`norm='adaptive'`, the default): its scale and shift are
+computed per sample from (z, label embedding), as conditional batch norm does in BigGAN.
+Group norm removes each sample's mean and spread at every layer, and with one learned
+affine for all samples (`norm='group'`) nothing downstream can put them back: on the
+quickstart phantom the synthetic images' brightness varied 9 times less than the real
+ones' (standard deviation of the per-image mean 1.6 against 14.8 grey levels), and a
+classifier trained on them failed on the real images' exposures. The per-sample affine
+restored it (11.8) and lifted TSTR (the README's ablation).
+
 Discriminator: a 3x3 conv at full resolution, then 4x4 stride-2 convs down to 4x4 (each
 doubling the channels), leaky ReLU 0.2 after each, no normalisation; the 4x4 map is
 flattened into a dense layer of features h. The conditional output is the study's label
@@ -84,6 +93,9 @@ class Generator(nn.Module):
     latent_dim: int = 128
     fmap_base: int = 512
     fmap_max: int = 512
+    # 'group': group norm with learned affine weights, shared by every sample. 'adaptive':
+    # group norm whose scale and shift are computed per sample from (z, label embedding).
+    norm: str = "adaptive"
     conv_lowering: str = "native"
     dtype: Dtype = jnp.float32
 
@@ -100,14 +112,36 @@ class Generator(nn.Module):
                 f"got {z.shape} and {labels.shape}"
             )
         embed = nn.Dense(LABEL_EMBED, name="label_embed")(labels.astype(jnp.float32))
-        x = jnp.concatenate([z.astype(jnp.float32), embed], axis=-1)
-        x = nn.Dense(16 * self.nf(4), name="4x4_dense")(x).reshape(-1, 4, 4, self.nf(4))
+        style = jnp.concatenate([z.astype(jnp.float32), embed], axis=-1)
+        x = nn.Dense(16 * self.nf(4), name="4x4_dense")(style).reshape(-1, 4, 4, self.nf(4))
 
         conv = functools.partial(plain_conv, lowering=self.conv_lowering, dtype=self.dtype)
+        if self.norm not in ("group", "adaptive"):
+            raise ValueError(f"gan.dcgan.norm must be 'group' or 'adaptive', got {self.norm!r}")
+        adaptive = self.norm == "adaptive"
 
         def norm_relu(x: Array, name: str) -> Array:
-            groups = group_count(x.shape[-1])
-            x = nn.GroupNorm(num_groups=groups, dtype=self.dtype, name=name)(x)
+            channels = x.shape[-1]
+            x = nn.GroupNorm(
+                num_groups=group_count(channels),
+                use_scale=not adaptive,
+                use_bias=not adaptive,
+                dtype=self.dtype,
+                name=name,
+            )(x)
+            if adaptive:
+                # Each sample's own scale and shift, from its z and labels. Zero-initialised,
+                # so training starts from plain group norm.
+                gain, shift = jnp.split(
+                    nn.Dense(2 * channels, kernel_init=nn.initializers.zeros, name=f"{name}_style")(
+                        style
+                    ),
+                    2,
+                    axis=-1,
+                )
+                x = x * (1.0 + gain[:, None, None, :]).astype(x.dtype) + shift[
+                    :, None, None, :
+                ].astype(x.dtype)
             return nn.relu(x)
 
         x = norm_relu(x, "4x4_norm")

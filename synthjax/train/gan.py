@@ -210,7 +210,7 @@ def build_models(
         dc = dict(fmap_base=gan.dcgan.fmap_base, fmap_max=gan.dcgan.fmap_max)
         return GanModels(
             "dcgan",
-            dcgan.Generator(latent_dim=gan.latent_dim, **dc, **plain_sizes),
+            dcgan.Generator(latent_dim=gan.latent_dim, norm=gan.dcgan.norm, **dc, **plain_sizes),
             dcgan.Discriminator(
                 conditioning=design.d_conditioning, num_aux=d_cond["num_aux"], **dc, **plain_sizes
             ),
@@ -225,7 +225,9 @@ def build_models(
 
 
 def learning_rate(gan: ml_collections.ConfigDict) -> float:
-    return gan.prog.learning_rate if gan.arch == "prog" else gan.learning_rate
+    """`gan.learning_rate`, or the architecture's own where it sets one (> 0)."""
+    own = {"prog": gan.prog.learning_rate, "dcgan": gan.dcgan.learning_rate}.get(gan.arch, 0.0)
+    return own if own > 0 else gan.learning_rate
 
 
 def make_optimizer(gan: ml_collections.ConfigDict) -> optax.GradientTransformation:
