@@ -132,16 +132,11 @@ class Generator(nn.Module):
             if adaptive:
                 # Each sample's own scale and shift, from its z and labels. Zero-initialised,
                 # so training starts from plain group norm.
-                gain, shift = jnp.split(
-                    nn.Dense(2 * channels, kernel_init=nn.initializers.zeros, name=f"{name}_style")(
-                        style
-                    ),
-                    2,
-                    axis=-1,
+                affine = nn.Dense(
+                    2 * channels, kernel_init=nn.initializers.zeros, name=f"{name}_style"
                 )
-                x = x * (1.0 + gain[:, None, None, :]).astype(x.dtype) + shift[
-                    :, None, None, :
-                ].astype(x.dtype)
+                gain, shift = jnp.split(affine(style)[:, None, None, :].astype(x.dtype), 2, axis=-1)
+                x = x * (1.0 + gain) + shift
             return nn.relu(x)
 
         x = norm_relu(x, "4x4_norm")
