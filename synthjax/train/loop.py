@@ -111,6 +111,11 @@ def train_loop(
 
     # --- loop ---------------------------------------------------------------------------
     pending: tuple[int, Metrics] | None = None  # logged one step late
+    # The host runs at most one step ahead of the device. Without a bound, dispatch is
+    # asynchronous and unthrottled: the host queues dozens of steps (each holding its
+    # batch), progress reports the dispatch rate, and the first read (a log, an
+    # evaluation) then waits for the whole queue.
+    in_flight: Metrics | None = None
     step = last_saved = start_step
     stopped_early = finished is not None and finished(state)
 
@@ -124,6 +129,9 @@ def train_loop(
             while step < settings.total_steps and not stopped_early:
                 batch = parallel.to_global(next(data_iter), mesh)
                 state, metrics = step_fn(state, batch, step)
+                if in_flight is not None:
+                    jax.block_until_ready(in_flight)
+                in_flight = metrics
                 step += 1
                 flush(pending)
                 pending = (

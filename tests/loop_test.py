@@ -1,0 +1,57 @@
+"""The training loop's pacing: the host never runs far ahead of the device."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from etils import epath
+
+from synthjax import parallel
+from synthjax.data import pipeline
+from synthjax.train import loop
+
+
+def test_host_stays_within_one_step_of_the_device(tmp_path):
+    """Dispatch is asynchronous: unbounded, the host would queue all 12 slow steps at once
+    (each holding its batch) and progress would report the dispatch rate. The loop
+    dispatches step n+1 only once step n-1 has finished, so at most two are unfinished."""
+    mesh = parallel.make_mesh(1)
+    rep = parallel.replicated(mesh)
+    a = jnp.full((400, 400), 1e-3)
+
+    @jax.jit
+    def step(state, batch):
+        x = state["x"] + jnp.mean(batch["image"].astype(jnp.float32))
+        x = jax.lax.fori_loop(0, 30, lambda _, m: jnp.tanh(m @ a), x + a)  # ~50 ms of work
+        return {"step": state["step"] + 1, "x": x}, {"loss": jnp.mean(x)}
+
+    outputs, unfinished = [], []
+
+    def step_fn(state, batch, i):
+        unfinished.append(sum(not m["loss"].is_ready() for m in outputs))
+        state, metrics = step(state, batch)
+        outputs.append(metrics)
+        return state, metrics
+
+    source = [
+        {"image": np.full((4, 4, 1), i, np.uint8), "labels": np.zeros(2, np.float32)}
+        for i in range(8)
+    ]
+    result = loop.train_loop(
+        loop.LoopSettings(
+            name="pace",
+            stage_dir=epath.Path(tmp_path),
+            total_steps=12,
+            global_batch=4,
+            checkpoint_every=100,
+            log_every=100,
+        ),
+        mesh=mesh,
+        create_state=lambda: jax.device_put(
+            {"step": jnp.int32(0), "x": jnp.zeros((400, 400))}, rep
+        ),
+        step_fn=step_fn,
+        dataset=pipeline.train_dataset(source, np.arange(8), global_batch=4, seed=0),
+        state_step=lambda s: int(s["step"]),
+    )
+    assert result.step == 12
+    assert max(unfinished) <= 1, unfinished
