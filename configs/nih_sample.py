@@ -1,14 +1,18 @@
-r"""Real radiographs: the study's pipeline on a 1,000-image NIH ChestX-ray14 sample, 64x64.
+r"""Real radiographs: the study's pipeline on NIH ChestX-ray14 at 64x64, sized for a sample.
 
-Pass the folder in NIH's layout (`Data_Entry_2017.csv`, `images/`, the official split
-lists), e.g. the sample that ships beside this repository:
+Download ChestX-ray14 from the NIH Clinical Center (nihcc.app.box.com/v/ChestXray-NIHCC):
+`Data_Entry_2017.csv`, `train_val_list.txt`, `test_list.txt` and the `images_*.tar.gz`
+archives unpacked into one `images/` folder. The builder reads that layout, whole or any
+subset of it (keep the columns, drop rows and their images):
 
   python -m synthjax.main --config=configs/nih_sample.py --workdir=runs/nih_sample \
-      --config.dataset.manual_dir=../shared/data/nih_cxr14_sample
+      --config.dataset.manual_dir=/data/nih-chestxray14
 
-Images: NIH Clinical Center, ChestX-ray14 (Wang et al., CVPR 2017). The sample is half
-pneumonia, half no finding: "pneumonia vs no finding" and the frequent findings are usable,
-rare ones are too few to evaluate. `:smoke` runs the same pipeline shrunk to about a minute.
+The sizes here (600 classifier steps, 2,000 GAN steps) suit about 1,000 images, e.g. half
+pneumonia, half no finding: "pneumonia vs no finding" and the frequent findings are then
+usable, rare ones too few to evaluate. `:smoke` runs the same pipeline shrunk to a minute.
+
+Images: NIH Clinical Center, ChestX-ray14 (Wang et al., CVPR 2017).
 """
 
 import ml_collections

@@ -49,7 +49,8 @@ def _format_scalar(name: str, value: Any) -> str:
 
 
 class Progress:
-    """Periodic progress lines for a training loop, rate measured between prints.
+    """Periodic progress lines for a training loop: the rate since the last line, and an ETA
+    from the mean rate since the first measured step.
 
     Call `update(step, **scalars)` after every step (it only reads the clock unless a line is
     due). The first update after start or resume includes compilation, so it is reported once
@@ -157,10 +158,15 @@ class Progress:
                 parts.append(f"{items_per_second:.1f} {self.item_name}/s")
         parts.append(f"elapsed {format_duration(now - self._start_time)}")
         remaining = self.total_steps - step
+        # ETA from the mean rate since the first measured step: it includes the periodic
+        # evaluations, which the rate since the last line may or may not.
+        mean_rate = None
+        if self._measure_start is not None and now > self._measure_start[1]:
+            mean_rate = (step - self._measure_start[0]) / (now - self._measure_start[1])
         if remaining <= 0:
             parts.append("done")
-        elif steps_per_second:
-            parts.append(f"ETA {format_duration(remaining / steps_per_second)}")
+        elif mean_rate:
+            parts.append(f"ETA {format_duration(remaining / mean_rate)}")
         else:
             parts.append("ETA --")
         line = "  ".join(parts)

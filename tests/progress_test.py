@@ -69,14 +69,16 @@ def test_first_step_reported_separately_and_excluded_from_rates():
     assert summary["wall_s"] == pytest.approx(40.0)
 
 
-def test_eta_uses_the_rate_since_the_last_line():
+def test_eta_uses_the_mean_rate_so_far():
+    """The rate shown is since the last line; the ETA uses the mean since the first measured
+    step, so a line that follows an evaluation does not predict hours."""
     progress, clock, lines = _progress(total=1000, every_seconds=10.0)
     progress.update(1)
     clock.now += 10.0
     progress.update(101)  # 10 step/s
     clock.now += 10.0
-    progress.update(151)  # slowed to 5 step/s: ETA (1000 - 151) / 5 = 169.8 s
-    assert "5.00 step/s" in lines[-1] and "ETA 2m50s" in lines[-1]
+    progress.update(151)  # 5 step/s since the last line; 7.5 since step 1: 849 / 7.5 = 113 s
+    assert "5.00 step/s" in lines[-1] and "ETA 1m53s" in lines[-1]
     assert progress.summary()["steps_per_s"] == pytest.approx(150 / 20)
 
 
