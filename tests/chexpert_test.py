@@ -1,8 +1,11 @@
-"""Tests of the CheXpert TFDS builder on a small phantom with injected bad rows: every row is
-accounted for, splits are patient-disjoint, label policies and the pyramid are right, builds
-are reused, and a missing download says where to get it."""
+"""Tests of the CheXpert TFDS builder on a small phantom with injected bad rows (a CSV saved
+with a byte-order mark, rows cut short or with extra cells, paths leading out of the dataset
+folder): every row is accounted for, nothing outside is read, splits are patient-disjoint,
+label policies and the pyramid are right, builds are reused, and a missing download says where
+to get it."""
 
 import csv
+import io
 import json
 import os
 import shutil
@@ -29,6 +32,7 @@ INJECTED = {
     "no_patient": ("train/misc/view1_frontal.jpg", "no_patient_id"),
     "all_blank": ("train/patient09995/study1/view1_frontal.jpg", "no_positive_label"),
 }
+OUTSIDE_KEY = "patient09996/study1/view1_frontal"  # an image beside the dataset, not in it
 
 
 def _csv_rows(dataset):
@@ -75,8 +79,28 @@ def raw(tmp_path_factory):
             row.update({name: "" for name in chexpert.CHEXPERT_LABELS})
         extra.append(row)
     extra.append(dict(template))  # the same image listed twice
-    with open(dataset / "train.csv", "a", newline="") as f:
-        csv.DictWriter(f, header, lineterminator="\n").writerows(extra)
+    # Three ways to a valid image outside the dataset folder: `..`, absolute, a symlink.
+    outside = root.parent / f"{root.name}_outside" / f"{OUTSIDE_KEY}.jpg"
+    outside.parent.mkdir(parents=True)
+    outside.write_bytes(jpeg)
+    link = dataset / "train/patient09997/study1/view1_frontal.jpg"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(outside)
+    for path in (
+        f"{FOLDER}/../../{root.name}_outside/{OUTSIDE_KEY}.jpg",
+        str(outside),
+        f"{FOLDER}/train/patient09997/study1/view1_frontal.jpg",
+    ):
+        extra.append(dict(template, Path=path))
+    text = io.StringIO()
+    csv.DictWriter(text, header, lineterminator="\n").writerows(extra)
+    cut = f"{FOLDER}/train/patient09998/study1/view1_frontal.jpg,Female,40,Frontal\n"
+    shifted = ",".join(
+        [f"{FOLDER}/train/patient09999/study1/view1_frontal.jpg", "x"] + ["1.0"] * 18
+    )
+    # Saved again the way a spreadsheet does: UTF-8 with a byte-order mark.
+    original = (dataset / "train.csv").read_text()
+    (dataset / "train.csv").write_text("\ufeff" + original + text.getvalue() + cut + shifted + "\n")
     return root, phantom_rows
 
 
@@ -120,8 +144,11 @@ def test_every_row_is_counted_by_reason(raw, built):
     counts = report["counts"]
     assert counts == {
         "kept": len(expected) - n_no_positive,
+        "short_row": 1,
+        "long_row": 1,
         "not_frontal": n_lateral + 1,
         "no_patient_id": 1,
+        "outside_manual_dir": 3,
         "duplicate_path": 1,
         "unknown_label_value": 1,
         "missing_file": 1,
@@ -133,11 +160,43 @@ def test_every_row_is_counted_by_reason(raw, built):
     for rel, reason in INJECTED.values():
         if reason not in chexpert.FILTER_REASONS:
             assert (rel, reason) in listed
+    assert ("train/patient09998/study1/view1_frontal.jpg", "short_row") in listed
+    assert ("train/patient09999/study1/view1_frontal.jpg", "long_row") in listed
+    outside = [b for b in report["bad_rows"] if b["reason"] == "outside_manual_dir"]
+    assert all("_outside/" + OUTSIDE_KEY in b["detail"] for b in outside)
     assert report["bad_rows_omitted"] == 0
     assert sum(s["images"] for s in report["splits"].values()) == counts["kept"]
     json.dumps(report)  # JSON-able
     text = chexpert.format_report(report)
     assert "corrupt_image" in text and "validation" in text
+
+
+def test_nothing_outside_the_dataset_folder_is_kept(built):
+    _, dataset_dir, _ = built
+    for split in chexpert.SPLITS:
+        keys = set(_read_split(dataset_dir, split))
+        assert OUTSIDE_KEY not in keys
+        assert not any(k.startswith("patient09997/") for k in keys)  # the symlink out
+
+
+def test_csv_paths_are_resolved_on_paper(tmp_path):
+    root = tmp_path / "CheXpert-v1.0-small"
+    assert chexpert._csv_parts("CheXpert-v1.0-small/train/p/./s/../v.jpg", root) == [
+        "train",
+        "p",
+        "v.jpg",
+    ]
+    assert chexpert._csv_parts("CheXpert-v1.0-small/../../x.jpg", root) == ["..", "..", "x.jpg"]
+    assert chexpert._csv_parts(str(root / "train/v.jpg"), root) == ["train", "v.jpg"]
+    assert chexpert._csv_parts("/elsewhere/v.jpg", root)[0] == ".."
+    assert chexpert._csv_parts("", root) == []
+
+
+def test_rows_that_do_not_line_up_with_the_header():
+    rows = list(csv.DictReader(io.StringIO("a,b,c\n1,2,3\n1,2\n1,2,3,4\n1,2,3,,\n")))
+    assert [chexpert.row_shape_problem(r) for r in (rows[0], rows[3])] == [None, None]
+    assert chexpert.row_shape_problem(rows[1])[0] == "short_row"
+    assert chexpert.row_shape_problem(rows[2])[0] == "long_row"
 
 
 def test_splits_are_patient_disjoint_and_hash_assigned(built):

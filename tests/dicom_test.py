@@ -1,4 +1,5 @@
-"""HU conversion and windowing against pydicom's own modality LUT, and every bad DICOM case.
+"""HU conversion and windowing against pydicom's own modality LUT, every bad DICOM case, and the
+rule for CT slices without rescale tags.
 
 The reference files are the real CT and MR slices that ship inside the pydicom wheel.
 """
@@ -9,7 +10,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_modality_lut
 
-from synthjax.data import dicom
+from synthjax.data import dicom, phantom_ct
 from synthjax.data.workers import BadInput
 
 CT_SMALL = get_testdata_file("CT_small.dcm")
@@ -172,3 +173,68 @@ def test_compressed_pixel_data_is_not_mistaken_for_truncated():
     ds = pydicom.dcmread(path)
     expected = apply_modality_lut(ds.pixel_array, ds).astype(np.float32)
     np.testing.assert_array_equal(dicom.read_hu(path, modality="MR"), expected)
+
+
+def _head(side=64):
+    """HU of a disk of brain (40 HU) in air (-1000 HU), as a head slice has."""
+    yy, xx = np.mgrid[:side, :side] - (side - 1) / 2
+    return np.where(yy**2 + xx**2 < (side / 3) ** 2, 40.0, -1000.0).astype(np.float32)
+
+
+def _phantom_slice(tmp_path, encoding, name, drop=("RescaleSlope", "RescaleIntercept")):
+    """A phantom CT slice in `encoding`, written again without the tags in `drop`."""
+    path = tmp_path / f"{name}.dcm"
+    phantom_ct.write_ct_dicom(
+        path,
+        _head(),
+        encoding=encoding,
+        patient_id="P1",
+        study_uid=pydicom.uid.generate_uid(),
+        series_uid=pydicom.uid.generate_uid(),
+        sop_uid=pydicom.uid.generate_uid(),
+        position=(0.0, 0.0, 0.0),
+        pixel_spacing=0.5,
+    )
+    ds = pydicom.dcmread(path)
+    for keyword in drop:
+        delattr(ds, keyword)
+    ds.save_as(path)
+    return path
+
+
+def test_ct_without_rescale_tags_is_refused_unless_signed_hu(tmp_path):
+    # Unsigned offset data (stored = HU + 1024) read as HU would be water at 1064: refused.
+    assert _reason(_phantom_slice(tmp_path, "unsigned12", "unsigned")) == "no_rescale"
+    assert _reason(_phantom_slice(tmp_path, "unsigned16_slope", "slope")) == "no_rescale"
+    # Signed offset data (CT_small: intercept -1024, no air at -1000 stored): refused.
+    ds = pydicom.dcmread(CT_SMALL)
+    del ds.RescaleSlope, ds.RescaleIntercept
+    ds.save_as(tmp_path / "ct_small.dcm")
+    assert _reason(tmp_path / "ct_small.dcm") == "no_rescale"
+    # One of the pair alone is refused too: the other cannot be guessed.
+    one = _phantom_slice(tmp_path, "unsigned12", "one", drop=("RescaleIntercept",))
+    assert _reason(one) == "no_rescale"
+    # Signed pixels with the air around the head at -1000 are HU already.
+    signed = _phantom_slice(tmp_path, "signed16", "signed")
+    hu = dicom.read_hu(signed)
+    inside = pydicom.dcmread(signed).pixel_array != -2000  # the padding outside the circle
+    np.testing.assert_array_equal(hu[inside], _head()[inside])
+    brain = dicom.window(hu, *dicom.WINDOWS["brain"])
+    assert brain[32, 32] == pytest.approx(127.5) and brain[inside].min() == 0
+
+
+def test_rescale_rule_on_its_own():
+    ds = pydicom.Dataset()
+    ds.Modality, ds.PixelRepresentation = "CT", 1
+    air = np.full((8, 8), -1000, np.int16)
+    assert dicom.rescale(ds, air) == (1.0, 0.0)
+    with pytest.raises(BadInput, match="no_rescale"):
+        dicom.rescale(ds, air + 1024)
+    ds.RescaleSlope, ds.RescaleIntercept = 0, -1024
+    with pytest.raises(BadInput, match="RescaleSlope is 0"):
+        dicom.rescale(ds, air)
+    ds.RescaleSlope = 1
+    assert dicom.rescale(ds, air) == (1.0, -1024.0)
+    mr = pydicom.Dataset()
+    mr.Modality = "MR"
+    assert dicom.rescale(mr, air + 1024) == (1.0, 0.0)  # optional outside CT

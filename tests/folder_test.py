@@ -1,9 +1,10 @@
 """Tests of the generic folder builder on a tiny researcher's folder: 30 patients of PNGs (8-bit,
 16-bit, RGB, non-square), JPEGs and DICOMs (CT, MR, a MONOCHROME1 twin, one without the .dcm
-suffix) plus one file or row per skip reason. Images, labels and label names come back through
-`load_source`; splits are patient-disjoint; every row and unlabelled file is counted once;
-DICOM windows and MONOCHROME1 are honoured; builds are reused until the CSV changes; a CSV
-without the named columns is refused with the field to set."""
+suffix) plus one file or row per skip reason (paths leading out of the folder by `..`, by an
+absolute path and by a symlink; a CT without rescale tags). Images, labels and label names come
+back through `load_source`; splits are patient-disjoint; every row and unlabelled file is
+counted once; DICOM windows and MONOCHROME1 are honoured; builds are reused until the CSV
+changes; a CSV without the named columns is refused with the field to set."""
 
 import csv
 import os
@@ -147,6 +148,15 @@ def raw(tmp_path_factory):
     _save_png(root / "bad/blank_patient.png", gradient)
     _save_png(root / "bad/maybe.png", gradient)
     _save_png(root / "extra/unlisted.png", gradient)  # in the folder, in no CSV row
+    outside = root.parent / f"{root.name}_outside" / "outside.png"
+    _save_png(outside, gradient)  # valid images beside the folder, not in it
+    _save_png(outside.with_name("absolute.png"), gradient)
+    (root / "links").mkdir()
+    (root / "links/out.png").symlink_to(outside)
+    _save_dicom(root / "bad/norescale.dcm", "CT_small.dcm")
+    norescale = pydicom.dcmread(root / "bad/norescale.dcm")
+    del norescale.RescaleSlope, norescale.RescaleIntercept
+    norescale.save_as(root / "bad/norescale.dcm")
     _save_png(root / ".cache/hidden.png", gradient)  # hidden folder: not looked at
     (root / "notes.txt").write_text("not an image")
     first = rows[0]
@@ -159,12 +169,19 @@ def raw(tmp_path_factory):
         "duplicate_image": ["./" + first["image"]],  # the same file, spelled differently
         "contradictory_labels": [first["image"]],
         "unlabelled_file": ["extra/unlisted.png"],
+        "outside_manual_dir": [
+            f"../{root.name}_outside/outside.png",
+            str(outside.with_name("absolute.png")),
+            "links/out.png",
+        ],
+        "no_rescale": ["bad/norescale.dcm"],
     }
     template = dict(zip(COLUMNS, ("", "1", patients[0], "0", "0"), strict=True))
-    for reason in ("corrupt_image", "wrong_dimensions", "missing_file"):
+    for reason in ("corrupt_image", "wrong_dimensions", "missing_file", "outside_manual_dir"):
         rows += [dict(template, image=image) for image in bad[reason]]
     rows.append(dict(template, image="bad/blank_patient.png", patient=""))
     rows.append(dict(template, image="bad/maybe.png", mass="maybe"))
+    rows.append(dict(template, image="bad/norescale.dcm"))
     rows.append(dict(first, image="./" + first["image"]))
     rows.append(dict(first, nodule="1" if CELLS[first["nodule"]] == 0 else "0"))
     _write_csv(root / "labels.csv", rows)
@@ -206,7 +223,7 @@ def test_every_row_and_file_is_counted_once(raw, built):
     assert report["config"] == dataset_dir.parent.name
     assert report["config"].startswith("r32-c1-file-keep-b64-")
     assert report["rows_read"] == {
-        "labels.csv rows": len(expected) + 10,
+        "labels.csv rows": len(expected) + 14,
         folder.UNLABELLED_KEY: 1,
     }
     assert report["counts"] == {
@@ -215,10 +232,12 @@ def test_every_row_and_file_is_counted_once(raw, built):
         "duplicate_image": 1,
         "contradictory_labels": 1,
         "unknown_label_value": 1,
+        "outside_manual_dir": 3,
         "missing_file": 1,
         "no_positive_label": 0,
         "corrupt_image": 2,
         "wrong_dimensions": 3,
+        "no_rescale": 1,
         "unlabelled_file": 1,
     }
     assert sum(report["counts"].values()) == sum(report["rows_read"].values())
@@ -309,7 +328,23 @@ def test_dicom_windows_monochrome1_and_preamble(raw, built, tmp_path):
     np.testing.assert_array_equal(minmax["dicom/ct.dcm"], images["dicom/ct.dcm"])
     no_positive = [i for i, labels in raw[1].items() if not labels.any()]
     assert report["counts"]["no_positive_label"] == len(no_positive) > 0
-    assert set(minmax) == set(raw[1]) - set(no_positive)
+    # A min-max stretch needs no HU scale: the CT without rescale tags is used.
+    assert set(minmax) == set(raw[1]) - set(no_positive) | {"bad/norescale.dcm"}
+
+
+def test_outside_paths_only_when_asked(raw, built, tmp_path):
+    root = raw[0]
+    _, _, report, _ = built
+    assert report["settings"]["allow_outside_paths"] is False
+    dataset_dir, allowed = _prepare(root, tmp_path, allow_outside_paths=True)
+    assert allowed["config"].endswith("-outside")
+    assert allowed["settings"]["allow_outside_paths"] is True
+    assert allowed["counts"]["outside_manual_dir"] == 0
+    assert allowed["counts"]["kept"] == report["counts"]["kept"] + 3
+    images = _images(_read_all(dataset_dir))
+    assert "links/out.png" in images  # a path inside the folder keeps its relative id
+    outside = root.parent / f"{root.name}_outside"
+    assert {str(outside / "outside.png"), str(outside / "absolute.png")} <= set(images)
 
 
 def test_rgb_channels(raw, tmp_path):

@@ -4,6 +4,7 @@ the official lists in NIH's images_NNN/images/ layout, a small copy with one bad
 reason, and a missing download that says where to get it."""
 
 import csv
+import io
 import shutil
 from pathlib import Path
 
@@ -149,7 +150,7 @@ def test_without_lists_hash_split_in_images_nnn_layout(tmp_path):
     """No official lists: 80/10/10 by patient hash; images found under images_001/images/."""
     raw = tmp_path / "raw"
     (raw / "images_001").mkdir(parents=True)
-    (raw / "images_001" / "images").symlink_to(SAMPLE / "images")
+    shutil.copytree(SAMPLE / "images", raw / "images_001" / "images")
     shutil.copy(SAMPLE / "Data_Entry_2017.csv", raw)
     dataset_dir, report = _prepare(raw, tmp_path / "data")
     assert report["counts"]["kept"] == 1000
@@ -185,31 +186,53 @@ def _synthetic(root):
         "not_in_split_lists": dict(template, **{"Image Index": "99990003_000.png"}),
     }
     bad["unknown_label"]["Finding Labels"] = "Pneumonia|Lung Lesion"
+    bad["outside_manual_dir"] = dict(template, **{"Image Index": "99990004_000.png"})
     (root / "images" / "99990001_000.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a PNG")
     for index in ("99990002_000.png", "99990003_000.png"):
         shutil.copy(SAMPLE / "images" / template["Image Index"], root / "images" / index)
+    # A symlink to a valid image outside the dataset folder.
+    (root / "images" / "99990004_000.png").symlink_to(SAMPLE / "images" / template["Image Index"])
     all_rows = [*good, *bad.values(), dict(good[5])]  # the last one: a duplicate index
-    with open(root / "Data_Entry_2017.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(all_rows)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(all_rows)
+    # Saved with a byte-order mark, plus a row cut short and one with an extra cell.
+    text.write("99990005_000.png,Effusion\n99990006_000.png,Effusion,0,99990006,extra\n")
+    (root / "Data_Entry_2017.csv").write_text("\ufeff" + text.getvalue())
     listed = [r["Image Index"] for r in (*picked["train"], *picked["validation"])]
-    listed += ["99990000_000.png", "99990001_000.png", "99990002_000.png"]
+    listed += ["99990000_000.png", "99990001_000.png", "99990002_000.png", "99990004_000.png"]
+    listed += ["99990005_000.png", "99990006_000.png"]
     (root / "train_val_list.txt").write_text("\n".join(listed) + "\n")
     (root / "test_list.txt").write_text("\n".join(r["Image Index"] for r in picked["test"]))
     return picked
 
 
 @needs_sample
+def test_a_symlinked_images_folder_outside_is_not_read(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "images").symlink_to(SAMPLE / "images")
+    shutil.copy(SAMPLE / "Data_Entry_2017.csv", raw)
+    with pytest.raises(DataNotFoundError, match=r"1000 image\(s\) lead outside") as error:
+        _prepare(raw, tmp_path / "data")
+    assert "'outside_manual_dir': 1000" in str(error.value)
+    assert "move or copy those files" in str(error.value)
+
+
+@needs_sample
 def test_each_bad_row_counted_under_its_reason(tmp_path):
     picked = _synthetic(tmp_path / "raw")
     dataset_dir, report = _prepare(tmp_path / "raw", tmp_path / "data")
-    assert report["rows_read"] == {"Data_Entry_2017.csv": 17}
+    assert report["rows_read"] == {"Data_Entry_2017.csv": 20}
     assert report["counts"] == {
         "kept": 12,
+        "short_row": 1,
+        "long_row": 1,
         "duplicate_image_index": 1,
         "unknown_label": 1,
         "not_in_split_lists": 1,
+        "outside_manual_dir": 1,
         "missing_file": 1,
         "no_positive_label": 0,
         "corrupt_image": 1,
@@ -220,6 +243,9 @@ def test_each_bad_row_counted_under_its_reason(tmp_path):
         ("99990001_000.png", "corrupt_image"),
         ("99990002_000.png", "unknown_label"),
         ("99990003_000.png", "not_in_split_lists"),
+        ("99990004_000.png", "outside_manual_dir"),
+        ("99990005_000.png", "short_row"),
+        ("99990006_000.png", "long_row"),
         (picked["validation"][1]["Image Index"], "duplicate_image_index"),
     }
     examples = _read_all(dataset_dir)
@@ -250,3 +276,6 @@ def test_findings_parsing_and_config_name():
     assert nih_cxr14.parse_findings("Effusion|Lung Lesion") == (None, ["Lung Lesion"])
     assert len(nih_cxr14.NIH_LABELS) == 14
     assert nih_cxr14.NihCxr14Config(resolution=64, base_resolution=128).name == "r64-keep-b128"
+    # Only ASCII digits make a numeric id: '²' is a digit to str.isdigit, not to int().
+    assert nih_cxr14._patient_key("61", "x") == "nih00000061"
+    assert nih_cxr14._patient_key("²", "x") == "nih²"

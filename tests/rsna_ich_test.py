@@ -1,5 +1,7 @@
-"""The RSNA brain-CT builder on the CT phantom with every kind of bad input injected: each
-slice is accounted for under one reason, HU windowing matches an independent reference,
+"""The RSNA brain-CT builder on the CT phantom with every kind of bad input injected (a label
+file saved with a byte-order mark, labels written 1.0, rows cut short or with extra cells, a
+DICOM without rescale tags, a symlink out of the dataset folder): each slice is accounted for
+under one reason, HU windowing matches an independent reference,
 splits are patient-disjoint, neighbouring slices land in the context channels, builds are
 reused, and a missing download says where to get it."""
 
@@ -52,8 +54,12 @@ INJECTED = {
     "ID_bad000009": "contradictory_labels",  # any = 0 with a subtype = 1
     "ID_bad00000a": "incomplete_labels",
     "ID_bad00000b": "no_patient_id",
+    "ID_bad00000c": "unknown_label_value",  # subdural = 'maybe'
+    "ID_bad00000d": "no_rescale",  # unsigned offset pixels, no RescaleSlope/Intercept
+    "ID_bad00000e": "outside_manual_dir",  # a symlink to a valid slice outside the folder
 }
 WRAPPED = "ID_wrap00001"  # a copy of a phantom slice in the RSNA-wrapped encoding
+FLOATS = "ID_float0001"  # a copy of a phantom slice whose label cells read 1.0, ' 0 ', 0.0
 
 
 def _inject(root, template_id):
@@ -91,8 +97,21 @@ def _inject(root, template_id):
     wrapped.RescaleIntercept, wrapped.RescaleSlope = 1, 1
     wrapped.PixelData = np.mod(hu - 1, 4096).astype(np.uint16).tobytes()
     save(WRAPPED, wrapped)
+    offset = pydicom.dcmread(_dicom_of(root, template_id))
+    offset.PixelRepresentation, offset.BitsStored, offset.HighBit = 0, 12, 11
+    offset.PixelData = np.clip(hu + 1024, 0, 4095).astype(np.uint16).tobytes()
+    del offset.RescaleSlope, offset.RescaleIntercept
+    save("ID_bad00000d", offset)
+    outside = root.parent / f"{root.name}_outside.dcm"
+    save("ID_bad00000e", pydicom.dcmread(_dicom_of(root, template_id)))
+    _dicom_of(root, "ID_bad00000e").rename(outside)
+    _dicom_of(root, "ID_bad00000e").symlink_to(outside)
+    save(FLOATS, pydicom.dcmread(_dicom_of(root, template_id)))
     template_rows = {r[0]: r[1] for r in _read_csv(root) if r[0].startswith(template_id)}
     rows = [(k.replace(template_id, WRAPPED), v) for k, v in template_rows.items()]
+    spellings = {"0": [" 0 ", "0.0"], "1": ["1.0", " 1.0"]}
+    for i, (k, v) in enumerate(template_rows.items()):
+        rows.append((k.replace(template_id, FLOATS), spellings[v][i % 2]))
     for slice_id in ("ID_bad000001", "ID_bad000002", "ID_bad000003", "ID_bad000004"):
         rows += _label_rows(slice_id, healthy)
     rows += _label_rows("ID_bad000005", healthy) + _label_rows("ID_bad000006", healthy)
@@ -100,9 +119,15 @@ def _inject(root, template_id):
     rows += _label_rows("ID_bad000009", [0, 0, 0, 1, 0, 0])
     rows += _label_rows("ID_bad00000a", healthy)[:3]
     rows += _label_rows("ID_bad00000b", healthy)
+    rows += [*_label_rows("ID_bad00000c", healthy)[:3], ("ID_bad00000c_subdural", "maybe")]
+    rows += _label_rows("ID_bad00000c", healthy)[4:]
+    rows += _label_rows("ID_bad00000d", healthy) + _label_rows("ID_bad00000e", healthy)
     rows += [(f"{template_id}_subdural", template_rows[f"{template_id}_subdural"])]  # a repeat
     rows += [("garbage_without_subtype", 1)]
+    rows += [("ID_bad00000f_epidural",), ("ID_bad00000f_subdural", 0, "extra")]  # cut, long
     _append_rows(root, rows)
+    csv_file = root / rsna_ich.CSV_NAME
+    csv_file.write_text("\ufeff" + csv_file.read_text())  # as a spreadsheet saves it
 
 
 @pytest.fixture(scope="module")
@@ -144,10 +169,10 @@ def test_every_slice_is_accounted_for(raw, built):
     expected = {}
     for reason in INJECTED.values():
         expected[reason] = expected.get(reason, 0) + 1
-    expected["bad_csv_row"] = 1
+    expected["bad_csv_row"] = 3
     for reason, n in expected.items():
         assert counts[reason] == n, (reason, counts)
-    assert counts["kept"] == len(clean_ids) + 1  # the phantom's slices and the wrapped copy
+    assert counts["kept"] == len(clean_ids) + 2  # the phantom's slices, the two copies
     assert sum(counts.values()) == sum(report["rows_read"].values())
     assert report["csv_duplicate_rows"] == 1
     listed = {
@@ -165,7 +190,7 @@ def test_every_slice_is_accounted_for(raw, built):
 def test_labels_are_the_studys_six_classes(raw, built):
     root, _, _ = raw
     _, dataset_dir, report = built
-    by_row = {r[0]: float(r[1]) for r in _read_csv(root)}
+    by_row = {r[0]: rsna_ich.parse_label(r[1]) for r in _read_csv(root) if len(r) > 1}
     records = _all_records(dataset_dir)
     assert load_source(dataset_dir, "train").label_names == rsna_ich.RSNA_LABELS
     positives = 0
@@ -224,6 +249,8 @@ def test_windowed_channels_match_an_independent_reference(raw, built):
     assert checked >= 10
     # The wrapped copy decodes to the same image as the slice it was made from.
     np.testing.assert_array_equal(records[WRAPPED][1]["image"], records[template_id][1]["image"])
+    # Labels written 1.0 / ' 0 ' / 0.0 read as the template's 1 / 0.
+    np.testing.assert_array_equal(records[FLOATS][1]["labels"], records[template_id][1]["labels"])
 
 
 def test_single_brain_window_and_neighbouring_slices(raw, built, tmp_path):
@@ -276,10 +303,10 @@ def test_builds_are_reused_and_rebuilt_when_the_labels_change(raw, built, tmp_pa
     copy = tmp_path / "copy"
     shutil.copytree(root, copy)
     rows = _read_csv(copy)
-    target = next(r for r in rows if r[0].endswith("_subdural") and r[1] == "0")
+    target = next(r for r in rows if r[0].endswith("_subdural") and r[1:] == ["0"])
     slice_id = target[0].rsplit("_", 1)[0]
     edited = [
-        (k, "1") if k in (f"{slice_id}_subdural", f"{slice_id}_any") else (k, v) for k, v in rows
+        (r[0], "1") if r[0] in (f"{slice_id}_subdural", f"{slice_id}_any") else r for r in rows
     ]
     with open(copy / rsna_ich.CSV_NAME, "w", newline="") as f:
         csv.writer(f).writerows([("ID", "Label"), *edited])
@@ -292,6 +319,18 @@ def test_builds_are_reused_and_rebuilt_when_the_labels_change(raw, built, tmp_pa
         copy, tmp_path / "d2", resolution=RESOLUTION, base_resolution=BASE
     )
     assert first["source_fingerprint"] != second["source_fingerprint"]
+
+
+def test_labels_are_read_as_numbers():
+    assert [rsna_ich.parse_label(c) for c in ("0", "1", "0.0", "1.0", " 1 ", "\t0.0\n")] == [
+        0.0,
+        1.0,
+        0.0,
+        1.0,
+        1.0,
+        0.0,
+    ]
+    assert [rsna_ich.parse_label(c) for c in ("", "2", "-1", "maybe", "nan", "1,0")] == [None] * 6
 
 
 def test_missing_download_says_where_to_get_it(tmp_path):

@@ -1,9 +1,11 @@
-"""The decoding pool: results in order, failures returned, and workers that never outlive it."""
+"""The decoding pool: results in order, failures returned, workers that never outlive it, and a
+worker that dies failing the map (and a whole `prepare`) at once instead of hanging it."""
 
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -64,3 +66,81 @@ def test_a_pool_in_a_parent_that_swallows_sigterm_shuts_down(ending):
     )
     assert done.returncode == 0, done.stderr
     assert "shut down" in done.stdout
+
+
+def _run_script(script, *args, timeout):
+    """Runs `script` in a fresh interpreter: a hang fails this test instead of the suite."""
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return done, time.monotonic() - started
+
+
+_KILL_ONE = """
+import os, signal, sys, time
+from synthjax.data import workers
+
+def decode(x):
+    if x == 7:
+        os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer would
+    return x * x
+
+started = time.monotonic()
+try:
+    with workers.process_pool(2) as pool:
+        for _ in workers.ordered_map(decode, range(200), pool=pool, chunk_size=2):
+            pass
+except workers.WorkerDied as error:
+    print(f"after {time.monotonic() - started:.1f} s: {error}")
+else:
+    print("finished without noticing")
+"""
+
+
+def test_a_killed_worker_fails_the_map_within_a_minute():
+    done, seconds = _run_script(_KILL_ONE, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "killed by SIGKILL" in done.stdout, done.stdout
+    assert "prepare_workers" in done.stdout  # says what to do
+    assert seconds < 60
+
+
+_KILL_IN_PREPARE = """
+import os, signal, sys, time
+from synthjax.data import chexpert, phantom_cxr
+from synthjax.errors import SynthjaxError
+
+raw, data = sys.argv[1], sys.argv[2]
+phantom_cxr.write_chexpert_phantom(raw, num_patients=30, image_size=32, seed=4)
+decode_row = chexpert.decode_row
+
+def dying_decode(row, **kwargs):
+    # Forked workers see this module-level patch; the parent never calls it.
+    if row.key.startswith("patient00003/"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return decode_row(row, **kwargs)
+
+chexpert.decode_row = dying_decode
+started = time.monotonic()
+try:
+    chexpert.prepare_chexpert(raw, data, resolution=8, base_resolution=32, workers=2)
+except SynthjaxError as error:
+    print(f"{type(error).__name__} after {time.monotonic() - started:.1f} s: {error}")
+else:
+    print("prepare finished")
+"""
+
+
+def test_a_killed_worker_fails_prepare_with_a_clear_error(tmp_path):
+    done, _ = _run_script(_KILL_IN_PREPARE, tmp_path / "raw", tmp_path / "data", timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("WorkerDied after "), done.stdout
+    seconds = float(done.stdout.split()[2])  # from prepare's start to the error
+    assert seconds < 60
+    assert "(killed by SIGKILL)" in done.stdout
+    # Nothing half-written is left looking complete.
+    assert not list((tmp_path / "data").rglob("dataset_info.json"))

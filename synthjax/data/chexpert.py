@@ -8,9 +8,12 @@ resolution and 2x2 box pyramid down to the stored one) ->
 `prepare_report.json` -> `tfds.builder_from_directory(...).as_data_source()` -> grain.
 
 Every CSV row is accounted for: kept, filtered (lateral view, no positive label) or skipped as
-bad (no patient id, duplicate, unknown label value, missing or corrupt image), counted by
-reason and listed in the report. The `id` feature (`patientNNNNN/studyN/viewN_frontal`) is for
-internal bookkeeping only and never leaves the private side.
+bad (cut short or with extra cells, no patient id, a path leading out of the dataset folder,
+duplicate, unknown label value, missing or corrupt image), counted by reason and listed in the
+report. Nothing outside the dataset folder is ever opened: `..`, absolute paths and symlinks
+are followed on paper first (`Boundary`). The `id` feature
+(`patientNNNNN/studyN/viewN_frontal`) is for internal bookkeeping only and never leaves the
+private side.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import hashlib
 import io
 import json
 import os
+import posixpath
 import re
 import time
 import types
@@ -63,8 +67,11 @@ DATASET_FOLDERS = ("CheXpert-v1.0-small", "CheXpert-v1.0")
 REPORT_FILE = "prepare_report.json"
 # Each skipped row is counted once, under the first reason that applies, in this order.
 SKIP_REASONS = (
+    "short_row",
+    "long_row",
     "not_frontal",
     "no_patient_id",
+    "outside_manual_dir",
     "duplicate_path",
     "unknown_label_value",
     "missing_file",
@@ -223,16 +230,135 @@ class Tally:
             self.bad_rows_omitted += 1
 
 
-def _read_csv(path: epath.Path) -> list[dict[str, str]]:
-    rows = list(csv.DictReader(io.StringIO(path.read_text())))
+def read_csv_text(path: epath.Path) -> str:
+    """A source CSV (or list) as text: UTF-8, with or without a byte-order mark.
+
+    Spreadsheet programs save UTF-8 with a BOM, which would otherwise stick to the first
+    column's name ('\ufeffPath') and make the file look like it lacks that column.
+
+    Raises:
+      DataNotFoundError: the bytes are not UTF-8; the message says to re-save the file.
+    """
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DataNotFoundError(
+            f"{path} is not UTF-8 text ({error}). Point manual_dir at an unmodified download, "
+            "or re-save the file as UTF-8 CSV."
+        ) from None
+
+
+def read_csv_rows(
+    path: epath.Path, required: Iterable[str], kind: str
+) -> list[dict[str, str | None]]:
+    """The rows of a CSV with a header row, as `csv.DictReader` dicts; see `row_shape_problem`.
+
+    `kind` names the file in messages ('a CheXpert CSV').
+
+    Raises:
+      DataNotFoundError: not UTF-8, not parseable as CSV (e.g. a cell over the csv module's
+        size limit), or a header without the `required` columns.
+    """
+    try:
+        # newline='': a stray carriage return ends a row instead of failing the parse
+        rows = list(csv.DictReader(io.StringIO(read_csv_text(path), newline="")))
+    except csv.Error as error:
+        raise DataNotFoundError(
+            f"{path} is not a readable CSV file ({error}). Point manual_dir at an unmodified "
+            "download."
+        ) from None
     header = set(rows[0]) if rows else set()
-    missing = [c for c in ("Path", "Frontal/Lateral", *CHEXPERT_LABELS) if c not in header]
+    missing = [c for c in required if c not in header]
     if rows and missing:
         raise DataNotFoundError(
-            f"{path} does not look like a CheXpert CSV: missing columns "
-            f"{missing}. Point manual_dir at an unmodified download."
+            f"{path} does not look like {kind}: missing columns {missing}. Point manual_dir "
+            "at an unmodified download."
         )
     return rows
+
+
+def row_shape_problem(row: dict[str | None, str | None]) -> tuple[str, str] | None:
+    """('short_row' | 'long_row', detail) for a CSV row whose cells do not line up, else None.
+
+    short_row: a named column has no cell at all (`csv.DictReader` fills it with None): the
+    row was cut, and its last cell may be cut too. long_row: non-blank cells past the last
+    column (an unquoted comma, which shifts every cell after it onto the wrong column).
+    Trailing empty cells and unnamed trailing columns are harmless and pass.
+    """
+    missing = [name for name, cell in row.items() if name and cell is None]
+    if missing:
+        return "short_row", f"no cell for {missing}"
+    extra = [cell for cell in row.get(None) or () if cell and cell.strip()]
+    if extra:
+        return "long_row", f"{len(extra)} non-blank cell(s) past the last column: {extra[:3]!r}"
+    return None
+
+
+class Boundary:
+    """Tells whether a file, with every symlink followed, lies inside a folder.
+
+    CSV paths with `..`, absolute paths and symlinks out of the source folder would otherwise
+    pull files from elsewhere (another cohort, another dataset) into this one. Each folder's
+    real path is resolved once, so checking a file costs one lstat. Paths on a bucket
+    ('gs://...', no symlinks there) are compared as written, `..` resolved.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = self.resolve(folder, cache=False)
+        self._parents: dict[str, str] = {}
+
+    @staticmethod
+    def _remote(path: str) -> bool:
+        return "://" in path
+
+    def resolve(self, path: str | os.PathLike, cache: bool = True) -> str:
+        """The real path of `path` (lexically normalised for a bucket)."""
+        path = os.fspath(path)
+        if self._remote(path):
+            scheme, rest = path.split("://", 1)
+            return f"{scheme}://{posixpath.normpath('/' + rest).lstrip('/')}"
+        try:
+            if not cache:
+                return os.path.realpath(path)
+            parent, name = os.path.split(os.path.abspath(path))
+            real_parent = self._parents.get(parent)
+            if real_parent is None:
+                real_parent = self._parents[parent] = os.path.realpath(parent)
+            full = os.path.join(real_parent, name)
+            return os.path.realpath(full) if os.path.islink(full) else full
+        except ValueError:  # a NUL character: no such file can exist, so none is followed
+            return os.path.abspath(path)
+
+    def contains(self, path: str | os.PathLike) -> bool:
+        """True when `path` resolves to the folder or anything below it."""
+        resolved = self.resolve(path)
+        sep = "/" if self._remote(resolved) else os.sep
+        return resolved == self.folder or resolved.startswith(self.folder.rstrip(sep) + sep)
+
+    def outside(self, path: str | os.PathLike) -> str:
+        """The detail of an `outside_manual_dir` skip: where `path` really leads, and the fix."""
+        return (
+            f"resolves to {self.resolve(path)}, outside {self.folder}; move or copy the file "
+            "into that folder (symlinks out of it are not followed)"
+        )
+
+
+def _csv_parts(csv_path: str, root: epath.Path) -> list[str]:
+    """A CSV path -> its parts below the dataset folder, with `.` and `..` resolved on paper.
+
+    Relative paths start with the dataset folder's own name, which is dropped; an absolute
+    path is taken as it is, relative to the folder. A leading `..` part remains when the path
+    leads out of the folder.
+    """
+    if csv_path.startswith("/"):
+        relative = posixpath.relpath(posixpath.normpath(csv_path), os.fspath(root))
+    else:
+        parts = [p for p in csv_path.split("/") if p]
+        if parts and parts[0].startswith("CheXpert-v1.0"):
+            parts = parts[1:]  # CSV paths start with the dataset folder's own name
+        relative = posixpath.normpath("/".join(parts)) if parts else ""
+    return [p for p in relative.split("/") if p not in ("", ".")]
 
 
 def plan_rows(
@@ -245,22 +371,32 @@ def plan_rows(
     uncertain_value = 1.0 if uncertain_policy == "u_ones" else 0.0
     plans: dict[str, list[SourceRow]] = {split: [] for split in SPLITS}
     seen: set[str] = set()
+    boundary = Boundary(root)
     for csv_name in ("train.csv", "valid.csv"):
         if not (root / csv_name).exists():
             continue
-        rows = _read_csv(root / csv_name)
+        rows = read_csv_rows(
+            root / csv_name, ("Path", "Frontal/Lateral", *CHEXPERT_LABELS), "a CheXpert CSV"
+        )
         tally.rows_read[csv_name] = len(rows)
-        for row in rows:
-            csv_path = row["Path"].strip()
-            parts = [p for p in csv_path.split("/") if p]
-            if parts and parts[0].startswith("CheXpert-v1.0"):
-                parts = parts[1:]  # CSV paths start with the dataset folder's own name
+        for number, row in enumerate(rows, start=1):
+            csv_path = (row.get("Path") or "").strip()
+            where = csv_path or f"{csv_name} row {number}"
+            problem = row_shape_problem(row)
+            if problem is not None:
+                tally.skip(problem[0], where, f"{csv_name} row {number}: {problem[1]}")
+                continue
+            parts = _csv_parts(csv_path, root)
             if row["Frontal/Lateral"].strip() != "Frontal":
-                tally.skip("not_frontal", csv_path)
+                tally.skip("not_frontal", where)
                 continue
             at = next((i for i, p in enumerate(parts) if _PATIENT.match(p)), None)
             if at is None:
-                tally.skip("no_patient_id", csv_path, "no patientNNNNN folder in the path")
+                tally.skip("no_patient_id", where, "no patientNNNNN folder in the path")
+                continue
+            file = root.joinpath(*parts)
+            if parts[0] == ".." or not boundary.contains(file):
+                tally.skip("outside_manual_dir", where, boundary.outside(file))
                 continue
             key = "/".join(parts[at:]).rsplit(".", 1)[0]
             if key in seen:
@@ -278,9 +414,8 @@ def plan_rows(
                     "unknown_label_value", csv_path, ", ".join(f"{n}={c!r}" for n, c in unknown)
                 )
                 continue
-            file = root.joinpath(*parts)
-            if not file.exists():
-                tally.skip("missing_file", csv_path, f"{file} does not exist")
+            if not file.is_file():
+                tally.skip("missing_file", csv_path, f"{file} is not a file")
                 continue
             values = np.array([_LABEL_VALUES[c] for c in cells], dtype=np.float32)
             labels = np.where(values < 0, uncertain_value, values).astype(np.float32)
@@ -400,9 +535,17 @@ class Chexpert(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         """One example generator per split; refuses a split left without a single row."""
         empty = [split for split, rows in plans.items() if not rows]
         if empty:
+            outside = self._tally.counts.get("outside_manual_dir", 0)
+            hint = (
+                f" {outside} {unit}(s) lead outside {self._root} (by `..`, an absolute path or "
+                "a symlink): move or copy those files into it; symlinks out of it are not "
+                "followed."
+                if outside
+                else ""
+            )
             raise DataNotFoundError(
                 f"no usable {unit} for the {empty} split(s) in {self._root}: {why}, or every "
-                f"row was skipped ({self._tally.counts})."
+                f"row was skipped ({self._tally.counts}).{hint}"
             )
         return {split: self._generate_examples(split, rows) for split, rows in plans.items()}
 

@@ -16,6 +16,15 @@ RescaleIntercept near 0 (instead of -1024), but store HU - intercept modulo 4096
 (which would read above 3071 HU, the top of the 12-bit range every other file in the set
 uses) are brought back down by 4096: the correction used throughout the RSNA 2019
 challenge, with its threshold set so that -1024..3071 HU round-trips whatever the intercept.
+
+Missing RescaleSlope / RescaleIntercept: both are Type 1 (required) in the CT Image Module
+(DICOM PS3.3 C.8.2.1), so without them stored values have no defined HU. Reading them as
+slope 1, intercept 0 turns the usual unsigned encoding (stored = HU + 1024) into HU 1064 for
+water and an all-white brain window, so such a slice is refused (`no_rescale`), with one
+exception that cannot be misread: signed pixel data where at least AIR_SHARE of the pixels
+lie in the air band -1100..-900. Those are HU already (slope 1, intercept 0): the air around a
+head is -1000 HU, unsigned offset data has no negative values at all, and signed offset data
+would put that much of the slice at -2000 HU or below, which no tissue or air has.
 """
 
 from __future__ import annotations
@@ -43,6 +52,8 @@ AIR_HU = -1024.0
 MIN_SIDE = 32  # smaller images are not CT slices (scouts, thumbnails, corrupt headers)
 MAX_ASPECT = 1.5  # non-square images are padded to square; beyond this they are refused
 _WRAP_THRESHOLD = 4096 - 1024
+AIR_BAND = (-1100.0, -900.0)  # HU of air, with noise
+AIR_SHARE = 0.05  # pixels in AIR_BAND for signed data without rescale tags to count as HU
 _HEADER_TAGS = [
     "Modality",
     "PatientID",
@@ -133,16 +144,71 @@ def is_rsna_wrapped(ds: pydicom.Dataset) -> bool:
     )
 
 
-def stored_to_hu(stored: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
+def looks_like_hu(stored: np.ndarray) -> bool:
+    """True when at least AIR_SHARE of the pixels lie in AIR_BAND (see the module docstring)."""
+    low, high = AIR_BAND
+    share = np.count_nonzero((stored >= low) & (stored <= high)) / max(stored.size, 1)
+    return share >= AIR_SHARE
+
+
+def _number(ds: pydicom.Dataset, keyword: str) -> float | None:
+    """A numeric tag as a finite float, None when absent; BadInput when it is not a number."""
+    if keyword not in ds:
+        return None
+    try:
+        value = float(ds[keyword].value)
+    except (TypeError, ValueError) as error:
+        raise BadInput("no_rescale", f"{keyword} is not a number: {error}") from None
+    if not np.isfinite(value):
+        raise BadInput("no_rescale", f"{keyword} is {value}")
+    return value
+
+
+def rescale(
+    ds: pydicom.Dataset, stored: np.ndarray, path: str | os.PathLike = ""
+) -> tuple[float, float]:
+    """(slope, intercept) of a slice's linear modality LUT (see the module docstring).
+
+    Only CT requires the two tags; for other modalities a missing one is the identity.
+
+    Raises:
+      BadInput: no_rescale (either tag missing, unless the pixels are signed and already HU;
+        a tag that is not a finite number; a slope of 0, which would flatten the image).
+    """
+    slope, intercept = _number(ds, "RescaleSlope"), _number(ds, "RescaleIntercept")
+    if _text(ds, "Modality") != "CT":  # optional elsewhere (MR): absent means identity
+        slope = 1.0 if slope is None else slope
+        intercept = 0.0 if intercept is None else intercept
+    if slope is None and intercept is None:
+        if int(ds.get("PixelRepresentation", 0) or 0) == 1 and looks_like_hu(stored):
+            return 1.0, 0.0
+        raise BadInput(
+            "no_rescale",
+            f"{path}: no RescaleSlope/RescaleIntercept (required for CT) and the pixels are not "
+            f"signed HU with air near -1000, so their HU cannot be known",
+        )
+    if slope is None or intercept is None:
+        missing = "RescaleSlope" if slope is None else "RescaleIntercept"
+        raise BadInput("no_rescale", f"{path}: {missing} missing (required for CT)")
+    if slope == 0:
+        raise BadInput("no_rescale", f"{path}: RescaleSlope is 0")
+    return slope, intercept
+
+
+def stored_to_hu(
+    stored: np.ndarray, ds: pydicom.Dataset, path: str | os.PathLike = ""
+) -> np.ndarray:
     """Stored pixel values -> HU: slope * value + intercept (the linear modality LUT).
 
     Stored values of an RSNA-wrapped file are unwrapped first. Returns float32.
+
+    Raises:
+      BadInput: no_rescale (see `rescale`).
     """
+    slope, intercept = rescale(ds, stored, path)
     values = stored.astype(np.float32)
     if is_rsna_wrapped(ds):
         values = np.where(values >= _WRAP_THRESHOLD, values - 4096.0, values)
-    slope = float(ds.get("RescaleSlope", 1.0))
-    intercept = float(ds.get("RescaleIntercept", 0.0))
     return values * np.float32(slope) + np.float32(intercept)
 
 
@@ -152,7 +218,8 @@ def read_hu(path: str | os.PathLike, *, modality: str = "CT") -> np.ndarray:
     Raises:
       BadInput: not_dicom, corrupt_dicom, wrong_modality, no_pixel_data, truncated_pixel_data
         (fewer bytes than Rows x Columns x BitsAllocated say), wrong_dimensions (not a single
-        2-D grayscale frame, smaller than MIN_SIDE, or further from square than MAX_ASPECT).
+        2-D grayscale frame, smaller than MIN_SIDE, or further from square than MAX_ASPECT),
+        no_rescale (no defined HU; see the module docstring).
     """
     ds = _open(path)
     found = _text(ds, "Modality")
@@ -185,7 +252,7 @@ def read_hu(path: str | os.PathLike, *, modality: str = "CT") -> np.ndarray:
         raise BadInput(
             "wrong_dimensions", f"{path}: {stored.shape[0]}x{stored.shape[1]} is far from square"
         )
-    return pad_square(stored_to_hu(stored, ds))
+    return pad_square(stored_to_hu(stored, ds, path))
 
 
 def pad_square(hu: np.ndarray) -> np.ndarray:

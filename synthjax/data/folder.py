@@ -14,12 +14,18 @@ that no row names is accounted for: kept, or skipped under one counted reason (S
 first that applies) and listed in the report. The `id` feature is the image path relative to
 `manual_dir`, for the private side only.
 
+Image paths (relative, or absolute) must lead to a file inside `manual_dir` once `..` and
+symlinks are followed; others are skipped as `outside_manual_dir` and never opened, unless
+the build is told they are wanted (`allow_outside_paths`).
+
 Decoding, per file type (the same for every file, whatever its modality):
   - PNG / JPEG: 8-bit grayscale or colour as stored (colour to grayscale by ITU-R 601 luma
     when `channels` is 1); 16-bit (and 32-bit integer or float) grayscale is stretched from
     the image's own minimum..maximum to 0..255, so 12-bit data in a 16-bit PNG is not black.
-  - DICOM (`.dcm`, or any file with b"DICM" at byte 128): pixels through the modality LUT,
-    then the display window `dicom_window`: 'file' = the file's own first
+  - DICOM (`.dcm`, or any file with b"DICM" at byte 128): pixels through the modality LUT
+    (a CT without RescaleSlope/RescaleIntercept has no defined HU and is skipped as
+    `no_rescale`, as in `synthjax.data.dicom`, unless the window is 'minmax', which no linear
+    scale changes), then the display window `dicom_window`: 'file' = the file's own first
     WindowCenter/WindowWidth (linear), or min..max when it has none; 'minmax' = always the
     image's min..max; a name from `dicom.WINDOWS` ('brain', 'bone', ...) = that window in HU.
     MONOCHROME1 is inverted so that dense tissue is bright, as in MONOCHROME2. Multi-frame and
@@ -53,6 +59,7 @@ from synthjax.data import chexpert, dicom
 from synthjax.data.chexpert import (
     REPORT_FILE,
     SPLITS,
+    Boundary,
     SourceRow,
     Tally,
     check_pyramid_sizes,
@@ -81,10 +88,12 @@ SKIP_REASONS = (
     "duplicate_image",
     "contradictory_labels",
     "unknown_label_value",
+    "outside_manual_dir",
     "missing_file",
     "no_positive_label",
     "corrupt_image",
     "wrong_dimensions",
+    "no_rescale",
     "unlabelled_file",
 )
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm")
@@ -102,13 +111,19 @@ def config_name(
     drop_no_positive: bool,
     base_resolution: int,
     columns_hash: str,
+    allow_outside_paths: bool = False,
 ) -> str:
     """The TFDS config name, from every setting that changes the data.
 
-    e.g. r64-c1-file-keep-b256-1a2b3c4d; the last part is `columns_hash`.
+    e.g. r64-c1-file-keep-b256-1a2b3c4d; the hex part is `columns_hash`, and `-outside` is
+    appended when images outside manual_dir are allowed.
     """
     keep = "drop" if drop_no_positive else "keep"
-    return f"r{resolution}-c{channels}-{dicom_window}-{keep}-b{base_resolution}-{columns_hash}"
+    outside = "-outside" if allow_outside_paths else ""
+    return (
+        f"r{resolution}-c{channels}-{dicom_window}-{keep}-b{base_resolution}-{columns_hash}"
+        f"{outside}"
+    )
 
 
 def columns_hash(
@@ -141,6 +156,8 @@ class FolderConfig(tfds.core.BuilderConfig):
     the CSV (relative to manual_dir) and its columns of image paths and patient ids.
     label_columns: as given ('' = every other column); label_names: the label columns it
     resolves to, in CSV order (`prepare_folder` reads them from the CSV header).
+    allow_outside_paths: use images whose paths lead outside manual_dir (off: skipped as
+    `outside_manual_dir`).
     """
 
     name: str = ""
@@ -154,6 +171,7 @@ class FolderConfig(tfds.core.BuilderConfig):
     patient_column: str = "patient"
     label_columns: str = ""
     label_names: tuple[str, ...] = ()
+    allow_outside_paths: bool = False
 
     def __post_init__(self):
         check_pyramid_sizes(self.resolution, self.base_resolution)
@@ -175,6 +193,7 @@ class FolderConfig(tfds.core.BuilderConfig):
             self.drop_no_positive,
             self.base_resolution,
             digest,
+            self.allow_outside_paths,
         )
 
 
@@ -185,7 +204,8 @@ class FolderConfig(tfds.core.BuilderConfig):
 def _layout_help(labels_csv: str) -> str:
     return (
         f"Put a CSV with a header row at <FOLDER>/{labels_csv}: one row per image, with a "
-        "column of image paths (relative to <FOLDER>, or absolute; PNG, JPEG or DICOM), a "
+        "column of image paths (relative to <FOLDER>, or absolute, of files inside <FOLDER>; "
+        "PNG, JPEG or DICOM), a "
         "column of patient ids (the split is by patient) and one 0/1 column per label. Pass "
         f"--config.dataset.manual_dir=<FOLDER>, and name the CSV and its columns with "
         f"{_FIELD}.labels_csv, {_FIELD}.image_column, {_FIELD}.patient_column and "
@@ -262,7 +282,9 @@ def read_label_table(
     if "," not in first_line:
         delimiter = ";" if ";" in first_line else ("\t" if "\t" in first_line else ",")
     try:
-        rows = [row for row in csv.reader(io.StringIO(text), delimiter=delimiter) if row]
+        # newline='': a stray carriage return ends a row instead of failing the parse
+        lines = io.StringIO(text, newline="")
+        rows = [row for row in csv.reader(lines, delimiter=delimiter) if row]
     except csv.Error as error:
         raise DataNotFoundError(f"{path} is not a readable CSV file: {error}") from None
     if not rows:
@@ -378,13 +400,23 @@ def find_unlabelled(root: epath.Path, referenced: set[str]) -> list[str]:
 
 
 def plan_rows(
-    root: epath.Path, table: LabelTable, *, drop_no_positive: bool, tally: Tally
+    root: epath.Path,
+    table: LabelTable,
+    *,
+    drop_no_positive: bool,
+    tally: Tally,
+    allow_outside_paths: bool = False,
 ) -> dict[str, list[SourceRow]]:
-    """Sorts every CSV row (and every unlabelled file) into per-split rows to decode or skips."""
+    """Sorts every CSV row (and every unlabelled file) into per-split rows to decode or skips.
+
+    A row whose image resolves outside `root` (`..`, an absolute path elsewhere, a symlink
+    out) is skipped as `outside_manual_dir` without opening it, unless `allow_outside_paths`.
+    """
     plans: dict[str, list[SourceRow]] = {split: [] for split in SPLITS}
     seen: dict[str, tuple[tuple, int]] = {}
     referenced: set[str] = set()
     root_text = os.fspath(root)
+    boundary = Boundary(root)
 
     def cell(cells: list[str], index: int) -> str | None:
         return cells[index].strip() if index < len(cells) else None
@@ -420,6 +452,9 @@ def plan_rows(
         ]
         if unknown:
             tally.skip("unknown_label_value", where, f"row {number}: " + ", ".join(unknown))
+            continue
+        if key is not None and not allow_outside_paths and not boundary.contains(key):
+            tally.skip("outside_manual_dir", where, f"row {number}: {boundary.outside(key)}")
             continue
         if key is None or not os.path.isfile(key):
             tally.skip("missing_file", where, f"row {number}: no file {key or '(blank cell)'}")
@@ -488,7 +523,8 @@ def dicom_display(ds: pydicom.Dataset, path: str, dicom_window: str) -> np.ndarr
 
     Raises:
       BadInput: corrupt_image (no or undecodable pixel data), wrong_dimensions (multi-frame,
-        colour, not 2-D, too small or too far from square).
+        colour, not 2-D, too small or too far from square), no_rescale (a CT without a
+        defined HU scale, unless the window is 'minmax'; see `dicom.rescale`).
     """
     if "PixelData" not in ds:
         raise BadInput("corrupt_image", f"{path}: DICOM without pixel data")
@@ -508,6 +544,9 @@ def dicom_display(ds: pydicom.Dataset, path: str, dicom_window: str) -> np.ndarr
     if stored.ndim != 2:
         raise BadInput("wrong_dimensions", f"{path}: pixel array of shape {stored.shape}")
     _check_shape(*stored.shape, path)
+    modality = str(ds.get("Modality", "")).strip().upper()
+    if modality == "CT" and dicom_window != "minmax" and "ModalityLUTSequence" not in ds:
+        dicom.rescale(ds, stored, path)  # refuses a CT whose HU are not defined
     values = np.asarray(apply_modality_lut(stored, ds), np.float32)
     if dicom_window in dicom.WINDOWS:
         display = dicom.window(values, *dicom.WINDOWS[dicom_window])
@@ -654,7 +693,13 @@ class FolderDataset(chexpert.Chexpert, skip_registration=True):
         table = read_label_table(
             root, config.labels_csv, config.image_column, config.patient_column, config.label_names
         )
-        plans = plan_rows(root, table, drop_no_positive=config.drop_no_positive, tally=self._tally)
+        plans = plan_rows(
+            root,
+            table,
+            drop_no_positive=config.drop_no_positive,
+            tally=self._tally,
+            allow_outside_paths=config.allow_outside_paths,
+        )
         return self.split_generators(
             plans,
             unit="image",
@@ -685,6 +730,7 @@ class FolderDataset(chexpert.Chexpert, skip_registration=True):
             "patient_column": config.patient_column,
             "label_columns": config.label_columns,
             "label_names": list(config.label_names),
+            "allow_outside_paths": config.allow_outside_paths,
             "source": os.fspath(self._root),
         }
 
@@ -713,9 +759,10 @@ def _label_names_of_earlier_build(data_dir: epath.Path, wanted: dict) -> tuple[s
         for p in (data_dir / FolderDataset.name).glob(f"*/{version}/{REPORT_FILE}")
         if (p.parent / "dataset_info.json").exists()
     ]
+    defaults = {"allow_outside_paths": False}  # reports written before the setting existed
     for path in sorted(reports, key=lambda p: os.path.getmtime(p), reverse=True):
         settings = json.loads(path.read_text()).get("settings", {})
-        if all(settings.get(k) == v for k, v in wanted.items()):
+        if all(settings.get(k, defaults.get(k)) == v for k, v in wanted.items()):
             return tuple(settings["label_names"])
     return None
 
@@ -733,6 +780,7 @@ def prepare_folder(
     channels: int = 1,
     dicom_window: str = "file",
     drop_no_positive: bool = False,
+    allow_outside_paths: bool = False,
     workers: int = 0,
 ) -> tuple[epath.Path, dict]:
     """Builds a folder of labelled images at one resolution (or reuses a build) and reports.
@@ -743,7 +791,9 @@ def prepare_folder(
       resolution, base_resolution: stored side, and the side images are resized to before the
         2x2 box pyramid (powers of two, resolution <= base_resolution).
       labels_csv: the CSV, relative to manual_dir, with a header row.
-      image_column: its column of image paths (relative to manual_dir, or absolute).
+      image_column: its column of image paths (relative to manual_dir, or absolute). A path
+        that leads outside manual_dir (`..`, elsewhere on disk, a symlink out) skips its row
+        as `outside_manual_dir` without opening the file.
       patient_column: its column of patient ids; the 80/10/10 split hashes them
         (`chexpert.patient_split`), so no patient is in two splits.
       label_columns: comma-separated label columns ('' = every column but the image and
@@ -753,6 +803,8 @@ def prepare_folder(
       channels: 1 (grayscale) or 3 (RGB).
       dicom_window: 'file', 'minmax' or a name from `dicom.WINDOWS` (module docstring).
       drop_no_positive: skip images whose labels are all 0 (`no_positive_label`).
+      allow_outside_paths: use image paths that lead outside manual_dir too (for a CSV that
+        deliberately names files elsewhere); adds `-outside` to the config name.
       workers: processes decoding images (0 = every available core).
 
     Returns:
@@ -781,6 +833,7 @@ def prepare_folder(
         "image_column": image_column,
         "patient_column": patient_column,
         "label_columns": label_columns,
+        "allow_outside_paths": allow_outside_paths,
     }
     label_names = None
     if not epath.Path(manual_dir).exists():
@@ -801,6 +854,7 @@ def prepare_folder(
         patient_column=patient_column,
         label_columns=label_columns,
         label_names=label_names,
+        allow_outside_paths=allow_outside_paths,
     )
     return chexpert.prepare_with_reuse(
         FolderDataset,

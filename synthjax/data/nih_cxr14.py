@@ -10,15 +10,14 @@ split, resize to the base resolution and 2x2 box pyramid down to the stored one)
 The builder is the CheXpert one (`synthjax.data.chexpert`) with NIH's reading of the source:
 decoding, the per-split statistics, the report and its reuse rules are shared, so
 `chexpert.format_report` prints either report. Every CSV row is kept or skipped under one
-counted reason (duplicate image index, unknown finding, not in the official split lists,
+counted reason (cut short or with extra cells, duplicate image index, unknown finding, not in
+the official split lists, an image that resolves outside the dataset folder through a symlink,
 missing file, no positive label when asked to drop those, corrupt image).
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import os
 from typing import ClassVar
 
@@ -29,11 +28,15 @@ from etils import epath
 from synthjax.data import chexpert
 from synthjax.data.chexpert import (
     SPLITS,
+    Boundary,
     SourceRow,
     Tally,
     check_pyramid_sizes,
     format_report,
     patient_uniform,
+    read_csv_rows,
+    read_csv_text,
+    row_shape_problem,
 )
 from synthjax.data.shards import image_features
 from synthjax.errors import DataNotFoundError
@@ -81,9 +84,12 @@ TEST_LIST = "test_list.txt"
 REQUIRED_COLUMNS = ("Image Index", "Finding Labels", "Patient ID")
 # Each skipped row is counted once, under the first reason that applies, in this order.
 SKIP_REASONS = (
+    "short_row",
+    "long_row",
     "duplicate_image_index",
     "unknown_label",
     "not_in_split_lists",
+    "outside_manual_dir",
     "missing_file",
     "no_positive_label",
     "corrupt_image",
@@ -170,26 +176,14 @@ def index_images(root: epath.Path) -> dict[str, epath.Path]:
 
 
 def _read_list(path: epath.Path) -> set[str]:
-    return {line.strip() for line in path.read_text().splitlines() if line.strip()}
-
-
-def _read_csv(path: epath.Path) -> list[dict[str, str]]:
-    text = path.read_text()
-    rows = list(csv.DictReader(io.StringIO(text.removeprefix("\ufeff"))))
-    header = set(rows[0]) if rows else set()
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
-    if rows and missing:
-        raise DataNotFoundError(
-            f"{path} does not look like NIH's Data_Entry_2017.csv: missing columns {missing}. "
-            "Point manual_dir at an unmodified download."
-        )
-    return rows
+    return {line.strip() for line in read_csv_text(path).splitlines() if line.strip()}
 
 
 def _patient_key(patient_id: str, image_index: str) -> str:
     """A canonical patient id ('nih00000061'), from the column or the image name's prefix."""
     raw = patient_id.strip() or image_index.split("_", 1)[0]
-    return f"nih{int(raw):08d}" if raw.isdigit() else f"nih{raw}"
+    # ASCII digits only: str.isdigit() also accepts '²', which int() refuses.
+    return f"nih{int(raw):08d}" if raw.isascii() and raw.isdigit() else f"nih{raw}"
 
 
 def hash_split(patient: str, official: bool) -> str:
@@ -227,16 +221,22 @@ def plan_rows(
     csv_path = _csv_in(root)
     if csv_path is None:
         raise DataNotFoundError(_where_to_get_it(root, f"no {' or '.join(CSV_NAMES)} in {root}"))
-    rows = _read_csv(csv_path)
+    rows = read_csv_rows(csv_path, REQUIRED_COLUMNS, "NIH's Data_Entry_2017.csv")
     tally.rows_read[csv_path.name] = len(rows)
     official = (root / TRAIN_VAL_LIST).exists() and (root / TEST_LIST).exists()
     train_val = _read_list(root / TRAIN_VAL_LIST) if official else set()
     test = _read_list(root / TEST_LIST) if official else set()
     images = index_images(root)
+    boundary = Boundary(root)
     plans: dict[str, list[SourceRow]] = {split: [] for split in SPLITS}
     seen: set[str] = set()
-    for row in rows:
-        index = row["Image Index"].strip()
+    for number, row in enumerate(rows, start=1):
+        index = (row.get("Image Index") or "").strip()
+        problem = row_shape_problem(row)
+        if problem is not None:
+            where = index or f"{csv_path.name} row {number}"
+            tally.skip(problem[0], where, f"{csv_path.name} row {number}: {problem[1]}")
+            continue
         if index in seen:
             tally.skip("duplicate_image_index", index)
             continue
@@ -258,6 +258,9 @@ def plan_rows(
         file = images.get(index)
         if file is None:
             tally.skip("missing_file", index, f"no {index} in {root}/images*/")
+            continue
+        if not boundary.contains(file):
+            tally.skip("outside_manual_dir", index, boundary.outside(file))
             continue
         if drop_no_positive and not labels.any():
             tally.skip("no_positive_label", index)

@@ -13,9 +13,10 @@ checked against the subtypes (it must be their OR) and kept in the report's prev
 label it would be `1 - no_finding`, so its AUROC is `no_finding`'s.
 
 Every slice is accounted for. A CSV id or a DICOM file is kept or skipped under one counted
-reason (malformed CSV row, contradictory or incomplete labels, CSV id without a file, file
-without CSV rows, not DICOM, corrupt, not CT, no patient id, no or truncated pixel data,
-wrong dimensions), and the report lists the skipped ones.
+reason (malformed CSV row, a label that is not a number 0 or 1, contradictory or incomplete
+labels, CSV id without a file, a file that resolves outside the dataset folder through a
+symlink, file without CSV rows, not DICOM, corrupt, not CT, no patient id, no or truncated
+pixel data, wrong dimensions, no defined HU), and the report lists the skipped ones.
 """
 
 from __future__ import annotations
@@ -37,11 +38,13 @@ from PIL import Image
 from synthjax.data import chexpert, dicom
 from synthjax.data.chexpert import (
     SPLITS,
+    Boundary,
     SourceRow,
     Tally,
     check_pyramid_sizes,
     format_report,
     patient_split,
+    read_csv_text,
 )
 from synthjax.data.image_ops import box_pyramid
 from synthjax.data.shards import image_features
@@ -79,9 +82,11 @@ CITATION = (
 # Each skipped slice is counted once, under the first reason that applies, in this order.
 SKIP_REASONS = (
     "bad_csv_row",
+    "unknown_label_value",
     "contradictory_labels",
     "incomplete_labels",
     "missing_file",
+    "outside_manual_dir",
     "unlabelled_file",
     "not_dicom",
     "corrupt_dicom",
@@ -91,6 +96,7 @@ SKIP_REASONS = (
     "no_pixel_data",
     "truncated_pixel_data",
     "wrong_dimensions",
+    "no_rescale",
     "corrupt_image",
 )
 _SUBTYPE_INDEX = {name: i for i, name in enumerate(CSV_LABELS)}
@@ -207,15 +213,39 @@ class CsvLabels:
     rows: int
 
 
+def parse_label(cell: str) -> float | None:
+    """A label cell -> 0.0 or 1.0 when it is a number equal to 0 or 1, else None.
+
+    Read as a number, so '1', '1.0' and ' 0 ' (as some tools rewrite the file) all count.
+    """
+    try:
+        value = float(cell)
+    except ValueError:
+        return None
+    return value if value in (0.0, 1.0) else None
+
+
 def read_labels(path: epath.Path) -> CsvLabels:
     """Reads `ID_<sop>_<subtype>,<0|1>` rows into complete, consistent label vectors.
 
-    A slice whose rows disagree (the same subtype 0 and 1, or `any` not the OR of the
-    subtypes) is contradictory; one missing a subtype's row is incomplete. Rows that repeat
-    an earlier row exactly (the real stage_2_train.csv has some) are counted, not refused.
+    A slice with a label cell that is not 0 or 1 (`parse_label`) has an unknown label value;
+    one whose rows disagree (the same subtype 0 and 1, or `any` not the OR of the subtypes)
+    is contradictory; one missing a subtype's row is incomplete. Rows that repeat an earlier
+    row exactly (the real stage_2_train.csv has some) are counted, not refused. A row
+    that is cut short or has non-blank cells past `Label` names no label and is a bad row.
+
+    Raises:
+      DataNotFoundError: not UTF-8, not parseable as CSV, or no `ID,Label` header.
     """
-    text = path.read_text().removeprefix("\ufeff")
-    reader = csv.reader(io.StringIO(text))
+    try:
+        # newline='': a stray carriage return ends a row instead of failing the parse
+        records = list(csv.reader(io.StringIO(read_csv_text(path), newline="")))
+    except csv.Error as error:
+        raise DataNotFoundError(
+            f"{path} is not a readable CSV file ({error}). Point manual_dir at an unmodified "
+            "download."
+        ) from None
+    reader = iter(records)
     header = next(reader, None)
     if header is None or [h.strip() for h in header[:2]] != ["ID", "Label"]:
         raise DataNotFoundError(
@@ -232,14 +262,14 @@ def read_labels(path: epath.Path) -> CsvLabels:
         rows += 1
         ident = row[0].strip()
         slice_id, _, subtype = ident.rpartition("_")
-        if not slice_id.startswith("ID_") or subtype not in _SUBTYPE_INDEX or len(row) < 2:
+        extra = any(cell.strip() for cell in row[2:])
+        if not slice_id.startswith("ID_") or subtype not in _SUBTYPE_INDEX or len(row) < 2 or extra:
             bad_rows.append((",".join(row), "not ID_<id>_<subtype>,<label>"))
             continue
-        cell = row[1].strip()
-        if cell not in ("0", "1"):
-            problems.setdefault(slice_id, ("contradictory_labels", f"{subtype}={cell!r}"))
+        value = parse_label(row[1])
+        if value is None:
+            problems.setdefault(slice_id, ("unknown_label_value", f"{subtype}={row[1]!r}"))
             continue
-        value = float(cell)
         seen = values[slice_id].get(subtype)
         if seen is None:
             values[slice_id][subtype] = value
@@ -304,10 +334,13 @@ def plan_rows(
         tally.skip(reason, slice_id, detail)
     for slice_id in unlabelled:
         tally.skip("unlabelled_file", files[slice_id], "no row in the label CSV")
+    boundary = Boundary(root)
     candidates = []
     for slice_id in sorted(table.labels):
         if slice_id not in files:
             tally.skip("missing_file", slice_id, f"no {image_dir}/{slice_id}.dcm")
+        elif not boundary.contains(files[slice_id]):
+            tally.skip("outside_manual_dir", slice_id, boundary.outside(files[slice_id]))
         else:
             candidates.append(slice_id)
 
