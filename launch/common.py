@@ -89,7 +89,16 @@ def finished(workdir: str, stages: Sequence[str]) -> bool:
             ["gcloud", "storage", "ls", *paths], capture_output=True, text=True, check=False
         )
         return probe.returncode == 0 and len(probe.stdout.split()) == len(paths)
-    return all(os.path.exists(p) for p in paths)
+    return all(_readable_json(p) for p in paths)
+
+
+def _readable_json(path: str) -> bool:
+    """A summary that exists and parses: an empty file left by a crash is not finished."""
+    try:
+        with open(path) as f:
+            return isinstance(json.load(f), dict)
+    except (OSError, ValueError):
+        return False
 
 
 def read_json(path: str | os.PathLike) -> dict:

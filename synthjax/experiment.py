@@ -6,14 +6,22 @@ from its last checkpoint. So the same command, rerun after a preemption, a crash
 Ctrl-C, continues where it stopped. One exception: a finished GAN asked to train longer
 (`gan.train_steps` / `gan.train_kimg`) resumes, and the stages after it are moved aside
 to `superseded/` and redone.
+
+One run at a time per workdir (`synthjax.lock`). A config that differs from the workdir's
+`config.json` is checked field by field (`plan_config_change`): a field that changes no
+result (`FREE_FIELDS`: where things go, how fast, on how many devices) may change; one that
+changes the results of a stage that has started or finished is refused, unless
+`rerun_from=<stage>` sets that stage and every later one aside and redoes them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -21,7 +29,7 @@ import ml_collections
 from absl import logging
 from etils import epath
 
-from synthjax import distributed, parallel
+from synthjax import distributed, lock, parallel
 from synthjax.errors import ConfigError
 from synthjax.workdir import Run, read_json, write_json_atomic
 
@@ -190,10 +198,22 @@ def _validate_evaluation(config: ml_collections.ConfigDict, resolution: int) -> 
         "use 1.0 (the 1st percentile of held-out distances)",
     )
     _require(
-        0.0 <= p.max_copy_rate <= 1.0,
-        "privacy.max_copy_rate",
-        f"{p.max_copy_rate} is not a rate in [0, 1]",
-        "use e.g. 0.05",
+        0.0 < p.alpha < 1.0,
+        "privacy.alpha",
+        f"{p.alpha} is not a significance level in (0, 1)",
+        "use e.g. 0.01",
+    )
+    _require(
+        0.5 <= p.floor_quantile <= 1.0 and p.floor_images >= 16,
+        "privacy.floor_quantile",
+        f"quantile {p.floor_quantile} of {p.floor_images} near copies cannot place the floor",
+        "use floor_quantile 0.5 and floor_images 512",
+    )
+    _require(
+        p.replace_attempts >= 0,
+        "privacy.replace_attempts",
+        f"{p.replace_attempts} is negative",
+        "use 0 (drop close images) or more (draw them again first)",
     )
     _require(
         p.pixel_resolution >= 4 and p.pixel_resolution & (p.pixel_resolution - 1) == 0,
@@ -367,25 +387,334 @@ def _validate_gan(gan: ml_collections.ConfigDict, resolution: int, data: int) ->
             )
 
 
-def _config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+# --- a changed config on an existing workdir ------------------------------------------------
+
+# Fields that change no result: where inputs and caches live, how fast and on how many
+# devices it runs, how often it logs and checkpoints, evaluation batch sizes (padded
+# batches: the same numbers). Resuming on another machine, with other devices, is a feature.
+FREE_FIELDS = (
+    "stages",
+    "mesh.",
+    "conv_lowering",  # how convolutions are lowered, not what they compute
+    "compilation_cache",
+    "dataset.data_dir",  # prepared shards: a cache keyed by source and settings
+    "dataset.phantom.dir",  # phantoms: a cache keyed by their settings
+    "dataset.prepare_workers",
+    "classifier.eval_batch_size",
+    "classifier.checkpoint_every",
+    "classifier.log_every",
+    "gan.checkpoint_every",
+    "gan.log_every",
+    "gan.sample_every",  # sample grids: pictures of the run, from their own latents
+    "gan.sample_rows",
+    "gan.sample_cols",
+    "gan.fd.batch_size",
+)
+# A finished GAN asked to train longer resumes and redoes the later stages (see
+# `_extend_finished_gan`); an unfinished one trains to the new length.
+GAN_LENGTH_FIELDS = ("gan.train_steps", "gan.train_kimg")
+# The stages whose results each section (or field) changes; the longest prefix decides. What
+# a stage makes feeds every later stage, so those are redone too (`rerun_from`).
+FIELD_STAGES = {
+    "seed": STAGE_ORDER,
+    "dataset.": STAGE_ORDER,
+    "classifier.": ("classifier_real", "classifier_synthetic"),
+    "gan.": ("gan",),
+    "synthesize.": ("synthesize",),
+    "privacy.": ("synthesize",),
+    "evaluate.": ("evaluate",),
+    "report.": ("report",),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldChange:
+    """One config field whose value differs from the workdir's config.json."""
+
+    field: str
+    old: Any
+    new: Any
+
+    @property
+    def from_code(self) -> bool:
+        """A field on one side only: the code (configs/default.py) gained or lost it since
+        the workdir started; no command line can set it, so it is reported, not refused."""
+        return self.old is _ABSENT or self.new is _ABSENT
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The stages whose results it changes; () for a free field (or one from code)."""
+        return () if self.from_code else stages_of_field(self.field)
+
+    def __str__(self) -> str:
+        return f"{self.field}: {_show(self.old)} -> {_show(self.new)}"
+
+
+_ABSENT = object()
+
+
+def _show(value: Any) -> str:
+    return "(absent)" if value is _ABSENT else repr(value)
+
+
+def _matches(field: str, pattern: str) -> bool:
+    return field.startswith(pattern) if pattern.endswith(".") else field == pattern
+
+
+def stages_of_field(field: str) -> tuple[str, ...]:
+    """The stages whose results `field` changes: () when free, every stage when unknown."""
+    if field in GAN_LENGTH_FIELDS or any(_matches(field, p) for p in FREE_FIELDS):
+        return ()
+    matches = [p for p in FIELD_STAGES if _matches(field, p)]
+    return FIELD_STAGES[max(matches, key=len)] if matches else STAGE_ORDER
+
+
+def config_changes(old: dict, new: dict, prefix: str = "") -> list[FieldChange]:
+    """Every leaf field that differs between two resolved configs (as JSON), sorted."""
     changes = []
     for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
+        a, b = old.get(key, _ABSENT), new.get(key, _ABSENT)
         if isinstance(a, dict) and isinstance(b, dict):
-            changes += _config_changes(a, b, f"{prefix}{key}.")
+            changes += config_changes(a, b, f"{prefix}{key}.")
         elif a != b:
-            changes.append(f"{prefix}{key}: {a!r} -> {b!r}")
+            changes.append(FieldChange(f"{prefix}{key}", a, b))
     return changes
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict[str, Any]]:
-    """Runs (or resumes) every stage in `config.stages`; returns their summaries."""
+def stage_started(workdir: epath.Path, stage: str) -> bool:
+    """Whether `stage` has results in `workdir` that a rerun would keep: a summary, a
+    checkpoint to resume from, or (synthesize) shards already written."""
+    stage_dir = workdir / stage
+    if (stage_dir / "summary.json").exists():
+        return True
+    checkpoints = stage_dir / "checkpoints"
+    if checkpoints.exists() and any(p.name.isdigit() for p in checkpoints.iterdir()):
+        return True
+    synthetic = workdir / "synthetic"
+    return stage == "synthesize" and synthetic.exists() and any(synthetic.iterdir())
+
+
+def stage_outputs(workdir: epath.Path, stage: str) -> list[epath.Path]:
+    """What `stage` writes in `workdir` (existing or not): what a rerun moves aside."""
+    paths = [workdir / stage]
+    if stage == "synthesize":
+        paths.append(workdir / "synthetic")
+    if stage == "report":
+        paths += [workdir / "report.json", workdir / "report.md"]
+        paths += sorted(workdir.glob("report_*.png"))
+    return paths
+
+
+def parse_config_change(value: str | None) -> str | None:
+    """`--config_change=rerun_from=<stage>` -> the stage (None when not given)."""
+    if not value:
+        return None
+    key, _, stage = value.partition("=")
+    if key != "rerun_from" or stage not in STAGE_ORDER:
+        raise ConfigError(
+            "--config_change",
+            f"{value!r} is not a known config change",
+            f"use rerun_from=<stage>, with <stage> one of {list(STAGE_ORDER)}",
+        )
+    return stage
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigChangePlan:
+    """What a changed config does to an existing workdir (see `plan_config_change`)."""
+
+    changes: tuple[FieldChange, ...]  # every changed field, free or not
+    rerun_from: str | None  # set aside this stage and every later one, then redo them
+
+    @property
+    def rerun(self) -> tuple[str, ...]:
+        if self.rerun_from is None:
+            return ()
+        return STAGE_ORDER[STAGE_ORDER.index(self.rerun_from) :]
+
+
+def plan_config_change(
+    workdir: epath.Path, old: dict, new: dict, rerun_from: str | None = None
+) -> ConfigChangePlan:
+    """Checks a config `new` against the workdir's `old` one before any compute.
+
+    A changed field that changes the results of a stage that has started or finished would
+    leave the workdir with results of both configs (and later stages made from the old
+    ones); that is refused with a ConfigError naming each field and stage and the ways on,
+    unless `rerun_from` names that stage or an earlier one: then it and every later stage
+    are redone. Free fields, and a GAN's length (`_extend_finished_gan`), may change.
+    """
+    changes = config_changes(old, new)
+    binding = [c for c in changes if c.stages]
+    touched = {s for c in binding for s in c.stages}
+    kept = [s for s in STAGE_ORDER if s in touched and stage_started(workdir, s)]
+    if not kept:  # nothing made with the old values yet (later stages are made from these)
+        return ConfigChangePlan(tuple(changes), None)
+    listed = "; ".join(f"{c} (changes {', '.join(c.stages)})" for c in binding)
+    if rerun_from is None:
+        raise ConfigError(
+            ", ".join(c.field for c in binding),
+            f"the config differs from the one {workdir} was started with: {listed}; and "
+            f"{', '.join(kept)} {'has' if len(kept) == 1 else 'have'} results made with the "
+            "old values there, which a resumed run would keep beside results of the new ones",
+            "rerun with the old values ("
+            + " ".join(f"--config.{c.field}={_show(c.old)}" for c in binding)
+            + f"), or use a new --workdir, or pass --config_change=rerun_from={kept[0]} to "
+            f"set {kept[0]} and every later stage aside (to {workdir / 'superseded'}/) and "
+            "redo them with the new values",
+        )
+    if STAGE_ORDER.index(rerun_from) > STAGE_ORDER.index(kept[0]):
+        raise ConfigError(
+            "--config_change",
+            f"rerun_from={rerun_from} would keep {kept[0]}, whose results were made with the "
+            f"old values of {listed}",
+            f"use --config_change=rerun_from={kept[0]} (or an earlier stage)",
+        )
+    return ConfigChangePlan(tuple(changes), rerun_from)
+
+
+def _apply_config_change(run_: Run, plan: ConfigChangePlan, old: dict) -> None:
+    """Moves the outputs of the stages to redo to `superseded/config_change_<time>/`, with
+    the old config beside them as `config.old.json` (not `config.json`: that would make the
+    folder look like a workdir to `analysis.find_workdirs`). Process 0; the caller writes
+    the new config.json."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    superseded = run_.workdir / "superseded" / f"config_change_{stamp}"
+    _log(
+        logging.INFO,
+        f"config change: redoing {', '.join(plan.rerun)} with the new values; their earlier "
+        f"results move to {superseded}",
+    )
+    if not run_.is_host0:
+        return
+    write_json_atomic(superseded / "config.old.json", old)
+    # The latest stage first: a run stopped halfway through still finds the earliest one
+    # started, and is refused (or moves the rest) next time.
+    for stage in reversed(plan.rerun):
+        for path in stage_outputs(run_.workdir, stage):
+            if path.exists():
+                _move_aside(path, superseded / path.name, "config change")
+
+
+def _read_old_config(run_: Run) -> dict | None:
+    """The workdir's config.json, or None (absent, or unreadable: said, and rewritten)."""
+    config_path = run_.workdir / "config.json"
+    if not config_path.exists():
+        return None
+    try:
+        return read_json(config_path)
+    except ValueError:
+        _log(
+            logging.WARNING,
+            f"{config_path} is unreadable (a crash while it was written?): the config cannot "
+            "be compared with the one this workdir was started with; it is rewritten",
+        )
+        return None
+
+
+def _say_plan(plan: ConfigChangePlan, rerun_from: str | None) -> None:
+    from_code = [c for c in plan.changes if c.from_code]
+    if from_code:
+        listed = "\n  ".join(map(str, from_code))
+        _log(
+            logging.WARNING,
+            "config fields added or removed by a code update since this workdir was started; "
+            "finished stages keep what the earlier code made (a new workdir redoes everything "
+            f"with this code):\n  {listed}",
+        )
+    free = [
+        c
+        for c in plan.changes
+        if not c.stages and not c.from_code and c.field not in GAN_LENGTH_FIELDS
+    ]
+    if free:
+        listed = "\n  ".join(map(str, free))
+        _log(
+            logging.INFO,
+            "config differs from the one this workdir was started with in fields that change "
+            f"no result (config.json now records the new values):\n  {listed}",
+        )
+    if rerun_from and plan.rerun_from is None:
+        _log(
+            logging.INFO,
+            f"--config_change=rerun_from={rerun_from}: no changed field needs a rerun "
+            "(the config is unchanged, or its changes touch no started stage); nothing moved",
+        )
+
+
+@contextlib.contextmanager
+def _workdir_lock(run_: Run) -> Iterator[lock.WorkdirLock | None]:
+    """Holds the workdir's lock while the run works (process 0 takes it for every process,
+    and all of them refuse together when it is taken)."""
+    held, refusal, error = None, None, None
+    if run_.is_host0:
+        try:
+            held = lock.acquire(run_.workdir)
+        except lock.WorkdirBusy as e:
+            refusal, error = str(e), e
+        except Exception as e:
+            refusal, error = f"process 0 could not take the lock of {run_.workdir}: {e}", e
+    refusal = _agree_on_lock(refusal)
+    if error is not None:
+        raise error
+    if refusal is not None:
+        raise lock.WorkdirBusy(refusal)
+    try:
+        yield held
+    finally:
+        if held is not None:
+            try:
+                held.release()
+            except Exception as e:  # never hide the run's own error behind this one
+                _log(logging.WARNING, f"could not release {held.path}: {e}; delete it by hand")
+
+
+_lock_rounds = 0
+
+
+def _agree_on_lock(refusal: str | None) -> str | None:
+    """Process 0's lock outcome, on every process (the coordination service's key-value
+    store: no device work before the run is known to be alone in its workdir)."""
+    global _lock_rounds
+    if not distributed.is_multiprocess():
+        return refusal
+    _lock_rounds += 1
+    key = f"synthjax/workdir_lock/{_lock_rounds}"
+    client = distributed._client()
+    if jax.process_index() == 0:
+        client.key_value_set(key, "ok" if refusal is None else f"refused:{refusal}")
+        return refusal
+    value = client.blocking_key_value_get(key, int(distributed.BARRIER_TIMEOUT_S * 1000))
+    return None if value == "ok" else value.removeprefix("refused:")
+
+
+def run(
+    config: ml_collections.ConfigDict, workdir: str, *, rerun_from: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """Runs (or resumes) every stage in `config.stages`; returns their summaries.
+
+    Holds the workdir's lock throughout (released on return, on errors and on Ctrl-C).
+    `rerun_from`: when the config changed in a way that touches stages already run, set that
+    stage and every later one aside and redo them (`--config_change=rerun_from=<stage>`).
+    """
     validate_config(config, jax.device_count())
+    if rerun_from is not None and rerun_from not in STAGE_ORDER:
+        parse_config_change(f"rerun_from={rerun_from}")  # raises, naming the stages
     mesh = parallel.make_mesh(config.mesh.data)
     if "://" not in workdir:
         workdir = os.path.abspath(workdir)  # orbax needs absolute paths
     run_ = Run(config=config, workdir=epath.Path(workdir), mesh=mesh)
     run_.workdir.mkdir(parents=True, exist_ok=True)
+    with _workdir_lock(run_) as held:
+        return _run_locked(run_, config, rerun_from, held)
+
+
+def _run_locked(
+    run_: Run,
+    config: ml_collections.ConfigDict,
+    rerun_from: str | None,
+    held: lock.WorkdirLock | None,
+) -> dict[str, dict[str, Any]]:
     if config.compilation_cache:
         cache = (
             run_.workdir / "compilation_cache"
@@ -395,27 +724,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict[str, 
         jax.config.update("jax_compilation_cache_dir", str(cache))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     resolved = json.loads(config.to_json_best_effort())
-    config_path = run_.workdir / "config.json"
-    if config_path.exists():
-        changes = _config_changes(read_json(config_path), resolved)
-        if changes:
-            logging.warning(
-                "config differs from the one this workdir was started with; finished stages "
-                "keep their results (except a GAN asked to train longer), later ones use the "
-                "new values:\n  %s",
-                "\n  ".join(changes),
-            )
-    if run_.is_host0:
-        write_json_atomic(config_path, resolved)
-    distributed.barrier("config written")
-
+    # Every process reads the same files and decides the same, before anything moves.
+    old = _read_old_config(run_)
+    plan = ConfigChangePlan((), None)
+    if old is not None:
+        plan = plan_config_change(run_.workdir, old, resolved, rerun_from)
     fd = config.gan.fd
     if (
         "gan" in config.stages
         and fd.every_kimg > 0
         and (fd.features == "classifier" or config.gan.select != "fd")
         and "classifier_real" not in config.stages
-        and not run_.finished("classifier_real")
+        and not (run_.finished("classifier_real") and "classifier_real" not in plan.rerun)
     ):
         raise ConfigError(
             "gan.fd.features",
@@ -423,10 +743,20 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict[str, 
             f"real-data classifier, and classifier_real has not run in {run_.workdir}",
             "add 'classifier_real' to `stages`, or set gan.fd.every_kimg=0 (no selection)",
         )
+    _say_plan(plan, rerun_from)
+    if plan.rerun_from is not None:
+        distributed.barrier("config change checked")
+        _apply_config_change(run_, plan, old)
+    if run_.is_host0:
+        write_json_atomic(run_.workdir / "config.json", resolved)
+    distributed.barrier("config written")
+
     _extend_finished_gan(run_, config)
     stage_fns = _stage_fns()
     summaries = {}
     for stage in config.stages:
+        if held is not None and not distributed.is_multiprocess():
+            held.check()  # one process: stop here if another run took the workdir over
         if run_.finished(stage):
             logging.info("%s: finished earlier, skipped", stage)
             summaries[stage] = run_.summary(stage)
@@ -490,12 +820,7 @@ def _extend_finished_gan(run_: Run, config: ml_collections.ConfigDict) -> None:
     )
     if run_.is_host0:
         later = STAGE_ORDER[STAGE_ORDER.index("gan") + 1 :]
-        stale = [run_.stage_dir(s) for s in later] + [
-            run_.synthetic_dir,
-            run_.workdir / "report.json",
-            run_.workdir / "report.md",
-            *sorted(run_.workdir.glob("report_*.png")),
-        ]
+        stale = [path for s in later for path in stage_outputs(run_.workdir, s)]
         # The gan summary moves last: a run stopped halfway through finds the GAN still
         # finished and moves the rest next time.
         for path in stale:
@@ -507,7 +832,7 @@ def _extend_finished_gan(run_: Run, config: ml_collections.ConfigDict) -> None:
     distributed.barrier("gan: earlier results moved aside")
 
 
-def _move_aside(path: epath.Path, target: epath.Path) -> None:
+def _move_aside(path: epath.Path, target: epath.Path, why: str = "gan") -> None:
     """Renames `path` to `target` (or `target.1`, `target.2`... if taken), and says so."""
     target.parent.mkdir(parents=True, exist_ok=True)
     free, n = target, 0
@@ -515,7 +840,7 @@ def _move_aside(path: epath.Path, target: epath.Path) -> None:
         n += 1
         free = target.parent / f"{target.name}.{n}"
     path.rename(free)
-    _log(logging.INFO, f"gan: moved {path} -> {free}")
+    _log(logging.INFO, f"{why}: moved {path} -> {free}")
 
 
 def _log(level: int, message: str) -> None:

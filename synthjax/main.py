@@ -9,16 +9,24 @@ environment says so (a SLURM job step, a multi-worker TPU slice) or when told:
 
   python -m synthjax.main ... --coordinator_address=10.0.0.2:8476 --num_processes=2 \
       --process_id=0      # and --process_id=1 on the other host
+
+A config that differs from the workdir's `config.json` in a field that changes results of
+stages already run is refused; `--config_change=rerun_from=<stage>` redoes that stage and
+every later one (their earlier results move to `DIR/superseded/`).
+
+Exit status: 0 finished or stopped by SIGTERM / preemption (rerun to continue), 2 refused
+(config, data), 3 the workdir is in use by another run (`DIR/lock.json` names it).
 """
 
 import logging as std_logging
+import signal
 import sys
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from synthjax import config_files, distributed, experiment
+from synthjax import config_files, distributed, experiment, lock
 from synthjax.errors import Preempted, SynthjaxError
 
 FLAGS = flags.FLAGS
@@ -36,6 +44,13 @@ flags.DEFINE_enum(
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process).")
 flags.DEFINE_integer("num_processes", None, "Number of processes in the run (multi-process).")
 flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes-1.")
+flags.DEFINE_string(
+    "config_change",
+    None,
+    "rerun_from=<stage>: the config differs from the workdir's config.json in fields that "
+    "change results of stages already run; set <stage> and every later stage aside (to "
+    "DIR/superseded/) and redo them with the new values. Ignored when nothing needs it.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -51,11 +66,28 @@ class _QuietLibraries(std_logging.Filter):
         )
 
 
+def _stop_on_sigterm(signum, frame) -> None:
+    del frame
+    raise Preempted(
+        f"Stopped by signal {signum} (SIGTERM) outside a training loop: nothing to save "
+        "there, the stage resumes from what it has written. Rerun the same command to continue."
+    )
+
+
+def _release_on_sigterm() -> None:
+    """One process: SIGTERM outside a training loop (which saves first, then stops) raises
+    `Preempted`, so the run unwinds, releasing the workdir's lock, instead of dying where it
+    stands. Several processes: JAX's preemption notifier owns SIGTERM (all stop together)."""
+    if not distributed.is_multiprocess():
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.get_absl_handler().addFilter(_QuietLibraries())
     try:
+        rerun_from = experiment.parse_config_change(FLAGS.config_change)
         # First: nothing may touch a JAX backend before the processes connect.
         distributed.initialize(
             distributed.Launch(
@@ -76,11 +108,15 @@ def main(argv):
         jax.device_count(),
         jax.default_backend(),
     )
+    _release_on_sigterm()
     try:
-        experiment.run(FLAGS.config, FLAGS.workdir)
+        experiment.run(FLAGS.config, FLAGS.workdir, rerun_from=rerun_from)
     except Preempted as e:
         print(f"\n{e}", file=sys.stderr, flush=True)
         sys.exit(0)
+    except lock.WorkdirBusy as e:
+        print(f"\nerror: {e}", file=sys.stderr, flush=True)
+        sys.exit(3)
     except SynthjaxError as e:
         print(f"\nerror: {e}", file=sys.stderr, flush=True)
         sys.exit(2)

@@ -53,20 +53,16 @@ def verdict(report: dict[str, Any]) -> dict[str, Any]:
     elif not privacy.get("audit_passed"):
         if privacy.get("releasable"):
             caveats.append(
-                f"privacy: the audit failed (copy rate {100 * privacy['copy_rate']:.2f}%) and "
-                f"the dataset is released by override: {privacy['override']['reason']!r}"
+                f"privacy: the audit failed ({_audit_summary(privacy)}) and the dataset is "
+                f"released by override: {privacy['override']['reason']!r}"
             )
         else:
             refusals.append(
-                f"privacy: copy rate {100 * privacy['copy_rate']:.2f}% is above the "
-                f"{100 * privacy['max_copy_rate']:.2f}% limit (DATASET_CARD.json: releasable "
-                "false); look at the closest-pairs grids"
+                f"privacy: the audit failed ({_audit_summary(privacy)}; DATASET_CARD.json: "
+                "releasable false); look at the closest-pairs grids"
             )
     else:
-        passes.append(
-            f"privacy: copy rate {100 * privacy['copy_rate']:.2f}% is within the "
-            f"{100 * privacy['max_copy_rate']:.2f}% limit"
-        )
+        passes.append(f"privacy: the audit passed ({_audit_summary(privacy)})")
     for space, why in ((privacy or {}).get("not_audited") or {}).items():
         caveats.append(f"privacy: not audited in {space} ({why})")
     tstr, ci = report.get("tstr_auroc_mean"), report.get("tstr_auroc_mean_ci")
@@ -306,25 +302,40 @@ def _discrimination_lines(d: dict[str, Any] | None) -> list[str]:
     return [*lines, "", "0.5 = indistinguishable; 1.0 = told apart every time.", ""]
 
 
+def _audit_summary(p: dict[str, Any]) -> str:
+    """One line of the audit: copies below the floor and the share of close images."""
+    text = f"copy rate {100 * p['copy_rate']:.2f}%"
+    if "close_rate" in p:
+        text += f", close rate {100 * p['close_rate']:.2f}%"
+    if p.get("flagged") is not None and p.get("audit_passed"):
+        text += f"; {p['flagged']} close image(s) replaced or dropped before release"
+    return text
+
+
 def _privacy_lines(p: dict[str, Any] | None) -> list[str]:
     if not p:
         return []
     lines = [
         "## Privacy: memorization audit",
         "",
-        f"{p['audited_synthetic']} synthetic images against {p['train']} training images; "
-        f"reference: {p['heldout']} real held-out images. A copy is a synthetic image closer "
-        f"to a training image than {p['percentile']:g}% of held-out images are.",
+        f"Every synthetic image ({p['audited_synthetic']}) against {p['train']} training "
+        f"and {p['heldout']} real held-out images. A copy lies below the floor, where near "
+        "copies of training images lie. Seen share: how often a synthetic image's nearest "
+        "real image is a training one, against chance (memorization). Close: nearer a "
+        f"training image than all but {p['percentile']:g}% of held-out images are (replaced "
+        f"before release). Tests one-sided, alpha {p.get('alpha', 0.01):g} over all.",
         "",
-        "| space | copy rate | expected without memorization | excess p | median distance "
-        "ratio (synthetic / held-out) | max similarity |",
+        "| space | copies (held-out below floor) | seen share (chance) | memorization p | "
+        "close (held-out) | median distance ratio (synthetic / held-out) |",
         "|---|---|---|---|---|---|",
     ]
     for name, s in p["spaces"].items():
         lines.append(
-            f"| {name} | {100 * s['copy_rate']:.2f}% ({s['copies']}) | "
-            f"{100 * s['expected_copy_rate']:.2f}% | {_fmt_p(s['excess_p_value'])} | "
-            f"{_fmt(s['median_distance_ratio'])} | {_fmt(s['max_similarity'], 4)} |"
+            f"| {name} | {s['copies']} ({s['heldout_below_floor']}) | "
+            f"{100 * s['seen_share']:.1f}% ({100 * s['seen_share_expected']:.1f}%) | "
+            f"{_fmt_p(s['seen_p_value'])} | "
+            f"{100 * s['close_rate']:.2f}% ({100 * s['heldout_close_rate']:.2f}%) | "
+            f"{_fmt(s['median_distance_ratio'])} |"
         )
     lines += ["", *[f"- {reason}" for reason in p["reasons"]], ""]
     return lines

@@ -1,27 +1,40 @@
 """The `synthesize` stage: EMA generator + real label vectors -> the shareable dataset.
 
 One synthetic image per kept real image of every split, conditioned on that image's label
-vector (the study's protocol), written in the same array_record format as the real data so
-the same loader reads it. Latents are drawn per image from `fold_in(key, index)`, so the
-dataset does not depend on the batch size, and shards already written are skipped on a
-rerun. `DATASET_CARD.json` describes what was released; nothing in the export carries a
-source id, path or metadata: synthetic ids are `synthetic-<split>-<n>`.
+vector (the study's protocol). Latents are drawn per image from `fold_in(key, index)`, so
+the images do not depend on the batch size. In order:
 
-Before the card is written, the memorization audit (`eval/privacy.py`) compares every
-audited synthetic image with the training images; the card records it and marks the
-dataset releasable only when it passes (or an override gives a reason). Its grid of closest
-pairs shows real training images, so it goes to `DIR/synthesize/`, outside the release.
+1. draft: the images are written, in the real records' order, to `DIR/synthesize/draft/`
+   (inside the hospital, never released; tied to the generator's fingerprint, so a rerun
+   resumes its shards and a different generator starts over);
+2. audit: every draft image is compared with the training images (`eval/privacy.py`);
+3. replace: when the audit passes, each image closer to a training image than all but
+   `privacy.percentile`% of new patients is drawn again from a fresh latent (up to
+   `privacy.replace_attempts` times) and dropped if it stays close;
+4. release: the kept images are written to `DIR/synthetic/` in an order shuffled with a
+   secret seed that is drawn from the OS and recorded nowhere, so record i no longer
+   carries real record i's label vector; ids are `synthetic-<split>-<n>`.
+
+`DATASET_CARD.json` describes what was released, with the audit and the counts replaced and
+dropped, and no path of this machine. The closest-pairs grids show real training images:
+they go to `DIR/synthesize/`, outside the release. `python -m synthjax.export` writes what
+may leave the hospital.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
+import secrets
+import shutil
 from typing import Any
 
 import jax
 import numpy as np
 from absl import logging
+from etils import epath
+from jax.experimental import multihost_utils
 
 from synthjax import compiler, distributed, parallel
 from synthjax.checkpoint import state_sha256
@@ -33,9 +46,11 @@ from synthjax.eval.grids import label_combination_name, save_image_grid
 from synthjax.progress import Progress
 from synthjax.train import gan
 from synthjax.train.classifier import DomainFeatures
-from synthjax.workdir import SPLITS, Run, write_json_atomic
+from synthjax.workdir import SPLITS, Run, read_json, write_json_atomic
 
 DATASET_NAME = "synthetic"
+DRAFT_NAME = "draft"
+WITHHELD = "<withheld>"
 
 
 def _latents(key_data: jax.Array, indices: jax.Array, latent_dim: int) -> jax.Array:
@@ -49,94 +64,241 @@ def _generate(g_params, key_data, indices, labels, *, models, latent_dim):
     return gan.generate_images(g_params, z, labels, models=models)
 
 
+@dataclasses.dataclass
+class _Generator:
+    """Batched generation: (key data, indices, labels) -> uint8 images, on every process."""
+
+    run: Run
+    fn: Any
+    params: Any
+    batch: int
+
+    def __call__(self, key_data, indices: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        out = []
+        for start in range(0, len(indices), self.batch):
+            idx = indices[start : start + self.batch]
+            n = len(idx)
+            pad = self.batch - n
+            inputs = parallel.from_full(
+                {
+                    "i": np.concatenate([idx, np.repeat(idx[-1:], pad)]).astype(np.uint32),
+                    "y": np.concatenate(
+                        [labels[start : start + n], np.repeat(labels[-1:], pad, 0)]
+                    ),
+                },
+                self.run.mesh,
+            )
+            # Each process's devices generate its rows; every process then holds them all.
+            out.append(
+                parallel.gather(self.fn(self.params, key_data, inputs["i"], inputs["y"]))[:n]
+            )
+        return np.concatenate(out)
+
+
+def _split_key(cfg, split_id: int, stream: int = 0) -> jax.Array:
+    """Key data of a split's latents; stream 0 is the draft, 1, 2, ... the redraws."""
+    key = jax.random.fold_in(jax.random.key(cfg.seed), 1000 + split_id)
+    if stream:
+        key = jax.random.fold_in(jax.random.fold_in(key, 7919), stream)
+    return jax.random.key_data(key)
+
+
 def run_stage(run: Run) -> dict[str, Any]:
     cfg, mesh = run.config, run.mesh
     data = run.prepared
-    out_dir = run.synthetic_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
     models, g_ema = gan.restore_generator(run)
+    generator_sha = state_sha256(g_ema)
     parallel.check_batch_size("synthesize.batch_size", cfg.synthesize.batch_size, mesh)
-    generate = distributed.CompiledEverywhere(
-        compiler.jit(functools.partial(_generate, models=models, latent_dim=cfg.gan.latent_dim)),
-        "synthesize generate",
+    generate = _Generator(
+        run,
+        distributed.CompiledEverywhere(
+            compiler.jit(
+                functools.partial(_generate, models=models, latent_dim=cfg.gan.latent_dim)
+            ),
+            "synthesize generate",
+        ),
+        g_ema,
+        cfg.synthesize.batch_size,
     )
+    labels = {s: data.source(s).labels[data.subset.indices[s]] for s in SPLITS}
+    draft_dir = _write_draft(run, generate, labels, generator_sha)
+    draft = {s: load_source(draft_dir, s) for s in SPLITS}
+    audit, grids, replacer = memorization_audit(run, draft)
+    if audit["audit_passed"]:
+        replaced, dropped = replacer.replace(generate, labels)
+    else:  # nothing to polish: the card says the dataset may not leave
+        replaced, dropped = {s: {} for s in SPLITS}, {s: set() for s in SPLITS}
+    final_labels = _write_release(run, draft, replaced, dropped)
+    card = _card(run, audit, final_labels, replaced, dropped, generator_sha)
+    if run.is_host0:
+        write_json_atomic(run.synthetic_dir / "DATASET_CARD.json", card)
+        shutil.rmtree(draft_dir, ignore_errors=True)  # synthetic, unshuffled: not needed now
+    distributed.barrier("synthesize: card written")
+    # Order-free: the release order is secret, the images and labels are not.
+    sources = {s: load_source(run.synthetic_dir, s) for s in SPLITS}
+    return {
+        "step": 0,
+        "state_sha256": shards.records_sha256(sources, ordered=False),
+        "counts": card["counts"],
+        "dataset_dir": str(run.synthetic_dir),
+        "releasable": audit["releasable"],
+        "copy_rate": audit["copy_rate"],
+        "replaced": card["release"]["replaced"],
+        "dropped": card["release"]["dropped"],
+        "privacy_grids": grids,
+    }
+
+
+def _write_draft(run: Run, generate: _Generator, labels, generator_sha: str) -> epath.Path:
+    """The draft dataset (real order, ids `draft-...`) in `DIR/synthesize/draft/`; shards
+    already written for the same generator are kept, those of another are removed."""
+    cfg = run.config
+    draft_dir = run.stage_dir("synthesize") / DRAFT_NAME
+    marker = draft_dir / "generator.json"
+    if run.is_host0:
+        if draft_dir.exists() and (
+            not marker.exists() or read_json(marker).get("ema_params_sha256") != generator_sha
+        ):
+            logging.info("synthesize: the draft is of another generator; starting over")
+            shutil.rmtree(draft_dir)
+        if not marker.exists():
+            write_json_atomic(marker, {"ema_params_sha256": generator_sha})
+    distributed.barrier("synthesize: draft directory ready")
     batch = cfg.synthesize.batch_size
     shard_size = max(batch, (cfg.synthesize.shard_size // batch) * batch)
-    image_shape = data.source("train").image_shape
-    features = shards.image_features(image_shape, len(data.label_names))
-    base_key = jax.random.key(cfg.seed)
+    image_shape = run.prepared.source("train").image_shape
+    features = shards.image_features(image_shape, len(run.prepared.label_names))
     shard_lengths: dict[str, list[int]] = {}
-    label_counts: dict[str, dict[str, int]] = {}
     for split_id, split in enumerate(SPLITS):
-        labels = data.source(split).labels[data.subset.indices[split]]
-        n = len(labels)
+        y = labels[split]
+        n = len(y)
         num_shards = max(1, -(-n // shard_size))
-        key_data = jax.random.key_data(jax.random.fold_in(base_key, 1000 + split_id))
-        progress = Progress(f"synthesize[{split}]", -(-n // batch), items_per_step=batch)
-        lengths = []
-        step = 0
+        key_data = _split_key(cfg, split_id)
+        progress = Progress(f"synthesize[{split}]", max(1, num_shards), items_per_step=shard_size)
+        shard_lengths[split] = []
         for s in range(num_shards):
             lo, hi = s * shard_size, min(n, (s + 1) * shard_size)
-            lengths.append(hi - lo)
-            path = shards.shard_path(out_dir, DATASET_NAME, split, s, num_shards)
-            if path.exists():  # written by an earlier, interrupted run
-                step += -(-(hi - lo) // batch)
-                continue
-            images = []
-            for start in range(lo, hi, batch):
-                idx = np.arange(start, start + batch)
-                y = labels[np.minimum(idx, n - 1)]
-                # Each process's devices generate its rows; every process then holds them all.
-                inputs = parallel.from_full({"i": idx.astype(np.uint32), "y": y}, mesh)
-                out = generate(g_ema, key_data, inputs["i"], inputs["y"])
-                images.append(parallel.gather(out)[: hi - start])
-                step += 1
-                progress.update(step)
-            images = np.concatenate(images)
-            if s % jax.process_count() == jax.process_index():  # the hosts share the writing
-                shards.write_shard(
-                    path,
-                    features,
-                    (
-                        {
-                            "image": images[i],
-                            "labels": labels[lo + i],
-                            "id": f"synthetic-{split}-{lo + i:07d}",
-                        }
-                        for i in range(hi - lo)
-                    ),
-                )
-        shard_lengths[split] = lengths
-        label_counts[split] = _combination_counts(labels, data.label_names)
-        logging.info("synthesize: %s: %d images in %d shards", split, n, num_shards)
+            shard_lengths[split].append(hi - lo)
+            path = shards.shard_path(draft_dir, DRAFT_NAME, split, s, num_shards)
+            if not path.exists():  # else written by an earlier, interrupted run
+                images = generate(key_data, np.arange(lo, hi), y[lo:hi])
+                if s % jax.process_count() == jax.process_index():  # hosts share the writing
+                    shards.write_shard(
+                        path,
+                        features,
+                        (
+                            {
+                                "image": images[i],
+                                "labels": y[lo + i],
+                                "id": f"draft-{split}-{lo + i}",
+                            }
+                            for i in range(hi - lo)
+                        ),
+                    )
+            progress.update(s + 1)
+    distributed.barrier("synthesize: every draft shard written")
+    if run.is_host0:
+        shards.write_metadata(
+            draft_dir,
+            name=DRAFT_NAME,
+            features=features,
+            shard_lengths=shard_lengths,
+            label_names=run.prepared.label_names,
+            description="synthesize's draft: unshuffled, unaudited; never released",
+        )
+    distributed.barrier("synthesize: draft metadata written")
+    return draft_dir
 
+
+def _secret_seed() -> np.ndarray:
+    """128 bits from the OS, the same on every process, stored nowhere (uint32 words: JAX
+    carries them between processes unchanged without 64-bit mode)."""
+    seed = np.array([secrets.randbits(32) for _ in range(4)], np.uint32)
+    if jax.process_count() > 1:
+        seed = np.asarray(multihost_utils.broadcast_one_to_all(seed), np.uint32)
+    return seed
+
+
+def _write_release(run: Run, draft, replaced, dropped) -> dict[str, np.ndarray]:
+    """The released dataset in `DIR/synthetic/`: the kept draft images (or their
+    replacements) in a secretly shuffled order. Returns each split's label vectors."""
+    cfg, out_dir = run.config, run.synthetic_dir
+    if run.is_host0 and out_dir.exists():
+        shutil.rmtree(out_dir)  # a half-written release of an interrupted run
+    if run.is_host0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    distributed.barrier("synthesize: release directory cleared")
+    rng = np.random.default_rng(_secret_seed())
+    features = shards.image_features(draft["train"].image_shape, len(run.prepared.label_names))
+    shard_size = max(1, cfg.synthesize.shard_size)
+    shard_lengths, final_labels = {}, {}
+    for split in SPLITS:
+        keep = np.array([i for i in range(len(draft[split])) if i not in dropped[split]], np.int64)
+        order = rng.permutation(keep)
+        final_labels[split] = draft[split].labels[order] if len(order) else draft[split].labels[:0]
+        num_shards = max(1, -(-len(order) // shard_size))
+        shard_lengths[split] = []
+        for s in range(num_shards):
+            part = order[s * shard_size : (s + 1) * shard_size]
+            shard_lengths[split].append(len(part))
+            if s % jax.process_count() != jax.process_index():
+                continue
+
+            def records(part=part, base=s * shard_size, split=split):
+                for n, i in enumerate(part):
+                    record = draft[split][int(i)]
+                    image = replaced[split].get(int(i), record["image"])
+                    yield {
+                        "image": image,
+                        "labels": record["labels"],
+                        "id": f"{DATASET_NAME}-{split}-{base + n:07d}",
+                    }
+
+            shards.write_shard(
+                shards.shard_path(out_dir, DATASET_NAME, split, s, num_shards), features, records()
+            )
     distributed.barrier("synthesize: every shard written")
-    gan_summary = run.summary("gan")
-    prepare_summary = run.summary("prepare")
-    description = (
-        f"Synthetic {cfg.dataset.name} images at {cfg.dataset.resolution}x"
-        f"{cfg.dataset.resolution} from a conditional {cfg.gan.arch} GAN; one image per real "
-        "image of each split, with the same label vector. No source ids, paths or metadata."
-    )
     if run.is_host0:
         shards.write_metadata(
             out_dir,
             name=DATASET_NAME,
             features=features,
             shard_lengths=shard_lengths,
-            label_names=data.label_names,
-            description=description,
+            label_names=run.prepared.label_names,
+            description=_description(cfg),
         )
-    distributed.barrier("synthesize: metadata written")  # the audit reads the dataset back
-    audit, grids = memorization_audit(run, out_dir)
-    config_json = json.loads(cfg.to_json_best_effort())
-    # Folder names on the hospital's machines stay there.
-    for field in ("manual_dir", "data_dir"):
-        if config_json["dataset"].get(field):
-            config_json["dataset"][field] = "<withheld>"
-    card = {
+    distributed.barrier("synthesize: metadata written")
+    return final_labels
+
+
+def _description(cfg) -> str:
+    return (
+        f"Synthetic {cfg.dataset.name} images at {cfg.dataset.resolution}x"
+        f"{cfg.dataset.resolution} from a conditional {cfg.gan.arch} GAN; one image per real "
+        "image of each split, with the same label vector, in a secretly shuffled order. No "
+        "source ids, paths or metadata."
+    )
+
+
+def withhold_paths(value: Any) -> Any:
+    """`value` (JSON-like) with every string that names a path or a URL replaced."""
+    if isinstance(value, dict):
+        return {k: withhold_paths(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [withhold_paths(v) for v in value]
+    if isinstance(value, str) and ("/" in value or "\\" in value):
+        return WITHHELD
+    return value
+
+
+def _card(run: Run, audit, final_labels, replaced, dropped, generator_sha) -> dict[str, Any]:
+    cfg, data = run.config, run.prepared
+    gan_summary = run.summary("gan")
+    prepare_summary = run.summary("prepare")
+    names = data.label_names
+    return {
         "name": DATASET_NAME,
-        "description": description,
+        "description": _description(cfg),
         "source_dataset": {
             "name": cfg.dataset.name,
             "phantom": bool(prepare_summary.get("phantom", False)),
@@ -144,72 +306,116 @@ def run_stage(run: Run) -> dict[str, Any]:
             "prepared_sha256": prepare_summary.get("state_sha256"),
         },
         "resolution": cfg.dataset.resolution,
-        "image_shape": list(image_shape),
-        "label_names": list(data.label_names),
-        "counts": {s: int(sum(v)) for s, v in shard_lengths.items()},
+        "image_shape": list(data.source("train").image_shape),
+        "label_names": list(names),
+        "counts": {s: len(final_labels[s]) for s in SPLITS},
         "label_prevalence": {
             s: dict(
                 zip(
-                    data.label_names,
-                    (
-                        data.source(s).labels[data.subset.indices[s]].mean(0)
-                        if len(data.subset.indices[s])
-                        else np.zeros(len(data.label_names))
-                    )
-                    .round(4)
-                    .tolist(),
+                    names,
+                    (y.mean(0) if len(y) else np.zeros(len(names))).round(4).tolist(),
                     strict=True,
                 )
             )
-            for s in SPLITS
+            for s, y in final_labels.items()
         },
-        "label_combinations": label_counts,
+        "label_combinations": {s: _combination_counts(y, names) for s, y in final_labels.items()},
         "generator": {
             "arch": cfg.gan.arch,
             "state_sha256": gan_summary["state_sha256"],
-            "ema_params_sha256": state_sha256(g_ema),
+            "ema_params_sha256": generator_sha,
             "kimg": gan_summary.get("kimg"),
             "selected": gan_summary.get("selected"),
             "recipe": gan_summary.get("recipe"),
         },
+        "release": {
+            "order": "shuffled with a secret seed drawn from the OS and recorded nowhere",
+            "replaced": int(sum(len(r) for r in replaced.values())),
+            "dropped": int(sum(len(d) for d in dropped.values())),
+            "per_split": {
+                s: {"replaced": len(replaced[s]), "dropped": len(dropped[s])} for s in SPLITS
+            },
+            "note": (
+                "images closer to a training image than all but the audit's percentile of "
+                "new patients were drawn again from a fresh latent, or dropped"
+                if audit["audit_passed"]
+                else "the audit failed: nothing was replaced"
+                + (
+                    ", and the dataset leaves only by the recorded override"
+                    if audit["releasable"]
+                    else ", and the dataset may not leave"
+                )
+            ),
+        },
         "releasable": audit["releasable"],
         "privacy": privacy.strip_arrays(audit),
-        "config": config_json,
-    }
-    if run.is_host0:
-        write_json_atomic(out_dir / "DATASET_CARD.json", card)
-    distributed.barrier("synthesize: card written")
-    # The decoded records: shard bytes differ between writer processes for the same records.
-    fingerprint = shards.records_sha256({s: load_source(out_dir, s) for s in shard_lengths})
-    return {
-        "step": 0,
-        "state_sha256": fingerprint,
-        "counts": card["counts"],
-        "dataset_dir": str(out_dir),
-        "releasable": audit["releasable"],
-        "copy_rate": audit["copy_rate"],
-        "privacy_grids": grids,
+        # Folder names, file names and URLs on the hospital's machines stay there.
+        "config": withhold_paths(json.loads(cfg.to_json_best_effort())),
     }
 
 
-def memorization_audit(run: Run, out_dir) -> tuple[dict[str, Any], dict[str, str]]:
-    """The audit of the written dataset against the training images (`eval/privacy.py`),
-    and the paths of its closest-pairs grids (in the stage directory, not the release)."""
+@dataclasses.dataclass
+class _Replacer:
+    """Draws flagged draft images again until they are no longer close to a training
+    image in any space (at most `attempts` rounds); the rest are dropped."""
+
+    run: Run
+    flagged: dict[str, list[int]]
+    train: dict[str, np.ndarray]  # space -> unit vectors of the training images
+    limit: dict[str, float]  # space -> flag below this distance
+    embed: dict[str, Any]  # space -> uint8 images -> unit vectors
+    attempts: int
+
+    def replace(self, generate: _Generator, labels) -> tuple[dict, dict]:
+        replaced: dict[str, dict[int, np.ndarray]] = {s: {} for s in SPLITS}
+        dropped: dict[str, set[int]] = {s: set() for s in SPLITS}
+        for split_id, split in enumerate(SPLITS):
+            todo = np.asarray(self.flagged[split], np.int64)
+            for attempt in range(1, self.attempts + 1):
+                if not len(todo):
+                    break
+                images = generate(
+                    _split_key(self.run.config, split_id, attempt), todo, labels[split][todo]
+                )
+                still = np.zeros(len(todo), bool)
+                for space, train in self.train.items():
+                    sim, _ = privacy.nearest(self.embed[space](images), train, self.run.mesh)
+                    still |= (1.0 - sim.astype(np.float64)) < self.limit[space]
+                for i, image in zip(todo[~still], images[~still], strict=True):
+                    replaced[split][int(i)] = image
+                todo = todo[still]
+            dropped[split] = {int(i) for i in todo}
+        n_rep = sum(map(len, replaced.values()))
+        n_drop = sum(map(len, dropped.values()))
+        print(f"== synthesize: {n_rep} close image(s) drawn again, {n_drop} dropped", flush=True)
+        return replaced, dropped
+
+
+def memorization_audit(run: Run, draft) -> tuple[dict[str, Any], dict[str, str], _Replacer]:
+    """The audit of every draft image against the training images (`eval/privacy.py`),
+    the paths of its closest-pairs grids (in the stage directory, not the release), and
+    what replacing the flagged images needs."""
     cfg, data = run.config, run.prepared
     pcfg = cfg.privacy
     # Without the real-trained classifier there is no domain feature space: pixels only.
     space = DomainFeatures(run) if run.finished("classifier_real") else None
     batch = cfg.classifier.eval_batch_size
     resolution = min(pcfg.pixel_resolution, cfg.dataset.resolution)
-    synthetic = {s: load_source(out_dir, s) for s in SPLITS}
-    # Which images: every training image; a seeded share of the synthetic and held-out ones.
-    synth_refs = [(s, i) for s in SPLITS for i in range(len(synthetic[s]))]
-    synth_pick = privacy.seeded_subset(np.arange(len(synth_refs)), pcfg.max_synthetic, cfg.seed, 31)
-    held_refs = [(s, int(i)) for s in ("validation", "test") for i in data.subset.indices[s]]
+    synth_refs = [(s, i) for s in SPLITS for i in range(len(draft[s]))]
+    # Held-out images identical to a training image are no new patients (prepare found them).
+    dup_path = run.stage_dir("prepare") / "duplicates.json"
+    dups = {tuple(x) for x in read_json(dup_path)["heldout_in_train"]} if dup_path.exists() else ()
+    held_refs = [
+        (s, int(i))
+        for s in ("validation", "test")
+        for i in data.subset.indices[s]
+        if (s, int(i)) not in dups
+    ]
     held_pick = privacy.seeded_subset(np.arange(len(held_refs)), pcfg.max_heldout, cfg.seed, 37)
     train_idx = data.subset.indices["train"]
     if len(held_pick) < 2 or len(train_idx) < 1:
         raise RuntimeError("the memorization audit needs real held-out and training images")
+    calib_idx = privacy.seeded_subset(train_idx, pcfg.floor_images, cfg.seed, 43)
 
     def by_split(refs, pick, sources):
         return [
@@ -217,54 +423,75 @@ def memorization_audit(run: Run, out_dir) -> tuple[dict[str, Any], dict[str, str
             for split in dict.fromkeys(refs[j][0] for j in pick)
         ]
 
+    embed = {f"pixels_{resolution}": lambda im: privacy.pixel_vectors(im, resolution)}
+    if space is not None:
+        embed["domain_features"] = lambda im: privacy.unit_rows(space.of_images(im))
     groups = [
-        ("synthetic", by_split(synth_refs, synth_pick, synthetic.__getitem__)),
+        ("synthetic", by_split(synth_refs, np.arange(len(synth_refs)), draft.__getitem__)),
         ("held-out", by_split(held_refs, held_pick, data.source)),
         ("train", [(data.source("train"), list(train_idx))]),
+        ("originals", [(data.source("train"), list(calib_idx))]),
     ]
     total = sum(-(-len(ix) // batch) for _, parts in groups for _, ix in parts)
     progress = Progress("synthesize[privacy audit]", total, items_per_step=batch)
     done = 0
-    vectors = {}
+    vectors: dict[str, dict[str, list[np.ndarray]]] = {}
     for name, parts in groups:
-        pix, feat = [], []
+        vectors[name] = {s: [] for s in embed}
         for source, ix in parts:
-            if not ix:
-                continue
-            p, f = privacy.vectors_of(
-                source,
-                np.asarray(ix),
-                features=None if space is None else space.of_images,
-                pixel_resolution=resolution,
-                batch_size=batch,
-                progress=lambda i, base=done: progress.update(base + i),
-            )
-            done += -(-len(ix) // batch)
-            pix.append(p)
-            feat.append(f)
-        vectors[name] = (np.concatenate(pix), None if space is None else np.concatenate(feat))
-    order = ("synthetic", "held-out", "train")
-    sets = {f"pixels_{resolution}": privacy.AuditSets(*(vectors[g][0] for g in order))}
-    if space is not None:
-        sets["domain_features"] = privacy.AuditSets(*(vectors[g][1] for g in order))
+            for start in range(0, len(ix), batch):
+                images = np.stack([source[int(i)]["image"] for i in ix[start : start + batch]])
+                named = [(name, images)]
+                if name == "originals":
+                    copies = privacy.near_copies(images, cfg.seed + start)
+                    named.append(("copies", copies))
+                for key, im in named:
+                    for s, fn in embed.items():
+                        vectors.setdefault(key, {x: [] for x in embed})[s].append(fn(im))
+                done += 1
+                progress.update(done)
+    order = ("synthetic", "held-out", "train", "originals", "copies")
+    sets = {s: privacy.AuditSets(*(np.concatenate(vectors[g][s]) for g in order)) for s in embed}
+    # Label combinations of the real images, training first: the seen-share test's strata.
+    real_labels = np.concatenate(
+        [data.source("train").labels[train_idx]]
+        + [
+            data.source(s).labels[[held_refs[j][1] for j in held_pick if held_refs[j][0] == s]]
+            for s in ("validation", "test")
+        ]
+    )
+    _, strata = np.unique(real_labels, axis=0, return_inverse=True)
     audit = privacy.memorization_audit(
         sets,
+        strata=strata.reshape(-1),
         percentile=pcfg.percentile,
-        max_copy_rate=pcfg.max_copy_rate,
+        floor_quantile=pcfg.floor_quantile,
+        alpha=pcfg.alpha,
         override=pcfg.release_override,
+        mesh=run.mesh,
     )
     if space is None:
         audit["not_audited"] = {"domain_features": "classifier_real has not run in this workdir"}
-    # The synthetic images in audit order, to look them up for the grids.
-    audited = [synth_refs[j] for j in synth_pick]
+    flagged = {s: [] for s in SPLITS}
+    for j in np.flatnonzero(audit["_flagged"]):
+        flagged[synth_refs[j][0]].append(synth_refs[j][1])
+    limits = {  # as `_flagged`: the floor only where no held-out image lies below it
+        s: a["threshold_distance"]
+        if a["heldout_below_floor"]
+        else max(a["threshold_distance"], a["floor_distance"])
+        for s, a in audit["spaces"].items()
+    }
+    replacer = _Replacer(
+        run, flagged, {s: sets[s].train for s in sets}, limits, embed, pcfg.replace_attempts
+    )
     grids = {}
     for space_name in sets:
         pairs = privacy.closest_pairs(audit, space_name, pcfg.grid_pairs)
         rows, titles = privacy.pairs_grid_rows(
             pairs,
-            lambda j: synthetic[audited[j][0]][audited[j][1]]["image"],
+            lambda j: draft[synth_refs[j][0]][synth_refs[j][1]]["image"],
             lambda t: data.source("train")[int(train_idx[t])]["image"],
-            threshold=audit["spaces"][space_name]["threshold_distance"],
+            threshold=limits[space_name],
         )
         path = run.stage_dir("synthesize") / f"closest_pairs_{space_name}.png"
         if run.is_host0:
@@ -272,7 +499,8 @@ def memorization_audit(run: Run, out_dir) -> tuple[dict[str, Any], dict[str, str
                 path,
                 rows,
                 row_titles=titles,
-                title=f"closest pairs ({space_name}): synthetic, then its nearest training image",
+                title=f"PRIVATE: closest pairs ({space_name}): synthetic, then its nearest "
+                "REAL training image",
                 footer="real training images: keep inside the hospital; not part of the release",
             )
         grids[space_name] = str(path)
@@ -280,7 +508,7 @@ def memorization_audit(run: Run, out_dir) -> tuple[dict[str, Any], dict[str, str
         logging.info("synthesize: privacy: %s", line)
     verdict = "releasable" if audit["releasable"] else "NOT releasable"
     print(f"== synthesize: privacy audit: {verdict}; " + "; ".join(audit["reasons"]), flush=True)
-    return audit, grids
+    return audit, grids, replacer
 
 
 def _combination_counts(labels: np.ndarray, names) -> dict[str, int]:

@@ -10,7 +10,8 @@ from synthjax import report as report_lib
 def _privacy(copy_rate, passed, override=None):
     return {
         "copy_rate": copy_rate,
-        "max_copy_rate": 0.05,
+        "close_rate": 0.01,
+        "flagged": 3,
         "audit_passed": passed,
         "releasable": passed or override is not None,
         "override": None if override is None else {"reason": override},
@@ -54,7 +55,7 @@ def test_a_private_useful_faithful_dataset_is_released():
 @pytest.mark.parametrize(
     "changes, words",
     [
-        ({"privacy": _privacy(0.4, False)}, "copy rate 40.00% is above"),
+        ({"privacy": _privacy(0.4, False)}, "the audit failed (copy rate 40.00%"),
         ({"privacy": None}, "privacy: not measured"),
         ({"tstr_auroc_mean": 0.55, "tstr_auroc_mean_ci": [0.48, 0.62]}, "not above chance"),
         ({"tstr_auroc_mean": None, "tstr_auroc_mean_ci": None}, "utility: not measured"),

@@ -137,6 +137,7 @@ def _build(name: str, manual_dir: epath.Path, data_dir: epath.Path, ds) -> tuple
         label_columns=f.label_columns,
         channels=f.channels,
         dicom_window=f.dicom_window,
+        allow_outside_paths=f.allow_outside_paths,
         **common,
     )
 
@@ -202,6 +203,16 @@ def run_stage(run: Run) -> dict[str, Any]:
         len(subset.combos),
         {s: len(i) for s, i in subset.indices.items()},
     )
+    duplicates = find_duplicates(sources, subset.indices)
+    write_json_atomic(stage_dir / "duplicates.json", duplicates)
+    if duplicates["heldout_in_train"]:
+        print(
+            f"== prepare: {len(duplicates['heldout_in_train'])} held-out image(s) are "
+            "pixel-identical to a training image (a patient under two ids, or a copied file): "
+            "they stay out of the memorization audit's reference; listed in "
+            f"{stage_dir / 'duplicates.json'}",
+            flush=True,
+        )
     digest = hashlib.sha256(shards.records_sha256(sources).encode())
     for split in SPLITS:
         digest.update(subset.indices[split].tobytes())
@@ -216,4 +227,29 @@ def run_stage(run: Run) -> dict[str, Any]:
         "images": {s: len(subset.indices[s]) for s in SPLITS},
         "images_per_combination": per_class,
         "prepared_images": {s: len(src) for s, src in sources.items()},
+        "duplicate_images": {k: len(v) for k, v in duplicates.items()},
     }
+
+
+def find_duplicates(sources, indices: dict[str, np.ndarray]) -> dict[str, list]:
+    """Pixel-identical images among the kept records, by content hash.
+
+    "heldout_in_train": [split, index] of validation and test images identical to a
+    training image (the audit leaves them out of its reference: they would make new
+    patients look like copies); "within_splits": [split, index] of repeats inside a split
+    after their first occurrence. Indices are records of the prepared splits.
+    """
+    seen: dict[str, dict[bytes, int]] = {}
+    out: dict[str, list] = {"heldout_in_train": [], "within_splits": []}
+    for split in SPLITS:
+        seen[split] = {}
+        for i in indices[split]:
+            image = np.ascontiguousarray(sources[split][int(i)]["image"])
+            key = hashlib.sha256(image.tobytes() + str(image.shape).encode()).digest()
+            if key in seen[split]:
+                out["within_splits"].append([split, int(i)])
+            else:
+                seen[split][key] = int(i)
+            if split != "train" and key in seen["train"]:
+                out["heldout_in_train"].append([split, int(i)])
+    return out

@@ -143,19 +143,27 @@ def write_split(
     return lengths
 
 
-def records_sha256(sources: Mapping[str, Any]) -> str:
+def records_sha256(sources: Mapping[str, Any], *, ordered: bool = True) -> str:
     """sha256 over every record's decoded (id, labels, image), split by split, in order.
 
     sources: {split: a source of records (`loader.load_source`)}. The decoded content, not
     the shard files: their bytes are serialized protos whose field order varies from one
-    writer process to the next, for the same records.
+    writer process to the next, for the same records. `ordered=False`: the same records in
+    any order and under any ids give the same digest (labels and image only, sorted).
     """
     digest = hashlib.sha256()
     for split, source in sources.items():
         digest.update(f"{split}:{len(source)}".encode())
+        records = []
         for i in range(len(source)):
             record = source[i]
-            digest.update(str(record["id"]).encode())
-            digest.update(np.ascontiguousarray(record["labels"], np.float32).tobytes())
-            digest.update(np.ascontiguousarray(record["image"]).tobytes())
+            one = hashlib.sha256() if not ordered else digest
+            if ordered:
+                one.update(str(record["id"]).encode())
+            one.update(np.ascontiguousarray(record["labels"], np.float32).tobytes())
+            one.update(np.ascontiguousarray(record["image"]).tobytes())
+            if not ordered:
+                records.append(one.digest())
+        for one in sorted(records):
+            digest.update(one)
     return digest.hexdigest()
