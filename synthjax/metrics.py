@@ -16,7 +16,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import struct
 import sys
 import tempfile
@@ -133,9 +132,22 @@ def _event_bytes(
     return bytes(out)
 
 
+def _writer_tag() -> str:
+    """Who writes an event file, without the host name: `p<process index>`.
+
+    TensorFlow's writers put the host name here; a workdir's files travel (copied, shared,
+    uploaded with a report), and a hospital machine's name is not theirs to carry. Only
+    process 0 writes metrics; the pid and the counter after the tag keep names apart, and
+    names of one writer sort in the order they were made (TensorBoard reads them so).
+    """
+    jax = sys.modules.get("jax")  # only if the job imported it: metrics need no JAX
+    return f"p{jax.process_index() if jax is not None else 0}"
+
+
 def _event_file_path(directory: Path) -> Path:
-    """A fresh `events.out.tfevents.<time>.<host>.<pid>.<n>` name, as TensorFlow's writers use."""
-    stem = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
+    """A fresh `events.out.tfevents.<time>.<writer>.<pid>.<n>` name, TensorFlow's layout with
+    `_writer_tag()` in the host name's place (TensorBoard matches `*tfevents*` only)."""
+    stem = f"events.out.tfevents.{int(time.time())}.{_writer_tag()}.{os.getpid()}"
     n = 0
     while (directory / f"{stem}.{n}").exists():
         n += 1
@@ -236,7 +248,7 @@ class MetricsWriter:
         self._jsonl = None
         self._events = None
         self._remote: epath.Path | None = None
-        self._synced = 0.0
+        self._synced = -math.inf  # the first write uploads, however new the machine
         if is_remote(stage_dir):
             self._remote = epath.Path(stage_dir)
             stage_dir = tempfile.mkdtemp(prefix=f"synthjax-{stage}-")  # the local copies

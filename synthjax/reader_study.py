@@ -5,7 +5,8 @@ r"""The reader-study kit: radiologists are shown real and synthetic images and s
 
 `export` draws, from each workdir, n/2 real held-out images (the kept real test split) and
 n/2 synthetic ones (the synthetic test split), shuffles them all in a seeded order and writes
-a kit directory (default `<first workdir>/reader_study/`):
+a kit directory (default `<first workdir>/reader_study_PRIVATE/`: it holds real images,
+which a blinded study cannot mark on the image, so its name says so):
 
   index.html   one self-contained page (images inline, no network, works from file://); it
                asks for the reader's name, shows one image at a time, records real/synthetic,
@@ -57,7 +58,7 @@ if TYPE_CHECKING:
 
 Log = Callable[[str], None]
 
-KIT_DIRNAME = "reader_study"
+KIT_DIRNAME = "reader_study_PRIVATE"
 PAGE_FILE = "index.html"
 KEY_FILE = "key.json"
 README_FILE = "README.txt"
@@ -280,7 +281,7 @@ def export(
       workdirs: runs to draw from (e.g. one per resolution); each gives n images.
       n: images per workdir, half real (kept test split) and half synthetic (test split).
       seed: the draw and the order depend on it alone (with the workdirs' contents).
-      out: the kit directory; default `<first workdir>/reader_study`.
+      out: the kit directory; default `<first workdir>/reader_study_PRIVATE`.
       force: replace a kit already in `out`.
       log: where notes go (e.g. a split with fewer images than asked).
     """

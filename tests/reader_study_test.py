@@ -200,7 +200,7 @@ def test_export_takes_what_a_short_split_has(tmp_path):
     workdir = make_workdir(tmp_path, "small", resolution=8, kept=2, synthetic=5)
     notes = []
     kit_dir = reader_study.export([workdir], 8, log=notes.append)
-    assert kit_dir == epath.Path(workdir / "reader_study")
+    assert kit_dir == epath.Path(workdir / "reader_study_PRIVATE")
     _, data, key = read_kit(Path(kit_dir))
     truths = [i["truth"] for i in key["items"]]
     assert truths.count("real") == 2 and truths.count("synthetic") == 4
@@ -296,7 +296,7 @@ def write_answers(path: Path, rows, kit: str | None = "abc123def456") -> Path:
 
 def test_score_against_hand_computed_values(tmp_path, capsys):
     workdir = tmp_path / "run"
-    kit_dir = workdir / "reader_study"
+    kit_dir = workdir / "reader_study_PRIVATE"
     write_key(kit_dir)
     alice = write_answers(tmp_path / "alice.csv", HAND_ANSWERS[:8])
     bob = write_answers(tmp_path / "bob.csv", HAND_ANSWERS[8:], kit=None)  # no kit column

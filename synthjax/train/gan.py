@@ -680,6 +680,13 @@ def sample_grid_inputs(
     return z, labels
 
 
+# The marking of the real-image grid `samples/real.png`, drawn on the image.
+REAL_GRID_TITLE = "REAL PATIENT IMAGES - private, not part of any release"
+REAL_GRID_FOOTER = (
+    "real training images, the reference for the sample grids: keep inside the hospital"
+)
+
+
 def save_real_grid(
     path,
     source,
@@ -692,7 +699,11 @@ def save_real_grid(
     attribution: str | None = None,
 ) -> None:
     """Real training images laid out like the sample grids (row r = combination r), so
-    generated rows can be compared with what they should look like."""
+    generated rows can be compared with what they should look like.
+
+    It sits beside the synthetic grids and looks like them, so the picture itself says what
+    it is (`REAL_GRID_TITLE`, `REAL_GRID_FOOTER`): a copy that leaves its folder still does.
+    `synthjax.export` never releases it."""
     labels = (source.labels[indices] > 0.5).astype(np.uint8)
     rng = np.random.default_rng([seed, 11])
     blank = np.zeros(source.image_shape, np.uint8)
@@ -706,8 +717,8 @@ def save_real_grid(
         path,
         np.asarray(rows),
         row_titles=row_titles,
-        title="Real training images (reference)",
-        footer=attribution,
+        title=REAL_GRID_TITLE,
+        footer=REAL_GRID_FOOTER + (f" | {attribution}" if attribution else ""),
     )
 
 
