@@ -40,6 +40,7 @@ from absl import logging
 from etils import epath
 
 from synthjax.errors import SynthjaxError
+from synthjax.workdir import fsync_dir
 
 LOCK_NAME = "lock.json"
 HEARTBEAT_S = 10.0
@@ -151,19 +152,6 @@ def _parse(raw: bytes) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and "token" in record else None
 
 
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems cannot sync a directory
-    finally:
-        os.close(fd)
-
-
 def _write_file(path: str, data: bytes, flags: int) -> None:
     fd = os.open(path, flags, 0o644)
     try:
@@ -195,7 +183,7 @@ def _create(path: epath.Path, data: bytes, token: str) -> bool:
             return False
     finally:
         os.unlink(tmp)
-    _fsync_dir(os.path.dirname(target))
+    fsync_dir(os.path.dirname(target))
     return True
 
 

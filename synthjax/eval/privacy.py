@@ -369,7 +369,11 @@ def memorization_audit(
         "floor_calibration_images": len(first.originals),
         "percentile": percentile,
         "floor_quantile": floor_quantile,
-        "copy_rate": max(a["copy_rate"] for a in spaces.values()),
+        # Copies where the floor tells them from new patients (elsewhere everyone is below).
+        "copy_rate": max(
+            (a["copy_rate"] for a in spaces.values() if not a["heldout_below_floor"]),
+            default=0.0,
+        ),
         "close_rate": max(a["close_rate"] for a in spaces.values()),
         "flagged": int(flagged.sum()),
         "spaces": spaces,
