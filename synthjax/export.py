@@ -13,7 +13,8 @@ Only these files leave, under the same relative paths:
   synthetic/DATASET_CARD.json     what the dataset is and how it was audited
   report.json, report.md          the numbers and the verdict
   report_{auroc,roc,fidelity,c2st}.png   the report's plots (`REPORT_FIGURES`)
-  gan/samples/step_<N>.png        grids of generated images only (`SAMPLE_GRID`)
+  synthetic/samples.png           released images, a row per label combination (the GAN's
+                                  own grids in gan/samples/ show unaudited draws: they stay)
   MANIFEST.json                   every file above with its size and sha256
 
 Everything else stays. The export refuses a dataset whose card says `"releasable": false`
@@ -50,6 +51,8 @@ NOT_RELEASED = "<not released: shows real images>"
 MANIFEST = "MANIFEST.json"
 SYNTHETIC_DIR = "synthetic"
 CARD = "DATASET_CARD.json"
+# Audited images of the release (`synthesize._save_release_grid`), the one picture of them.
+RELEASE_GRID = "samples.png"
 # What `shards.write_metadata` (tfds.folder_dataset.write_metadata) writes beside the shards.
 # Not the loader's `labels-<split>.npy` caches: the loader rebuilds them from the shards.
 DATASET_METADATA = ("dataset_info.json", "features.json", "metadata.json")
@@ -61,8 +64,6 @@ REPORT_FILES = ("report.json", "report.md")
 REPORT_FIGURES = ("report_auroc.png", "report_roc.png", "report_fidelity.png", "report_c2st.png")
 # train/gan.py `save_samples`: the EMA generator's images for fixed latents and labels, and
 # nothing else. `real.png` beside them holds real training images and never matches this.
-SAMPLE_GRID = re.compile(r"step_\d+\.png")
-SAMPLES_DIR = "gan/samples"
 TEXT_SUFFIXES = (".json", ".md")
 # A path or name shorter than this is looked for only where text is (JSON, Markdown, PNG
 # text chunks, shard ids): in compressed or pixel bytes a few bytes match by chance (a
@@ -137,11 +138,9 @@ def allowlisted(workdir: Path) -> list[Item]:
     for name in (*REPORT_FILES, *REPORT_FIGURES):
         if (workdir / name).is_file():
             items.append(Item(workdir / name, name))
-    samples = workdir / SAMPLES_DIR
-    if samples.is_dir():
-        for path in sorted(samples.iterdir()):
-            if SAMPLE_GRID.fullmatch(path.name) and path.is_file():
-                items.append(Item(path, f"{SAMPLES_DIR}/{path.name}"))
+    grid = workdir / SYNTHETIC_DIR / RELEASE_GRID
+    if grid.is_file():
+        items.append(Item(grid, f"{SYNTHETIC_DIR}/{RELEASE_GRID}"))
     return items
 
 
@@ -529,8 +528,8 @@ def _log_summary(
         log(f"RELEASED BY OVERRIDE (the memorization audit did not pass): {override}")
     log(
         "left inside: checkpoints, real images (gan/samples/real.png, synthesize/closest_pairs_*"
-        ".png, the prepared data, any reader-study kit), prepare reports, predictions, metrics, "
-        "config.json"
+        ".png, the prepared data, any reader-study kit), the GAN's unaudited sample grids, "
+        "prepare reports, predictions, metrics, config.json"
     )
 
 

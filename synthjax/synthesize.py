@@ -131,6 +131,7 @@ def run_stage(run: Run) -> dict[str, Any]:
     final_labels = _write_release(run, draft, replaced, dropped)
     card = _card(run, audit, final_labels, replaced, dropped, generator_sha)
     if run.is_host0:
+        _save_release_grid(run, final_labels["train"])
         write_json_atomic(run.synthetic_dir / "DATASET_CARD.json", card)
         shutil.rmtree(draft_dir, ignore_errors=True)  # synthetic, unshuffled: not needed now
     distributed.barrier("synthesize: card written")
@@ -269,6 +270,32 @@ def _write_release(run: Run, draft, replaced, dropped) -> dict[str, np.ndarray]:
         )
     distributed.barrier("synthesize: metadata written")
     return final_labels
+
+
+RELEASE_GRID = "samples.png"
+
+
+def _save_release_grid(run: Run, labels: np.ndarray, rows: int = 8, cols: int = 8) -> None:
+    """`synthetic/samples.png`: released (audited, redrawn) training-split images, a row per
+    label combination, the most frequent first. The picture of the release that `export`
+    ships; the GAN's own grids in `gan/samples/` show unaudited draws and stay inside."""
+    combos = label_combinations(labels) if len(labels) else None
+    if combos is None:
+        return
+    source = load_source(run.synthetic_dir, "train")
+    blank = np.full(source.image_shape, 255, np.uint8)
+    grid, titles = [], []
+    for combo in combos.combos[:rows]:
+        where = np.flatnonzero((labels == combo).all(axis=1))[:cols]
+        cells = [source[int(i)]["image"] for i in where]
+        grid.append(np.stack(cells + [blank] * (cols - len(cells))))
+        titles.append(label_combination_name(combo, run.prepared.label_names))
+    save_image_grid(
+        run.synthetic_dir / RELEASE_GRID,
+        np.stack(grid),
+        row_titles=titles,
+        title="synthetic images of the release (audited), a row per label combination",
+    )
 
 
 def _description(cfg) -> str:

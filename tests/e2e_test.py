@@ -91,7 +91,7 @@ def test_evaluation_measures_utility_fidelity_discrimination_and_privacy(smoke_r
     assert report["privacy"] == card["privacy"]
     assert set(card["privacy"]["spaces"]) == {"pixels_16", "domain_features"}
     # The audit's grids show real training images: beside the stage, never in the release.
-    assert not list((workdir / "synthetic").glob("*.png"))
+    assert [p.name for p in (workdir / "synthetic").glob("*.png")] == ["samples.png"]
     for name, path in report["figures"].items():
         assert (workdir / path).is_file(), name
     assert any(p.startswith("synthesize/closest_pairs_") for p in report["figures"].values())

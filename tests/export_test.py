@@ -89,7 +89,7 @@ def test_the_release_holds_only_allowlisted_files(released):
         for i in range(len(s["shardLengths"]))
     }
     figures = {p.name for p in workdir.glob("report_*.png")}
-    grids = {f"gan/samples/{p.name}" for p in (workdir / "gan" / "samples").glob("step_*.png")}
+    grids = {"synthetic/samples.png"}  # audited images; the GAN's own grids stay inside
     expected = (
         shards
         | {f"synthetic/{n}" for n in ("dataset_info.json", "features.json", "metadata.json")}
@@ -247,13 +247,13 @@ def test_a_planted_host_name_and_paths_are_scrubbed(released, tmp_path, monkeypa
 def test_a_private_string_the_scrubber_cannot_reach_fails_the_whole_export(released, tmp_path):
     workdir = _copy_workdir(released[0], tmp_path / "run")
     _edit_card(workdir, releasable=True)
-    grid = sorted((workdir / "gan" / "samples").glob("step_*.png"))[-1]
+    grid = workdir / "synthetic" / "samples.png"
     with grid.open("ab") as f:  # trailing bytes after IEND: invisible, but they would leave
         f.write(str(workdir).encode())
     out = tmp_path / "release"
     proc = _export(workdir, out)
     assert proc.returncode == 2
-    assert proc.stderr.startswith("error: ") and f"gan/samples/{grid.name}" in proc.stderr
+    assert proc.stderr.startswith("error: ") and "synthetic/samples.png" in proc.stderr
     assert not out.exists() and not list(tmp_path.glob(".release.partial-*"))
 
 
