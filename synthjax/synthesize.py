@@ -462,9 +462,9 @@ def memorization_audit(run: Run, draft) -> tuple[dict[str, Any], dict[str, str],
     total = sum(-(-len(ix) // batch) for _, parts in groups for _, ix in parts)
     progress = Progress("synthesize[privacy audit]", total, items_per_step=batch)
     done = 0
-    vectors: dict[str, dict[str, list[np.ndarray]]] = {}
+    order = ("synthetic", "held-out", "train", "originals", "copies")
+    vectors = {g: {s: [] for s in embed} for g in order}
     for name, parts in groups:
-        vectors[name] = {s: [] for s in embed}
         for source, ix in parts:
             for start in range(0, len(ix), batch):
                 images = np.stack([source[int(i)]["image"] for i in ix[start : start + batch]])
@@ -474,10 +474,9 @@ def memorization_audit(run: Run, draft) -> tuple[dict[str, Any], dict[str, str],
                     named.append(("copies", copies))
                 for key, im in named:
                     for s, fn in embed.items():
-                        vectors.setdefault(key, {x: [] for x in embed})[s].append(fn(im))
+                        vectors[key][s].append(fn(im))
                 done += 1
                 progress.update(done)
-    order = ("synthetic", "held-out", "train", "originals", "copies")
     sets = {s: privacy.AuditSets(*(np.concatenate(vectors[g][s]) for g in order)) for s in embed}
     # Label combinations of the real images, training first: the seen-share test's strata.
     real_labels = np.concatenate(
