@@ -104,14 +104,17 @@ def state_sha256(state: Any) -> str:
 
 
 class StopRequest:
-    """Turns SIGTERM and SIGINT into a flag checked at step boundaries.
+    """Turns SIGTERM, SIGINT and SIGHUP into a flag checked at step boundaries.
 
-    Use as a context manager around a training loop; the previous handlers come back on
-    exit. A second Ctrl-C while a save is under way is ignored: the save finishes first.
+    SIGHUP is what a job in the foreground of an SSH session gets when the connection drops
+    (a laptop closed on `gcloud ... ssh`): it saves and stops like a preemption instead of
+    dying mid-step. Use as a context manager around a training loop; the previous handlers
+    come back on exit. A second Ctrl-C while a save is under way is ignored: the save
+    finishes first.
 
     In a multi-process run (`multiprocess=True`) one process must not stop alone: SIGTERM is
-    left to JAX's preemption notifier (see `distributed.preemption_reached`), and Ctrl-C is
-    passed on to it as SIGTERM, so every process stops at the same step.
+    left to JAX's preemption notifier (see `distributed.preemption_reached`), and Ctrl-C and
+    SIGHUP are passed on to it as SIGTERM, so every process stops at the same step.
     """
 
     def __init__(self, multiprocess: bool = False):
@@ -121,7 +124,8 @@ class StopRequest:
 
     @property
     def SIGNALS(self) -> tuple[int, ...]:
-        return (signal.SIGINT,) if self._multiprocess else (signal.SIGTERM, signal.SIGINT)
+        forwarded = (signal.SIGINT, signal.SIGHUP)
+        return forwarded if self._multiprocess else (signal.SIGTERM, *forwarded)
 
     @property
     def requested(self) -> bool:

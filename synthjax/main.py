@@ -19,6 +19,7 @@ Exit status: 0 finished or stopped by SIGTERM / preemption (rerun to continue), 
 """
 
 import logging as std_logging
+import os
 import signal
 import sys
 
@@ -69,17 +70,27 @@ class _QuietLibraries(std_logging.Filter):
 def _stop_on_sigterm(signum, frame) -> None:
     del frame
     raise Preempted(
-        f"Stopped by signal {signum} (SIGTERM) outside a training loop: nothing to save "
-        "there, the stage resumes from what it has written. Rerun the same command to continue."
+        f"Stopped by signal {signum} ({signal.Signals(signum).name}) outside a training loop: "
+        "nothing to save there, the stage resumes from what it has written. Rerun the same "
+        "command to continue."
     )
 
 
+def _forward_to_sigterm(signum, frame) -> None:
+    del signum, frame
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _release_on_sigterm() -> None:
-    """One process: SIGTERM outside a training loop (which saves first, then stops) raises
-    `Preempted`, so the run unwinds, releasing the workdir's lock, instead of dying where it
-    stands. Several processes: JAX's preemption notifier owns SIGTERM (all stop together)."""
-    if not distributed.is_multiprocess():
+    """One process: SIGTERM or SIGHUP (a dropped SSH session) outside a training loop (which
+    saves first, then stops) raises `Preempted`, so the run unwinds, releasing the workdir's
+    lock, instead of dying where it stands. Several processes: JAX's preemption notifier owns
+    SIGTERM (all stop together), and SIGHUP is passed on to it."""
+    if distributed.is_multiprocess():
+        signal.signal(signal.SIGHUP, _forward_to_sigterm)
+    else:
         signal.signal(signal.SIGTERM, _stop_on_sigterm)
+        signal.signal(signal.SIGHUP, _stop_on_sigterm)
 
 
 def main(argv):
@@ -135,6 +146,11 @@ def _configs_importable(argv: list[str]) -> None:
         config_files.make_importable(value.split(":", 1)[0])
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `synthjax` console script: the same flags as `python -m synthjax.main`."""
     _configs_importable(sys.argv)
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -343,7 +343,7 @@ def export(
         "seed": int(seed),
         "n_per_workdir": int(n),
         "positive_class": "synthetic",
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "workdirs": [dataclasses.asdict(d) for d in drawn],
         "items": key_items,
     }

@@ -57,10 +57,11 @@ def test_restore_without_checkpoint_says_so(tmp_path):
         ckpt.restore(abstract_like(_state()))
 
 
-def test_sigterm_becomes_a_flag_and_handlers_come_back():
-    before = signal.getsignal(signal.SIGTERM)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_become_a_flag_and_handlers_come_back(signum):
+    before = signal.getsignal(signum)
     with StopRequest() as stop:
         assert not stop.requested
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert stop.requested and stop.signal == signal.SIGTERM
-    assert signal.getsignal(signal.SIGTERM) == before
+        os.kill(os.getpid(), signum)
+        assert stop.requested and stop.signal == signum
+    assert signal.getsignal(signum) == before

@@ -152,6 +152,11 @@ def test_killed_and_preempted_runs_resume_to_the_same_fingerprints(smoke_run, ca
     assert code == -signal.SIGKILL
     assert not (workdir / "gan" / "summary.json").exists()
 
+    # SIGHUP (the SSH session running the job in its foreground dropped): saves like SIGTERM.
+    code, _, err = _start_and_stop(workdir, cache_dir, "gan", 20, signal.SIGHUP)
+    assert code == 0, err[-3000:]
+    assert "Rerun the same command" in err
+
     _run(workdir, cache_dir, "--config.stages=('prepare','classifier_real','gan')")
     assert _summary(workdir, "gan")["state_sha256"] == _summary(reference, "gan")["state_sha256"]
     # Metrics of the resumed run have each step once.
