@@ -104,3 +104,16 @@ def _readable_json(path: str) -> bool:
 def read_json(path: str | os.PathLike) -> dict:
     with open(path) as f:
         return json.load(f)
+
+
+def _cli(argv: Sequence[str]) -> int:
+    """`python -m launch.common finished WORKDIR STAGE...`: exit 0 when the run is done, 1
+    when not (what batch scripts test before requeueing themselves)."""
+    if len(argv) < 3 or argv[0] != "finished":
+        print("usage: python -m launch.common finished WORKDIR STAGE...", file=sys.stderr)
+        return 2
+    return 0 if finished(argv[1], argv[2:]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(_cli(sys.argv[1:]))

@@ -4,10 +4,14 @@ submit it (`sbatch`), requeued after preemption until the run is done.
   python -m launch.slurm --config=configs/cxr_256.py --workdir=/shared/runs/cxr256 \
       --nodes=2 --gpus-per-node=8 --partition=gpu --time=24:00:00 --dry-run
 
-One process per GPU (`--per=gpu`, the default: `srun` starts nodes x gpus tasks, each sees
-one GPU) or per node (`--per=node`: one task drives all of the node's GPUs). Process 0 runs
-on the first node and is the coordinator; JAX reads the addresses, counts and ranks from the
-SLURM variables `srun` sets (`--distributed=on`).
+One process per GPU (`--per=gpu`, the default: `srun` starts nodes x gpus tasks) or per node
+(`--per=node`: one task drives all of the node's GPUs). Process 0 runs on the first node
+and is the coordinator; JAX reads the addresses, counts and ranks from the SLURM variables
+`srun` sets (`--distributed=on`). Every task sees all of its node's GPUs, as JAX's SLURM
+detection expects: per GPU, JAX gives each task the GPU of its local rank (with
+`--gpus-per-task=1` each task would see one GPU, numbered 0, and ranks above 0 would ask
+for a GPU that is not there); per node, the task is told to drive them all
+(`--local_device_ids`).
 
 Preemption: the script asks SLURM for SIGTERM `--signal-lead` seconds before the end of the
 allocation and is requeued (`--requeue`). synthjax saves on SIGTERM at the same step on every
@@ -50,6 +54,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         raise common.LaunchError("--nodes and --gpus-per-node must be at least 1")
     if not re.fullmatch(r"(\d+-)?\d{1,3}(:\d{2}){0,2}", args.time):
         raise common.LaunchError(f"--time {args.time!r}: use HH:MM:SS or D-HH:MM:SS")
+    if re.search(r"\s", args.workdir):
+        # #SBATCH lines are not shell: a quoted --output path is not read as one word there.
+        raise common.LaunchError(f"--workdir {args.workdir!r}: use a path without spaces")
     if args.signal_lead < 30:
         raise common.LaunchError("--signal-lead under 30 s leaves too little time to save")
     return args
@@ -58,11 +65,16 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 def batch_script(args: argparse.Namespace) -> str:
     tasks_per_node = args.gpus_per_node if args.per == "gpu" else 1
     processes = args.nodes * tasks_per_node
+    extra = ["--distributed=on"]
+    if args.per == "node":
+        extra.append(f"--local_device_ids={','.join(map(str, range(args.gpus_per_node)))}")
     job = common.main_command(
-        args.config, args.workdir, args.override, python="python", extra=["--distributed=on"]
+        args.config, args.workdir, args.override, python="python", extra=extra
     )
     stages = common.stages_of(args.config, args.override)
-    done_test = " && ".join(f"[ -f {args.workdir}/{s}/summary.json ]" for s in stages)
+    # The same test the launchers use: every summary.json there and readable, on a local
+    # path or in a bucket (`[ -f gs://... ]` would always be false: requeued forever).
+    done_test = common.shell(["python", "-m", "launch.common", "finished", args.workdir, *stages])
     directives = [
         f"--job-name={args.job_name}",
         f"--nodes={args.nodes}",
@@ -81,7 +93,6 @@ def batch_script(args: argparse.Namespace) -> str:
         directives.append(f"--partition={args.partition}")
     if args.account:
         directives.append(f"--account={args.account}")
-    gpu_binding = "--gpus-per-task=1 " if args.per == "gpu" else ""
     return "\n".join(
         [
             "#!/bin/bash",
@@ -95,7 +106,7 @@ def batch_script(args: argparse.Namespace) -> str:
             "# SIGTERM (preemption or the end of the allocation) goes to every task; each",
             "# saves at the same step and exits 0.",
             "trap 'kill -TERM $SRUN_PID 2>/dev/null' TERM",
-            f"srun --kill-on-bad-exit=1 {gpu_binding}{common.shell(job)} &",
+            f"srun --kill-on-bad-exit=1 {common.shell(job)} &",
             "SRUN_PID=$!",
             "wait $SRUN_PID; wait $SRUN_PID",
             "status=$?",

@@ -41,6 +41,10 @@ class Launch:
     coordinator_address: str | None = None
     num_processes: int | None = None
     process_id: int | None = None
+    # The devices this process drives. Unset under SLURM, JAX gives each task the one GPU
+    # of its local rank (one process per GPU); a process driving every GPU of its node
+    # lists them all.
+    local_device_ids: tuple[int, ...] | None = None
 
 
 def _slurm_tasks() -> int:
@@ -100,6 +104,7 @@ def initialize(launch: Launch = Launch()) -> bool:
             coordinator_address=launch.coordinator_address,
             num_processes=launch.num_processes,
             process_id=launch.process_id,
+            local_device_ids=launch.local_device_ids,
         )
     except ValueError as error:  # --distributed=on where JAX detects no cluster
         raise ConfigError(

@@ -45,6 +45,12 @@ flags.DEFINE_enum(
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process).")
 flags.DEFINE_integer("num_processes", None, "Number of processes in the run (multi-process).")
 flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes-1.")
+flags.DEFINE_list(
+    "local_device_ids",
+    None,
+    "Devices this process drives, e.g. 0,1,2,3 (one process per node over all its GPUs); "
+    "unset: JAX's choice (under SLURM, the GPU of the task's local rank).",
+)
 flags.DEFINE_string(
     "config_change",
     None,
@@ -93,6 +99,17 @@ def _release_on_sigterm() -> None:
         signal.signal(signal.SIGHUP, _stop_on_sigterm)
 
 
+def _device_ids(values: list[str] | None) -> tuple[int, ...] | None:
+    if not values:
+        return None
+    try:
+        return tuple(int(v) for v in values)
+    except ValueError:
+        raise SynthjaxError(
+            f"--local_device_ids={','.join(values)}: use device numbers, e.g. 0,1,2,3"
+        ) from None
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -106,6 +123,7 @@ def main(argv):
                 FLAGS.coordinator_address,
                 FLAGS.num_processes,
                 FLAGS.process_id,
+                _device_ids(FLAGS.local_device_ids),
             )
         )
     except SynthjaxError as e:

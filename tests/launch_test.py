@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -181,18 +182,57 @@ def test_slurm_script_runs_one_process_per_gpu_and_requeues(capsys):
         "--partition=gpu",
     ):
         assert f"#SBATCH {directive}" in out
-    assert "srun --kill-on-bad-exit=1 --gpus-per-task=1 python -m synthjax.main" in out
+    # Every task sees its node's GPUs; JAX gives each the one of its local rank.
+    assert "srun --kill-on-bad-exit=1 python -m synthjax.main" in out
+    assert "--gpus-per-task" not in out and "--local_device_ids" not in out
     assert "--distributed=on" in out and "scontrol requeue" in out
-    assert "[ -f /shared/runs/x/report/summary.json ]" in out
+    assert "if python -m launch.common finished /shared/runs/x prepare " in out
 
 
 def test_slurm_script_per_node_and_its_syntax(tmp_path):
     args = slurm.parse(["--config=configs/cxr_256.py", f"--workdir={tmp_path}", "--per=node"])
     script = slurm.batch_script(args)
     assert "#SBATCH --ntasks-per-node=1" in script and "--gpus-per-task" not in script
+    assert "--local_device_ids=0,1,2,3,4,5,6,7" in script  # one task drives all 8 GPUs
     path = tmp_path / "job.sbatch"
     path.write_text(script)
     assert subprocess.run(["bash", "-n", str(path)]).returncode == 0  # it parses
+
+
+def test_slurm_finished_test_works_on_local_and_bucket_workdirs(tmp_path, monkeypatch):
+    """The batch script's `python -m launch.common finished`: a local workdir by its
+    readable summaries (an empty one, left by a crash, is not finished); a bucket through
+    `gcloud storage ls` (stubbed: no bucket here)."""
+    stages = ["prepare", "gan"]
+    for stage in stages:
+        (tmp_path / stage).mkdir()
+        (tmp_path / stage / "summary.json").write_text('{"stage": "x"}')
+    repo = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "launch.common", "finished", str(tmp_path), *stages]
+    assert subprocess.run(command, cwd=repo).returncode == 0
+    (tmp_path / "gan" / "summary.json").write_text("")
+    assert subprocess.run(command, cwd=repo).returncode == 1
+    calls = []
+
+    def fake_run(command, **kwargs):
+        calls.append(command)
+        return subprocess.CompletedProcess(command, 0, stdout="\n".join(command[3:]), stderr="")
+
+    monkeypatch.setattr(common.subprocess, "run", fake_run)
+    assert common.finished("gs://bucket/run", stages)
+    assert calls[0] == [
+        "gcloud",
+        "storage",
+        "ls",
+        "gs://bucket/run/prepare/summary.json",
+        "gs://bucket/run/gan/summary.json",
+    ]
+
+
+def test_slurm_refuses_a_workdir_with_spaces(capsys):
+    with pytest.raises(common.LaunchError):
+        slurm.parse(["--config=configs/cxr_256.py", "--workdir=/runs/my run"])
+    assert "use a path without spaces" in capsys.readouterr().err
 
 
 def test_slurm_refuses_a_bad_time(capsys):
