@@ -32,7 +32,7 @@ import re
 import time
 import types
 from collections.abc import Callable, Iterable, Iterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -249,6 +249,23 @@ def read_csv_text(path: epath.Path) -> str:
         ) from None
 
 
+def parse_csv(path: epath.Path, reader: Callable[[io.StringIO], Iterable[Any]]) -> list[Any]:
+    """Every row `reader` (`csv.reader`, `csv.DictReader`) yields from a dataset's CSV file.
+
+    Raises:
+      DataNotFoundError: not UTF-8, or not parseable as CSV (e.g. a cell over the csv
+        module's size limit).
+    """
+    try:
+        # newline='': a stray carriage return ends a row instead of failing the parse
+        return list(reader(io.StringIO(read_csv_text(path), newline="")))
+    except csv.Error as error:
+        raise DataNotFoundError(
+            f"{path} is not a readable CSV file ({error}). Point manual_dir at an unmodified "
+            "download."
+        ) from None
+
+
 def read_csv_rows(
     path: epath.Path, required: Iterable[str], kind: str
 ) -> list[dict[str, str | None]]:
@@ -260,14 +277,7 @@ def read_csv_rows(
       DataNotFoundError: not UTF-8, not parseable as CSV (e.g. a cell over the csv module's
         size limit), or a header without the `required` columns.
     """
-    try:
-        # newline='': a stray carriage return ends a row instead of failing the parse
-        rows = list(csv.DictReader(io.StringIO(read_csv_text(path), newline="")))
-    except csv.Error as error:
-        raise DataNotFoundError(
-            f"{path} is not a readable CSV file ({error}). Point manual_dir at an unmodified "
-            "download."
-        ) from None
+    rows = parse_csv(path, csv.DictReader)
     header = set(rows[0]) if rows else set()
     missing = [c for c in required if c not in header]
     if rows and missing:

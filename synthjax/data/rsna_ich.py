@@ -25,7 +25,6 @@ import collections
 import csv
 import dataclasses
 import functools
-import io
 import os
 from collections.abc import Callable, Sequence
 from typing import ClassVar
@@ -43,8 +42,8 @@ from synthjax.data.chexpert import (
     Tally,
     check_pyramid_sizes,
     format_report,
+    parse_csv,
     patient_split,
-    read_csv_text,
 )
 from synthjax.data.image_ops import box_pyramid
 from synthjax.data.shards import image_features
@@ -237,14 +236,7 @@ def read_labels(path: epath.Path) -> CsvLabels:
     Raises:
       DataNotFoundError: not UTF-8, not parseable as CSV, or no `ID,Label` header.
     """
-    try:
-        # newline='': a stray carriage return ends a row instead of failing the parse
-        records = list(csv.reader(io.StringIO(read_csv_text(path), newline="")))
-    except csv.Error as error:
-        raise DataNotFoundError(
-            f"{path} is not a readable CSV file ({error}). Point manual_dir at an unmodified "
-            "download."
-        ) from None
+    records = parse_csv(path, csv.reader)
     reader = iter(records)
     header = next(reader, None)
     if header is None or [h.strip() for h in header[:2]] != ["ID", "Label"]:
