@@ -35,12 +35,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from etils import epath
 
 from synthjax.experiment import STAGE_ORDER
 
@@ -67,7 +69,7 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _read(path: Path) -> dict[str, Any] | None:
+def _read(path: epath.Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
@@ -108,9 +110,9 @@ def report_columns(report: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def load_run(workdir: str | Path) -> dict[str, Any]:
-    """One workdir as a flat dict (the module docstring lists the columns)."""
-    workdir = Path(workdir)
+def load_run(workdir: str | os.PathLike) -> dict[str, Any]:
+    """One workdir as a flat dict (the module docstring lists the columns); local or gs://."""
+    workdir = epath.Path(workdir)
     config = _read(workdir / "config.json")
     if config is None:
         raise FileNotFoundError(f"{workdir} has no config.json: not a synthjax workdir")
@@ -130,15 +132,31 @@ def load_run(workdir: str | Path) -> dict[str, Any]:
     return row
 
 
-def find_workdirs(root: str | Path) -> list[Path]:
-    """Every directory under `root` (itself included) holding a config.json, sorted."""
-    root = Path(root)
-    return sorted(p.parent for p in root.rglob("config.json") if not p.parent.name.startswith("."))
+_MAX_SWEEP_DEPTH = 4
 
 
-def load_runs(roots: str | Path | Iterable[str | Path]) -> pd.DataFrame:
-    """All workdirs under `roots` as one DataFrame, a row per run."""
-    roots = [roots] if isinstance(roots, str | Path) else list(roots)
+def find_workdirs(root: str | os.PathLike) -> list[epath.Path]:
+    """Every directory under `root` (itself included, local or gs://) holding a config.json."""
+    if "://" not in os.fspath(root):
+        found = Path(root).rglob("config.json")
+        return sorted(p.parent for p in found if not p.parent.name.startswith("."))
+    # A bucket: one listing per folder, and none inside a workdir (its checkpoints alone are
+    # thousands of objects); sweeps nest workdirs a few folders deep at most.
+    found, folders = [], [epath.Path(root)]
+    for _ in range(_MAX_SWEEP_DEPTH + 1):
+        deeper = []
+        for folder in folders:
+            if (folder / "config.json").exists():
+                found.append(folder)
+            else:
+                deeper += [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        folders = deeper
+    return sorted(found, key=os.fspath)
+
+
+def load_runs(roots: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """All workdirs under `roots` (local folders or gs:// prefixes) as one DataFrame."""
+    roots = [roots] if isinstance(roots, str | os.PathLike) else list(roots)
     rows = [load_run(w) for root in roots for w in find_workdirs(root)]
     if not rows:
         raise FileNotFoundError(f"no synthjax workdir (config.json) under {roots}")

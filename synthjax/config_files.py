@@ -11,6 +11,20 @@ from types import ModuleType
 
 import ml_collections
 
+# The checkout this package runs from (an editable install or a source tree): its
+# `configs/` folder is found from any working directory.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def find(file: str | os.PathLike) -> str:
+    """The config file `file` names: as given (relative to the working directory), else
+    relative to the synthjax checkout, so `--config=configs/cxr_256.py` works from any
+    folder. A name found in neither place is returned unchanged (its loader says so)."""
+    if Path(file).exists() or Path(file).is_absolute():
+        return os.fspath(file)
+    candidate = PROJECT_ROOT / file
+    return os.fspath(candidate) if candidate.is_file() else os.fspath(file)
+
 
 def make_importable(path: str | os.PathLike) -> None:
     """Puts the folder holding the config file's top package (`configs/`, also for
@@ -27,7 +41,7 @@ def make_importable(path: str | os.PathLike) -> None:
 
 def load_module(path: str | os.PathLike) -> ModuleType:
     """The config file as a module (its package made importable first)."""
-    path = Path(path).resolve()
+    path = Path(find(path)).resolve()
     make_importable(path)
     spec = importlib.util.spec_from_file_location(f"config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)

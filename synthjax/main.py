@@ -63,7 +63,14 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 # Libraries whose INFO lines (one per checkpoint file, per dataset open) would drown the
 # progress lines; their warnings and errors still show.
-QUIET_LIBRARIES = ("/orbax/", "/tensorflow_datasets/", "/jax/_src/xla_bridge", "/grain/")
+QUIET_LIBRARIES = (
+    "/orbax/",
+    "/tensorflow_datasets/",
+    "/jax/_src/xla_bridge",
+    "/grain/",
+    "/fsspec/",  # a line per file opened in a bucket
+    "/gcsfs/",
+)
 
 
 class _QuietLibraries(std_logging.Filter):
@@ -151,23 +158,29 @@ def main(argv):
         sys.exit(2)
 
 
-def _configs_importable(argv: list[str]) -> None:
-    """Lets config files `from configs import default` wherever the job is started from:
-    they are loaded by path, not as modules of a package."""
+def _find_config(argv: list[str]) -> list[str]:
+    """argv with the config file found from any folder (`config_files.find`), and its
+    package made importable, so config files can `from configs import default`: they are
+    loaded by path, not as modules of a package."""
+    argv = list(argv)
     for i, arg in enumerate(argv):
         if arg.startswith("--config="):
-            value = arg.split("=", 1)[1]
+            index, value = i, arg.split("=", 1)[1]
         elif arg == "--config" and i + 1 < len(argv):
-            value = argv[i + 1]
+            index, value = i + 1, argv[i + 1]
         else:
             continue
-        config_files.make_importable(value.split(":", 1)[0])
+        file, arg_sep, variant = value.partition(":")
+        found = config_files.find(file)
+        config_files.make_importable(found)
+        value = f"{found}{arg_sep}{variant}"
+        argv[index] = f"--config={value}" if index == i else value
+    return argv
 
 
 def run() -> None:
     """The `synthjax` console script: the same flags as `python -m synthjax.main`."""
-    _configs_importable(sys.argv)
-    app.run(main)
+    app.run(main, argv=_find_config(sys.argv))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ import dataclasses
 import functools
 import json
 import secrets
-import shutil
 from typing import Any
 
 import jax
@@ -133,7 +132,8 @@ def run_stage(run: Run) -> dict[str, Any]:
     if run.is_host0:
         _save_release_grid(run, final_labels["train"])
         write_json_atomic(run.synthetic_dir / "DATASET_CARD.json", card)
-        shutil.rmtree(draft_dir, ignore_errors=True)  # synthetic, unshuffled: not needed now
+        if draft_dir.exists():  # synthetic, unshuffled: not needed now
+            draft_dir.rmtree()
     distributed.barrier("synthesize: card written")
     # Order-free: the release order is secret, the images and labels are not.
     sources = {s: load_source(run.synthetic_dir, s) for s in SPLITS}
@@ -161,7 +161,7 @@ def _write_draft(run: Run, generate: _Generator, labels, generator_sha: str) -> 
             not marker.exists() or read_json(marker).get("ema_params_sha256") != generator_sha
         ):
             logging.info("synthesize: the draft is of another generator; starting over")
-            shutil.rmtree(draft_dir)
+            draft_dir.rmtree()
         if not marker.exists():
             write_json_atomic(marker, {"ema_params_sha256": generator_sha})
     distributed.barrier("synthesize: draft directory ready")
@@ -225,7 +225,7 @@ def _write_release(run: Run, draft, replaced, dropped) -> dict[str, np.ndarray]:
     replacements) in a secretly shuffled order. Returns each split's label vectors."""
     cfg, out_dir = run.config, run.synthetic_dir
     if run.is_host0 and out_dir.exists():
-        shutil.rmtree(out_dir)  # a half-written release of an interrupted run
+        out_dir.rmtree()  # a half-written release of an interrupted run
     if run.is_host0:
         out_dir.mkdir(parents=True, exist_ok=True)
     distributed.barrier("synthesize: release directory cleared")

@@ -49,9 +49,8 @@ def write_json_atomic(path: epath.Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}"
-    if not is_local(path):
-        tmp.write_text(text)
-        tmp.replace(path)
+    if not is_local(path):  # a bucket: an object appears whole when its upload completes
+        path.write_text(text)
         return
     fd = os.open(os.fspath(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:

@@ -238,3 +238,23 @@ def test_rescale_rule_on_its_own():
     mr = pydicom.Dataset()
     mr.Modality = "MR"
     assert dicom.rescale(mr, air + 1024) == (1.0, 0.0)  # optional outside CT
+
+
+def test_jpeg2000_ct_decodes_to_the_same_hu_with_the_dicom_extra(tmp_path):
+    """JPEG 2000 slices (common in hospital archives) need the `dicom` extra's decoder;
+    lossless, they give the HU of the uncompressed slice, to the bit."""
+    ds = pydicom.dcmread(CT_SMALL)
+    ds.compress(pydicom.uid.JPEG2000Lossless, encoding_plugin="pylibjpeg")
+    path = tmp_path / "ct_j2k.dcm"
+    ds.save_as(path)
+    assert pydicom.dcmread(path).file_meta.TransferSyntaxUID == pydicom.uid.JPEG2000Lossless
+    np.testing.assert_array_equal(dicom.read_hu(path), dicom.read_hu(CT_SMALL))
+
+
+def test_jpeg_ls_decodes_to_the_same_values_as_the_uncompressed_file():
+    """pydicom's MR_small in JPEG-LS lossless against the same slice uncompressed."""
+    compressed = get_testdata_file("MR_small_jpeg_ls_lossless.dcm")
+    assert pydicom.dcmread(compressed).file_meta.TransferSyntaxUID == pydicom.uid.JPEGLSLossless
+    np.testing.assert_array_equal(
+        dicom.read_hu(compressed, modality="MR"), dicom.read_hu(MR_SMALL, modality="MR")
+    )

@@ -29,9 +29,12 @@ import json
 import os
 import posixpath
 import re
+import shutil
+import tempfile
 import time
 import types
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -40,6 +43,7 @@ from absl import logging
 from etils import epath
 from PIL import Image
 
+from synthjax.data import remote
 from synthjax.data.image_ops import box_pyramid, is_power_of_two, resize_square
 from synthjax.data.shards import image_features, write_metadata, write_split
 from synthjax.data.workers import BadInput, ordered_map, process_pool
@@ -467,9 +471,15 @@ def source_fingerprint(
         if path.exists():
             out[csv_name] = {
                 "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                "mtime_ns": os.stat(path).st_mtime_ns,
+                "mtime_ns": _mtime_ns(path),
             }
     return out
+
+
+def _mtime_ns(path: epath.Path) -> int:
+    if "://" in os.fspath(path):  # a bucket: the object's update time, to the microsecond
+        return round(float(path.stat().mtime) * 1e6) * 1000
+    return os.stat(path).st_mtime_ns
 
 
 # ---------------------------------------------------------------------------------------------
@@ -599,6 +609,13 @@ class Chexpert(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                     len(rows),
                     done / (now - started),
                 )
+        if rows and not kept:
+            first = self._tally.bad_rows[-1] if self._tally.bad_rows else {}
+            raise DataNotFoundError(
+                f"none of the {len(rows)} {split} images in {self._root} could be read "
+                f"(counts so far: {self._tally.counts}); the last failure: "
+                f"{first.get('path')}: {first.get('detail')}"
+            )
         self._tally.counts["kept"] += kept
         self._tally.splits[split] = {
             "images": kept,
@@ -773,7 +790,19 @@ def write_dataset(builder: Chexpert, manual_dir: str | os.PathLike, dataset_dir:
     Everything goes into `incomplete.<random>_<version>/` beside `dataset_dir` (TFDS's own
     convention), and `dataset_info.json` is written last, before the rename: a killed build
     is never read as complete.
+
+    A `dataset_dir` in a bucket is built on this machine's disk, then uploaded
+    (`remote.publish`, `dataset_info.json` last); the local build stays as its mirror.
     """
+    if remote.is_remote(dataset_dir):
+        scratch = epath.Path(tempfile.mkdtemp(prefix="build-", dir=remote.scratch_dir()))
+        try:
+            local_dir = scratch / dataset_dir.name
+            write_dataset(builder, manual_dir, local_dir)
+            remote.publish(Path(local_dir), dataset_dir)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return
     suffix = hashlib.sha256(os.urandom(8)).hexdigest()[:6].upper()
     prefix = tfds.core.constants.INCOMPLETE_PREFIX
     tmp_dir = dataset_dir.parent / f"{prefix}{suffix}_{dataset_dir.name}"

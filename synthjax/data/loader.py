@@ -8,6 +8,7 @@ stage downstream reads both alike. Records are `{"image": uint8[H, W, C],
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from synthjax.data import remote
 from synthjax.errors import DataNotFoundError
 
 LABEL_NAMES_KEY = "label_names"
@@ -37,7 +39,8 @@ class ImageSource:
                 f"no prepared dataset at {self.dataset_dir} (dataset_info.json missing): "
                 "run the `prepare` stage first"
             )
-        builder = tfds.builder_from_directory(str(self.dataset_dir))
+        # array_record reads local files only: a dataset in a bucket is read from a mirror.
+        builder = tfds.builder_from_directory(os.fspath(remote.local_mirror(self.dataset_dir)))
         if split not in builder.info.splits:
             raise DataNotFoundError(
                 f"split {split!r} not in {self.dataset_dir}; it has {list(builder.info.splits)}"
@@ -72,10 +75,9 @@ class ImageSource:
                     self._labels = np.load(f)
             else:
                 self._labels = self._read_all_labels()
-                tmp = cache.parent / f"{cache.name}.tmp-{os.getpid()}"
-                with tmp.open("wb") as f:
-                    np.save(f, self._labels)
-                tmp.replace(cache)
+                buffer = io.BytesIO()
+                np.save(buffer, self._labels)
+                remote.write_atomic(cache, buffer.getvalue())
         return self._labels
 
     def _read_all_labels(self) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -18,6 +19,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from array_record.python import array_record_module
 from etils import epath
+
+from synthjax.data import remote
 
 FILE_FORMAT = "array_record"
 
@@ -57,7 +60,22 @@ def shard_path(
 def write_shard(
     path: epath.Path, features: tfds.features.FeaturesDict, records: Iterable[Mapping[str, Any]]
 ) -> int:
-    """Serialises `records` into one array_record file (atomically); returns the count."""
+    """Serialises `records` into one array_record file (atomically); returns the count.
+
+    The writer opens local files only: a shard bound for a bucket is written to a local
+    scratch file first and uploaded whole (`remote.upload`).
+    """
+    path = epath.Path(path)
+    if remote.is_remote(path):
+        fd, local = tempfile.mkstemp(dir=remote.scratch_dir(), prefix=f"{path.name}.")
+        os.close(fd)
+        try:
+            n = write_shard(epath.Path(local), features, records)
+            if n:
+                remote.upload(local, path)
+        finally:
+            os.unlink(local)
+        return n
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     writer = array_record_module.ArrayRecordWriter(os.fspath(tmp), "group_size:1")
     n = 0

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from etils import epath
 from PIL import Image, ImageDraw, ImageFont
+
+from synthjax.data import remote
 
 _GUTTER = 2  # px between cells and around the grid
 _PAD = 4  # px around text
@@ -156,10 +157,6 @@ def save_image_grid(
     if footer:
         _draw_text(draw, text_font, footer, _GUTTER + _PAD, grid_y + grid_h + bottom_h / 2)
 
-    path = epath.Path(path)  # local, or a bucket (gs://...)
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    tmp.write_bytes(buffer.getvalue())
-    tmp.replace(path)
+    remote.write_atomic(path, buffer.getvalue())  # local, or a bucket (gs://...)
