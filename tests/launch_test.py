@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from launch import common, local, slurm, sweep, tpu_vm
+from launch import common, local, slurm, sweep
 
 CONFIG = "configs/quickstart.py:smoke"
 
@@ -88,74 +88,6 @@ def test_a_config_without_a_sweep_is_refused(capsys):
     with pytest.raises(SystemExit):
         sweep.load_sweep("configs/cxr_256.py")
     assert "defines no get_sweep" in capsys.readouterr().err
-
-
-# --- TPU VMs ----------------------------------------------------------------------------------
-
-
-TPU = [
-    "--name=cxr256",
-    "--zone=us-central2-b",
-    "--accelerator-type=v4-32",
-    "--config=configs/cxr_256.py",
-    "--workdir=gs://bucket/runs/cxr256",
-]
-
-
-def test_tpu_dry_run_prints_create_install_and_run_on_every_worker(capsys):
-    assert tpu_vm.main([*TPU, "--spot", "--override=gan.train_kimg=100.0", "--dry-run"]) == 0
-    out = capsys.readouterr().out
-    lines = {line.split("]")[0][1:]: line for line in out.splitlines() if line.startswith("[")}
-    assert set(lines) >= {"state", "create", "archive", "copy", "install", "run", "check"}
-    assert "tpu-vm create cxr256 --accelerator-type=v4-32" in lines["create"]
-    assert "--spot" in lines["create"] and "--zone=us-central2-b" in lines["create"]
-    assert "--worker=all" in lines["install"] and "[tpu]" in lines["install"]
-    run = lines["run"]
-    assert "--worker=all" in run and "--distributed=on" in run
-    assert "--workdir=gs://bucket/runs/cxr256" in run and "--config.gan.train_kimg=100.0" in run
-
-
-@pytest.mark.parametrize(
-    "change, message",
-    [
-        ("--workdir=/home/me/run", "lost on preemption"),
-        ("--accelerator-type=a100", "not a TPU type"),
-        ("--name=My_VM", "lowercase"),
-        ("--config=configs/nope.py", "no config file"),
-    ],
-)
-def test_tpu_launcher_refuses_bad_inputs(change, message, capsys):
-    key = change.split("=")[0]
-    argv = [a for a in TPU if not a.startswith(key + "=")] + [change, "--dry-run"]
-    with pytest.raises(SystemExit) as stop:
-        tpu_vm.main(argv)
-    assert stop.value.code == 2 and message in capsys.readouterr().err
-
-
-def test_tpu_relaunches_after_preemption_until_finished(tmp_path, monkeypatch):
-    """A fake gcloud: the first run is preempted, the second finishes the run."""
-    calls, runs = [], []
-    monkeypatch.setattr(tpu_vm.time, "sleep", lambda s: None)
-    monkeypatch.setattr(tpu_vm, "vm_state", lambda a, c: "READY" if runs else "NOT_FOUND")
-    stages = common.stages_of("configs/cxr_256.py")
-
-    def fake_call(cmd):
-        calls.append(cmd)
-        if "ssh" in cmd and any(c.startswith("--command=cd ~/synthjax") for c in cmd):
-            runs.append(cmd)
-            if len(runs) == 2:
-                _finish(tmp_path, stages)
-        return 0
-
-    monkeypatch.setattr(common.subprocess, "call", fake_call)
-    monkeypatch.setattr(
-        common,
-        "finished",
-        lambda workdir, st: all((tmp_path / s / "summary.json").exists() for s in st),
-    )
-    assert tpu_vm.main(TPU) == 0
-    assert len(runs) == 2
-    assert sum("create" in c for c in calls) == 1  # the second attempt found the VM READY
 
 
 # --- SLURM ------------------------------------------------------------------------------------
