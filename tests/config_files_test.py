@@ -1,0 +1,24 @@
+"""Config files are found by the path users type, from any working directory."""
+
+import os
+
+from synthjax import config_files, main
+
+
+def test_a_config_path_relative_to_the_checkout_works_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    found = config_files.find("configs/quickstart.py")
+    assert os.path.isabs(found) and found.endswith(os.path.join("configs", "quickstart.py"))
+    assert config_files.load("configs/quickstart.py:smoke").gan.arch == "dcgan"
+    argv = main._find_config(["synthjax", "--config=configs/quickstart.py:smoke", "--workdir=w"])
+    assert argv[1] == f"--config={found}:smoke" and argv[2] == "--workdir=w"
+    argv = main._find_config(["synthjax", "--config", "configs/quickstart.py", "--workdir=w"])
+    assert argv[2] == found
+
+
+def test_a_local_file_of_the_same_name_wins_and_unknown_names_pass_through(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "quickstart.py").write_text("def get_config(arg=None): ...\n")
+    assert config_files.find("configs/quickstart.py") == "configs/quickstart.py"
+    assert config_files.find("configs/nope.py") == "configs/nope.py"
