@@ -17,8 +17,10 @@ the lock over (and prints a line saying so) only when the holder is gone:
   (so a clock that runs behind is not mistaken for a dead holder).
 
 Local paths are created atomically (a fully written temporary file, hard-linked to the lock
-name: the link fails if the lock exists). Other epaths (gs://) have no atomic
-create-if-absent here: the lock is written when absent and read back, a best effort.
+name: the link fails if the lock exists). In a Cloud Storage bucket (gs://) the lock is an
+upload conditional on no object of that name existing (`ifGenerationMatch=0`), atomic too.
+Other remote stores have no such condition here: the lock is written when absent and read
+back, a best effort.
 
 One JAX job of several processes shares one lock: process 0 takes it (`experiment.run`
 tells the others whether it could).
@@ -36,6 +38,7 @@ import time
 import uuid
 from typing import Any
 
+import fsspec
 from absl import logging
 from etils import epath
 
@@ -164,6 +167,14 @@ def _write_file(path: str, data: bytes, flags: int) -> None:
 def _create(path: epath.Path, data: bytes, token: str) -> bool:
     """Creates the lock file holding `data` unless it exists; True when this call made it."""
     if not _is_local(path):
+        fs, key = fsspec.core.url_to_fs(os.fspath(path))
+        if "gs" in _protocols(fs):  # gcsfs sends ifGenerationMatch=0 for mode "x"
+            try:
+                with fs.open(key, "xb") as f:
+                    f.write(data)
+            except FileExistsError:
+                return False
+            return True
         if path.exists():
             return False
         path.write_bytes(data)
@@ -185,6 +196,11 @@ def _create(path: epath.Path, data: bytes, token: str) -> bool:
         os.unlink(tmp)
     fsync_dir(os.path.dirname(target))
     return True
+
+
+def _protocols(fs) -> tuple[str, ...]:
+    protocol = getattr(fs, "protocol", ())
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
 
 
 def _replace(path: epath.Path, data: bytes, token: str) -> None:

@@ -98,6 +98,19 @@ def test_shards_written_to_a_bucket_read_back_through_a_local_mirror(bucket_env,
     assert again[0]["id"] == "s0"
 
 
+def test_the_workdir_lock_in_a_bucket_is_taken_by_one_run_only(bucket_env):
+    """gs:// locks are created with ifGenerationMatch=0: a second run is refused."""
+    from synthjax import lock
+
+    workdir = f"gs://{BUCKET}/locked"
+    with lock.acquire(workdir) as held:
+        assert json.loads(_gs("locked/lock.json").read_text())["token"] == held.token
+        assert not lock._create(lock.lock_path(workdir), b"{}", "other")  # the raw create
+        with pytest.raises(lock.WorkdirBusy):
+            lock.acquire(workdir)
+    assert not _gs("locked/lock.json").exists()
+
+
 def _checkpoints(stage_dir) -> int:
     """The latest checkpoint step in a bucket stage dir, listed afresh (another process
     writes it, and gcsfs would otherwise answer from this process's listing cache)."""
