@@ -55,3 +55,37 @@ def test_host_stays_within_one_step_of_the_device(tmp_path):
     )
     assert result.step == 12
     assert max(unfinished) <= 1, unfinished
+
+
+def test_an_error_in_a_step_says_after_which_step(tmp_path):
+    """The note under the traceback is what `launch/tpu_vm.py` compares between attempts."""
+    import pytest
+
+    mesh = parallel.make_mesh(1)
+
+    def step_fn(state, batch, i):
+        if i == 3:
+            raise ValueError("boom")
+        return {"step": state["step"] + 1}, {"loss": jnp.float32(0)}
+
+    source = [
+        {"image": np.full((4, 4, 1), i, np.uint8), "labels": np.zeros(2, np.float32)}
+        for i in range(8)
+    ]
+    with pytest.raises(ValueError, match="boom") as raised:
+        loop.train_loop(
+            loop.LoopSettings(
+                name="gan",
+                stage_dir=epath.Path(tmp_path),
+                total_steps=10,
+                global_batch=4,
+                checkpoint_every=100,
+                log_every=100,
+            ),
+            mesh=mesh,
+            create_state=lambda: jax.device_put({"step": jnp.int32(0)}, parallel.replicated(mesh)),
+            step_fn=step_fn,
+            dataset=pipeline.train_dataset(source, np.arange(8), global_batch=4, seed=0),
+            state_step=lambda s: int(s["step"]),
+        )
+    assert raised.value.__notes__ == ["gan: failed after step 3"]

@@ -182,6 +182,12 @@ def train_loop(
         flush(pending)
         if last_saved != step:
             ckpt.save(step, state, data_iter)
+    except Exception as error:
+        if not isinstance(error, Preempted):
+            # Printed under the traceback: where it failed, so a launcher can tell the same
+            # failure twice (launch/tpu_vm.py stops retrying then) from a new one.
+            error.add_note(f"{settings.name}: failed after step {step}")
+        raise
     finally:
         # Also on errors: pending async saves finish (or fail) before the process moves on.
         ckpt.close()
