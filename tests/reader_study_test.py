@@ -390,7 +390,8 @@ def _browser():
     return webdriver, Service, chromium, driver
 
 
-def _wait(condition, timeout: float = 10.0, what: str = "condition"):
+def _wait(condition, timeout: float = 60.0, what: str = "condition"):
+    # Generous: a loaded 2-core machine once took over 10 s to reload the page.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
