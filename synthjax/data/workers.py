@@ -117,11 +117,16 @@ class Pool:
 
     executor: ProcessPoolExecutor
     workers: int
+    # Every child seen so far: a broken executor drops the dead one from its own list, which
+    # left only the survivors it SIGTERMs to report ("killed by SIGTERM", not the SIGKILL).
+    seen: dict[int, multiprocessing.Process] = dataclasses.field(default_factory=dict)
 
     def processes(self) -> list[multiprocessing.Process]:
         # The executor keeps its children in a private dict; there is no public accessor
         # (Python 3.14 adds terminate_workers()). Empty once the executor is shut down.
-        return list((getattr(self.executor, "_processes", None) or {}).values())
+        for pid, process in list((getattr(self.executor, "_processes", None) or {}).items()):
+            self.seen.setdefault(pid, process)
+        return list(self.seen.values())
 
     def terminate(self) -> None:
         """Abandons queued work and stops every worker now (SIGTERM; see `_worker_signals`)."""
@@ -241,6 +246,7 @@ def ordered_map(
                 pending.append((chunk, pool.executor.submit(_call_chunk, fn, chunk)))
             except BrokenProcessPool:
                 raise WorkerDied(_death_message(pool, chunk)) from None
+            pool.processes()  # remember the children while they are all listed
         if not pending:
             return
         chunk, future = pending.popleft()
