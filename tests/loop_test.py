@@ -10,6 +10,17 @@ from synthjax.data import pipeline
 from synthjax.train import loop
 
 
+def _settings(tmp_path, name: str, total_steps: int) -> loop.LoopSettings:
+    return loop.LoopSettings(
+        name=name,
+        stage_dir=epath.Path(tmp_path),
+        total_steps=total_steps,
+        global_batch=4,
+        checkpoint_every=100,
+        log_every=100,
+    )
+
+
 def test_host_stays_within_one_step_of_the_device(tmp_path):
     """Dispatch is asynchronous: unbounded, the host would queue all 12 slow steps at once
     (each holding its batch) and progress would report the dispatch rate. The loop
@@ -37,14 +48,7 @@ def test_host_stays_within_one_step_of_the_device(tmp_path):
         for i in range(8)
     ]
     result = loop.train_loop(
-        loop.LoopSettings(
-            name="pace",
-            stage_dir=epath.Path(tmp_path),
-            total_steps=12,
-            global_batch=4,
-            checkpoint_every=100,
-            log_every=100,
-        ),
+        _settings(tmp_path, "pace", 12),
         mesh=mesh,
         create_state=lambda: jax.device_put(
             {"step": jnp.int32(0), "x": jnp.zeros((400, 400))}, rep
@@ -74,14 +78,7 @@ def test_an_error_in_a_step_says_after_which_step(tmp_path):
     ]
     with pytest.raises(ValueError, match="boom") as raised:
         loop.train_loop(
-            loop.LoopSettings(
-                name="gan",
-                stage_dir=epath.Path(tmp_path),
-                total_steps=10,
-                global_batch=4,
-                checkpoint_every=100,
-                log_every=100,
-            ),
+            _settings(tmp_path, "gan", 10),
             mesh=mesh,
             create_state=lambda: jax.device_put({"step": jnp.int32(0)}, parallel.replicated(mesh)),
             step_fn=step_fn,
