@@ -12,7 +12,8 @@ two CPU cores.
 
 import ml_collections
 
-from synthjax.experiment import PHANTOM_DATASETS, STAGE_ORDER
+from synthjax.data.registry import PHANTOM_DATASETS
+from synthjax.stages import ORDER as STAGE_ORDER
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

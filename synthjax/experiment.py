@@ -29,43 +29,16 @@ import ml_collections
 from absl import logging
 from etils import epath
 
-from synthjax import distributed, lock, parallel
+from synthjax import distributed, lock, parallel, stages
+from synthjax.data.registry import DATASETS, PHANTOM_DATASETS
 from synthjax.errors import ConfigError
 from synthjax.workdir import Run, read_json, write_json_atomic
 
-STAGE_ORDER = (
-    "prepare",
-    "classifier_real",
-    "gan",
-    "synthesize",
-    "classifier_synthetic",
-    "evaluate",
-    "report",
-)
-DATASETS = ("chexpert", "nih_cxr14", "rsna_ich", "folder")
-PHANTOM_DATASETS = ("chexpert", "rsna_ich")  # the built-in phantoms write these layouts
+STAGE_ORDER = stages.ORDER
 GAN_ARCHS = ("cpd", "prog", "dcgan")
 FD_FEATURES = ("classifier", "inception")
 CLASSIFIER_ARCHS = ("densenet121", "densenet_narrow")
 CONV_LOWERINGS = ("auto", "native", "im2col", "hybrid")
-
-
-def _stage_fns() -> dict[str, Callable[[Run], dict[str, Any]]]:
-    # Imported here so `validate_config` runs before any model code is loaded.
-    from synthjax import report, synthesize
-    from synthjax.data import prepare
-    from synthjax.eval import evaluate
-    from synthjax.train import classifier, gan
-
-    return {
-        "prepare": prepare.run_stage,
-        "classifier_real": lambda run: classifier.run_stage(run, "real"),
-        "gan": gan.run_stage,
-        "synthesize": synthesize.run_stage,
-        "classifier_synthetic": lambda run: classifier.run_stage(run, "synthetic"),
-        "evaluate": evaluate.run_stage,
-        "report": report.run_stage,
-    }
 
 
 def _require(ok: bool, field: str, problem: str, fix: str) -> None:
@@ -752,7 +725,7 @@ def _run_locked(
     distributed.barrier("config written")
 
     _extend_finished_gan(run_, config)
-    stage_fns = _stage_fns()
+    stage_fns = {name: stages.stage_fn(name) for name in STAGE_ORDER}
     summaries = {}
     for stage in config.stages:
         if held is not None and not distributed.is_multiprocess():

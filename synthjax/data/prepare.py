@@ -22,9 +22,9 @@ from etils import epath
 
 from synthjax.data import chexpert, nih_cxr14, phantom_ct, phantom_cxr, rsna_ich, shards
 from synthjax.data.loader import load_source
+from synthjax.data.registry import DATASETS, PHANTOM_DATASETS
 from synthjax.data.subsets import select_subset
 from synthjax.errors import ConfigError
-from synthjax.experiment import DATASETS, PHANTOM_DATASETS
 from synthjax.workdir import SPLITS, Run, read_json, write_json_atomic
 
 

@@ -1,0 +1,13 @@
+"""Stage `classifier_real`: the DenseNet trained on the real training images (TRTR's classifier),
+early-stopped on the real validation AUROC."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from synthjax.train import classifier
+from synthjax.workdir import Run
+
+
+def run(run: Run) -> dict[str, Any]:
+    return classifier.run_stage(run, "real")

@@ -1,0 +1,12 @@
+"""Stage `gan`: the conditional GAN: trains, selects a generator, writes sample grids."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from synthjax.train import gan as library
+from synthjax.workdir import Run
+
+
+def run(run: Run) -> dict[str, Any]:
+    return library.run_stage(run)

@@ -1,0 +1,13 @@
+"""Stage `prepare`: the raw folder (or the built-in phantom) -> prepared shards, the
+benchmark subset and the duplicates between splits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from synthjax.data import prepare as library
+from synthjax.workdir import Run
+
+
+def run(run: Run) -> dict[str, Any]:
+    return library.run_stage(run)
