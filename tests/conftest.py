@@ -68,3 +68,16 @@ def smoke_run(tmp_path_factory, cache_dir):
     proc = subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return cwd / "smoke", proc
+
+
+# Whole-pipeline tests: they run the job (or several) in subprocesses and take most of the
+# suite's time. `pytest -m "not e2e and not slow"` leaves the unit tier.
+E2E_MODULES = {"e2e_test", "gcs_test", "multihost_test", "train_longer_test", "notebook_test"}
+E2E_FIXTURES = {"smoke_run"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        if module in E2E_MODULES or E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)

@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -170,9 +171,15 @@ def _describe(item: Any) -> str:
 
 def _death_message(pool: Pool, in_flight: list[Any]) -> str:
     """What `WorkerDied` says: which process died how, around which items, and what to do."""
-    for process in pool.processes():
-        process.join(timeout=1.0)  # the executor is terminating the others; let codes settle
-    codes = sorted({p.exitcode for p in pool.processes() if p.exitcode not in (None, 0)})
+    # The executor is terminating the others, and its thread reaps them too: whichever of two
+    # threads waits second sees no status, so an exit code can read None for a moment.
+    processes = pool.processes()
+    deadline = time.monotonic() + 5.0
+    for process in processes:
+        process.join(timeout=1.0)
+    while any(p.exitcode is None for p in processes) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    codes = sorted({p.exitcode for p in processes if p.exitcode not in (None, 0)})
     if len(codes) > 1:  # the executor SIGTERMs the survivors: name the first death only
         codes = [c for c in codes if c != -signal.SIGTERM]
     how = []
