@@ -32,6 +32,7 @@ from etils import epath
 
 from synthjax import compiler, config_files, parallel
 from synthjax.data.loader import load_source
+from synthjax.data.prepared import prepared
 from synthjax.eval import privacy
 from synthjax.train import gan
 from synthjax.workdir import SPLITS, Run, read_json
@@ -113,7 +114,7 @@ def main() -> None:
 
     config = config_files.load(args.config)
     run = Run(config=config, workdir=epath.Path(args.workdir).absolute(), mesh=parallel.make_mesh())
-    data = run.prepared
+    data = prepared(run)
     labels = {s: data.source(s).labels[data.subset.indices[s]] for s in SPLITS}
     train_images, train_labels = _all(data.source("train"), data.subset.indices["train"])
     sample = _gan_sampler(run)

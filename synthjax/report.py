@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from synthjax import report_figures
+from synthjax.data.prepared import prepared
 from synthjax.workdir import Run, read_json, write_json_atomic
 
 REPORT_VERSION = 3
@@ -127,7 +128,7 @@ def build_report(run: Run) -> dict[str, Any]:
         "phantom": bool(stages.get("prepare", {}).get("phantom", False)),
         "attribution": stages.get("prepare", {}).get("attribution"),
         "resolution": cfg.dataset.resolution,
-        "num_classes": len(run.prepared.subset.combos),
+        "num_classes": len(prepared(run).subset.combos),
         "gan_arch": cfg.gan.arch,
         "seed": cfg.seed,
         "images": stages.get("prepare", {}).get("images"),

@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from etils import epath
 
+from synthjax.data.prepared import prepared
 from synthjax.eval import utility
 from synthjax.workdir import Run
 
@@ -77,7 +78,7 @@ def plot_roc(run: Run, report: dict[str, Any], path) -> bool:
     rows = report["per_label"]
     if not rows or not run.finished("classifier_synthetic"):
         return False
-    names = list(run.prepared.label_names)
+    names = list(prepared(run).label_names)
     preds = {k: load_predictions(run, f"classifier_{k}") for k in ("real", "synthetic")}
     cols = min(4, len(rows))
     nrows = math.ceil(len(rows) / cols)

@@ -39,6 +39,7 @@ from synthjax import compiler, distributed, parallel
 from synthjax.checkpoint import state_sha256
 from synthjax.data import shards
 from synthjax.data.loader import load_source
+from synthjax.data.prepared import prepared
 from synthjax.data.subsets import label_combinations
 from synthjax.eval import privacy
 from synthjax.eval.grids import label_combination_name, save_image_grid
@@ -104,7 +105,7 @@ def _split_key(cfg, split_id: int, stream: int = 0) -> jax.Array:
 
 def run_stage(run: Run) -> dict[str, Any]:
     cfg, mesh = run.config, run.mesh
-    data = run.prepared
+    data = prepared(run)
     models, g_ema = gan.restore_generator(run)
     generator_sha = state_sha256(g_ema)
     parallel.check_batch_size("synthesize.batch_size", cfg.synthesize.batch_size, mesh)
@@ -167,8 +168,8 @@ def _write_draft(run: Run, generate: _Generator, labels, generator_sha: str) -> 
     distributed.barrier("synthesize: draft directory ready")
     batch = cfg.synthesize.batch_size
     shard_size = max(batch, (cfg.synthesize.shard_size // batch) * batch)
-    image_shape = run.prepared.source("train").image_shape
-    features = shards.image_features(image_shape, len(run.prepared.label_names))
+    image_shape = prepared(run).source("train").image_shape
+    features = shards.image_features(image_shape, len(prepared(run).label_names))
     shard_lengths: dict[str, list[int]] = {}
     for split_id, split in enumerate(SPLITS):
         y = labels[split]
@@ -204,7 +205,7 @@ def _write_draft(run: Run, generate: _Generator, labels, generator_sha: str) -> 
             name=DRAFT_NAME,
             features=features,
             shard_lengths=shard_lengths,
-            label_names=run.prepared.label_names,
+            label_names=prepared(run).label_names,
             description="synthesize's draft: unshuffled, unaudited; never released",
         )
     distributed.barrier("synthesize: draft metadata written")
@@ -230,7 +231,7 @@ def _write_release(run: Run, draft, replaced, dropped) -> dict[str, np.ndarray]:
         out_dir.mkdir(parents=True, exist_ok=True)
     distributed.barrier("synthesize: release directory cleared")
     rng = np.random.default_rng(_secret_seed())
-    features = shards.image_features(draft["train"].image_shape, len(run.prepared.label_names))
+    features = shards.image_features(draft["train"].image_shape, len(prepared(run).label_names))
     shard_size = max(1, cfg.synthesize.shard_size)
     shard_lengths, final_labels = {}, {}
     for split in SPLITS:
@@ -265,7 +266,7 @@ def _write_release(run: Run, draft, replaced, dropped) -> dict[str, np.ndarray]:
             name=DATASET_NAME,
             features=features,
             shard_lengths=shard_lengths,
-            label_names=run.prepared.label_names,
+            label_names=prepared(run).label_names,
             description=_description(cfg),
         )
     distributed.barrier("synthesize: metadata written")
@@ -289,7 +290,7 @@ def _save_release_grid(run: Run, labels: np.ndarray, rows: int = 8, cols: int = 
         where = np.flatnonzero((labels == combo).all(axis=1))[:cols]
         cells = [source[int(i)]["image"] for i in where]
         grid.append(np.stack(cells + [blank] * (cols - len(cells))))
-        titles.append(label_combination_name(combo, run.prepared.label_names))
+        titles.append(label_combination_name(combo, prepared(run).label_names))
     save_image_grid(
         run.synthetic_dir / RELEASE_GRID,
         np.stack(grid),
@@ -319,7 +320,7 @@ def withhold_paths(value: Any) -> Any:
 
 
 def _card(run: Run, audit, final_labels, replaced, dropped, generator_sha) -> dict[str, Any]:
-    cfg, data = run.config, run.prepared
+    cfg, data = run.config, prepared(run)
     gan_summary = run.summary("gan")
     prepare_summary = run.summary("prepare")
     names = data.label_names
@@ -422,7 +423,7 @@ def memorization_audit(run: Run, draft) -> tuple[dict[str, Any], dict[str, str],
     """The audit of every draft image against the training images (`eval/privacy.py`),
     the paths of its closest-pairs grids (in the stage directory, not the release), and
     what replacing the flagged images needs."""
-    cfg, data = run.config, run.prepared
+    cfg, data = run.config, prepared(run)
     pcfg = cfg.privacy
     # Without the real-trained classifier there is no domain feature space: pixels only.
     space = DomainFeatures(run) if run.finished("classifier_real") else None

@@ -21,7 +21,6 @@ import dataclasses
 import json
 import os
 import threading
-from functools import cached_property
 from typing import Any
 
 import jax
@@ -30,9 +29,6 @@ import numpy as np
 from absl import logging
 from etils import epath
 from jax.sharding import Mesh
-
-from synthjax.data.loader import ImageSource, load_source
-from synthjax.data.subsets import Subset
 
 SPLITS = ("train", "validation", "test")
 
@@ -130,25 +126,6 @@ def read_summary(path: epath.Path) -> dict[str, Any] | None:
     return None
 
 
-@dataclasses.dataclass(frozen=True)
-class PreparedData:
-    """The prepared real dataset and the benchmark subset every stage trains and tests on."""
-
-    dataset_dir: epath.Path
-    subset: Subset
-    label_names: tuple[str, ...]
-
-    _sources: dict[str, ImageSource] = dataclasses.field(
-        default_factory=dict, compare=False, repr=False
-    )
-
-    def source(self, split: str) -> ImageSource:
-        """The split's source, opened once (its label cache is then shared)."""
-        if split not in self._sources:
-            self._sources[split] = load_source(self.dataset_dir, split)
-        return self._sources[split]
-
-
 @dataclasses.dataclass
 class Run:
     """One pipeline run: its config, workdir and device mesh."""
@@ -185,17 +162,3 @@ class Run:
     @property
     def synthetic_dir(self) -> epath.Path:
         return self.workdir / "synthetic"
-
-    @cached_property
-    def prepared(self) -> PreparedData:
-        """The `prepare` stage's outputs (dataset directory, subset indices)."""
-        summary = self.summary("prepare")
-        with (self.stage_dir("prepare") / "subset.npz").open("rb") as f:
-            z = np.load(f)
-            subset = Subset(
-                combos=z["combos"],
-                indices={s: z[f"indices_{s}"] for s in SPLITS if f"indices_{s}" in z},
-            )
-        return PreparedData(
-            epath.Path(summary["dataset_dir"]), subset, tuple(summary["label_names"])
-        )

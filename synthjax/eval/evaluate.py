@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from synthjax.data.loader import load_source
+from synthjax.data.prepared import prepared
 from synthjax.eval import discrimination, fidelity, label_fidelity, utility
 from synthjax.eval.grids import label_combination_name
 from synthjax.eval.privacy import seeded_subset
@@ -55,7 +56,7 @@ def _rows(names, point, ci, key: str) -> dict[str, dict[str, Any]]:
 
 def utility_results(run: Run) -> dict[str, Any]:
     ecfg = run.config.evaluate
-    names = run.prepared.label_names
+    names = prepared(run).label_names
     real = load_predictions(run, "classifier_real")
     synth = load_predictions(run, "classifier_synthetic")
     if not np.array_equal(real["labels"], synth["labels"]):
@@ -123,8 +124,8 @@ def utility_results(run: Run) -> dict[str, Any]:
 def _per_combination_utility(run: Run, labels, p_real, p_synth) -> list[dict[str, Any]]:
     """One-vs-rest AUROC of each kept combination with enough test cases on both sides."""
     ecfg = run.config.evaluate
-    combos = run.prepared.subset.combos
-    names = run.prepared.label_names
+    combos = prepared(run).subset.combos
+    names = prepared(run).label_names
     member = utility.combination_membership(labels, combos)
     enough = (member.sum(0) >= ecfg.min_combination_images) & (
         len(labels) - member.sum(0) >= ecfg.min_combination_images
@@ -169,7 +170,7 @@ def _fidelity_in(real: np.ndarray, synth: np.ndarray, baseline: np.ndarray, k: i
 
 
 def fidelity_results(run: Run, space: FeatureSpace) -> dict[str, Any]:
-    cfg, data = run.config, run.prepared
+    cfg, data = run.config, prepared(run)
     ecfg = cfg.evaluate
     batch = cfg.classifier.eval_batch_size
     synth_source = load_source(run.synthetic_dir, "test")
@@ -233,7 +234,7 @@ def _images(source, indices) -> np.ndarray:
 
 def discrimination_results(run: Run) -> dict[str, Any]:
     """The two-sample test on real held-out (validation + test) vs synthetic images."""
-    cfg, data = run.config, run.prepared
+    cfg, data = run.config, prepared(run)
     c2st = cfg.evaluate.c2st
     real_refs = [(s, int(i)) for s in ("validation", "test") for i in data.subset.indices[s]]
     synth_sources = {s: load_source(run.synthetic_dir, s) for s in ("validation", "test")}
@@ -272,7 +273,7 @@ def label_fidelity_results(run: Run, classifier: Any) -> dict[str, Any]:
     return label_fidelity.label_fidelity(
         np.concatenate(probs),
         np.concatenate(labels),
-        run.prepared.label_names,
+        prepared(run).label_names,
         min_positives=ecfg.min_positives,
         num_resamples=ecfg.bootstrap_resamples,
         seed=run.config.seed,

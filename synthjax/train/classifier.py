@@ -27,6 +27,7 @@ from synthjax import compiler, distributed, parallel
 from synthjax.checkpoint import state_sha256
 from synthjax.data import pipeline
 from synthjax.data.loader import ImageSource, load_source
+from synthjax.data.prepared import prepared
 from synthjax.eval import utility
 from synthjax.models import densenet
 from synthjax.models.layers import resolve_conv_lowering
@@ -188,8 +189,8 @@ class DomainFeatures:
     def __init__(self, run: Run):
         cfg = run.config
         run.summary("classifier_real")  # a clear error if it has not finished
-        image_shape = run.prepared.source("train").image_shape
-        model = build_model(cfg, len(run.prepared.label_names))
+        image_shape = prepared(run).source("train").image_shape
+        model = build_model(cfg, len(prepared(run).label_names))
         init = functools.partial(
             init_state, cfg.seed, model, make_optimizer(cfg.classifier.learning_rate), image_shape
         )
@@ -229,7 +230,7 @@ def run_stage(run: Run, kind: str) -> dict[str, Any]:
     cfg, mesh = run.config, run.mesh
     ccfg = cfg.classifier
     stage = f"classifier_{kind}"
-    data = run.prepared
+    data = prepared(run)
     if kind == "real":
         train_source, val_source = data.source("train"), data.source("validation")
         train_idx = data.subset.indices["train"]

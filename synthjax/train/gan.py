@@ -33,6 +33,7 @@ import optax
 from synthjax import compiler, distributed, parallel
 from synthjax.checkpoint import state_sha256
 from synthjax.data import pipeline
+from synthjax.data.prepared import prepared
 from synthjax.eval import grids
 from synthjax.models import cpd_gan, dcgan, inception, prog_gan
 from synthjax.models.layers import downsample_2x, resolve_conv_lowering, upsample_2x
@@ -768,8 +769,8 @@ def gan_setup(
 def _run_setup(run: Run) -> GanSetup:
     return gan_setup(
         run.config,
-        num_labels=len(run.prepared.label_names),
-        image_shape=run.prepared.source("train").image_shape,
+        num_labels=len(prepared(run).label_names),
+        image_shape=prepared(run).source("train").image_shape,
     )
 
 
@@ -785,7 +786,7 @@ def feature_space(run: Run) -> fd_monitor.FeatureSpace:
 def run_stage(run: Run) -> dict[str, Any]:
     """Trains the GAN on the prepared real training subset; returns the stage summary."""
     cfg, mesh = run.config, run.mesh
-    data = run.prepared
+    data = prepared(run)
     train_source = data.source("train")
     train_indices = data.subset.indices["train"]
     setup = _run_setup(run)
