@@ -73,7 +73,7 @@ def plot_auroc(report: dict[str, Any], path) -> bool:
 
 
 def plot_roc(run: Run, report: dict[str, Any], path) -> bool:
-    from synthjax.eval.evaluate import load_predictions
+    from synthjax.eval.utility import load_predictions
 
     rows = report["per_label"]
     if not rows or not run.finished("classifier_synthetic"):

@@ -25,8 +25,7 @@ LAYERS = ("core", "library", "stages", "tools")
 
 # Known breaks (issue 22 removes them): none upward.
 KNOWN_UPWARD: set[tuple[str, str]] = set()
-# train uses eval's metrics and FD features; eval's utility trains classifiers.
-KNOWN_MUTUAL_PACKAGES = {("synthjax.eval", "synthjax.train")}
+KNOWN_MUTUAL_PACKAGES: set[tuple[str, str]] = set()
 
 
 def _modules() -> dict[str, Path]:

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from synthjax.workdir import Run
+
 # Resamples are processed in blocks of about this many (case, resample) entries: 4 MB per
 # float64 array stays cache-friendly (measured 1.6x faster than 16 MB blocks) and bounds
 # memory whatever the test-set size. Results do not depend on the block size.
@@ -484,3 +486,16 @@ def roc_curve(y_true: Any, scores: Any, max_points: int = 101) -> dict[str, list
         keep = np.unique(np.linspace(0, len(fpr) - 1, max_points).round().astype(int))
         fpr, tpr = fpr[keep], tpr[keep]
     return {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
+
+
+def load_predictions(run: Run, stage: str) -> dict[str, np.ndarray]:
+    with (run.stage_dir(stage) / "test_predictions.npz").open("rb") as f:
+        z = np.load(f)
+        return {k: z[k] for k in z.files}
+
+
+def evaluated_labels(labels: np.ndarray, min_positives: int) -> np.ndarray:
+    """bool[K]: labels with enough positive and negative test images for a stable AUROC."""
+    pos = labels.sum(0)
+    neg = len(labels) - pos
+    return (pos >= max(1, min_positives)) & (neg >= max(1, min_positives))
