@@ -142,15 +142,18 @@ def find_workdirs(root: str | os.PathLike) -> list[epath.Path]:
         return sorted(p.parent for p in found if not p.parent.name.startswith("."))
     # A bucket: one listing per folder, and none inside a workdir (its checkpoints alone are
     # thousands of objects); sweeps nest workdirs a few folders deep at most.
-    found, folders = [], [epath.Path(root)]
+    # (Older gcsfs lists a folder once per object below it: names are deduplicated.)
+    found, folders = set(), [epath.Path(root)]
     for _ in range(_MAX_SWEEP_DEPTH + 1):
-        deeper = []
+        deeper = set()
         for folder in folders:
             if (folder / "config.json").exists():
-                found.append(folder)
-            else:
-                deeper += [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        folders = deeper
+                found.add(folder)
+                continue
+            for path in folder.iterdir():
+                if path != folder and not path.name.startswith(".") and path.is_dir():
+                    deeper.add(path)
+        folders = sorted(deeper, key=os.fspath)
     return sorted(found, key=os.fspath)
 
 
