@@ -43,7 +43,7 @@ from absl import logging
 from etils import epath
 
 from synthjax.errors import SynthjaxError
-from synthjax.workdir import fsync_dir
+from synthjax.workdir import fsync_dir, is_local
 
 LOCK_NAME = "lock.json"
 HEARTBEAT_S = 10.0
@@ -66,7 +66,7 @@ def lock_path(workdir: epath.PathLike) -> epath.Path:
 
 
 def _is_local(path: epath.Path) -> bool:
-    return "://" not in os.fspath(path)
+    return is_local(path)
 
 
 def _utc(t: float) -> str:

@@ -28,6 +28,8 @@ import numpy as np
 from absl import logging
 from etils import epath
 
+from synthjax.workdir import is_local
+
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 # A workdir in a bucket (gs://...) cannot be appended to: the writer keeps local copies and
@@ -36,7 +38,7 @@ REMOTE_SYNC_S = 30.0
 
 
 def is_remote(path: str | os.PathLike) -> bool:
-    return "://" in os.fspath(path)
+    return not is_local(path)
 
 
 # ---------------------------------------------------------------------------------------------

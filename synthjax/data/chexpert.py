@@ -477,7 +477,7 @@ def source_fingerprint(
 
 
 def _mtime_ns(path: epath.Path) -> int:
-    if "://" in os.fspath(path):  # a bucket: the object's update time, to the microsecond
+    if remote.is_remote(path):  # a bucket: the object's update time, to the microsecond
         return round(float(path.stat().mtime) * 1e6) * 1000
     return os.stat(path).st_mtime_ns
 
@@ -849,7 +849,7 @@ def build_lock(dataset_dir: epath.Path) -> Iterator[None]:
     """An exclusive lock beside `dataset_dir` (local disks; elsewhere, no lock): builds, and
     phantoms, shared by several jobs are written by one at a time."""
     lock_path = dataset_dir.parent / f".{dataset_dir.name}.lock"
-    if "://" in os.fspath(lock_path):  # a bucket: no flock there
+    if remote.is_remote(lock_path):  # a bucket: no flock there
         yield
         return
     lock_path.parent.mkdir(parents=True, exist_ok=True)

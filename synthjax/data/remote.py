@@ -30,6 +30,8 @@ from absl import logging
 from etils import epath
 from etils.epath import backend as epath_backend
 
+from synthjax.workdir import is_local
+
 CACHE_ENV = "SYNTHJAX_CACHE"
 _MANIFEST = ".mirror.json"
 _CHUNK = 8 << 20
@@ -57,7 +59,8 @@ if hasattr(os, "register_at_fork"):
 
 
 def is_remote(path: epath.PathLike) -> bool:
-    return "://" in os.fspath(path)
+    """A bucket (gs://) or another fsspec store, not this machine's filesystem."""
+    return not is_local(path)
 
 
 def cache_root() -> Path:
