@@ -9,7 +9,8 @@ directory in a bucket is read through a local mirror and written through a local
   a resumed job (or a second stage) reads from its own disk. Each host keeps its own mirror.
 - `upload(local, remote)` streams a finished local file to its place in the bucket. An
   object store makes an object visible only when its upload completes, so readers never
-  see half a shard.
+  see half a shard. `publish` uploads a whole dataset built locally (`dataset_info.json`
+  last); `write_atomic` writes any other file whole, locally or in a bucket.
 
 Local paths pass through both unchanged.
 """
