@@ -390,7 +390,7 @@ def _browser():
     return webdriver, Service, chromium, driver
 
 
-def _wait(condition, timeout: float = 60.0, what: str = "condition"):
+def _wait(condition, timeout: float = 60.0, what: str = "condition", explain=None):
     # Generous: a loaded 2-core machine once took over 10 s to reload the page.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -398,7 +398,23 @@ def _wait(condition, timeout: float = 60.0, what: str = "condition"):
         if value:
             return value
         time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}" + (f"; {explain()}" if explain else ""))
+
+
+# What the page shows and holds, for a failure message: which screens are visible, the
+# page's state, and the raw saved state in localStorage.
+_PAGE_DIAGNOSIS = """
+const ids = ["start", "viewer", "done", "storage-warning"];
+const shown = (i) => (document.getElementById(i) ? !document.getElementById(i).hidden : null);
+const stored = (k) => [k, localStorage.getItem(k).slice(0, 300)];
+return {
+  ready: document.readyState,
+  url: location.href,
+  visible: Object.fromEntries(ids.map((i) => [i, shown(i)])),
+  state: window.readerStudy ? window.readerStudy.state() : null,
+  stored: Object.fromEntries(Object.keys(localStorage).map(stored)),
+};
+"""
 
 
 def test_page_in_chromium(workdirs, tmp_path):
@@ -459,7 +475,11 @@ def test_page_in_chromium(workdirs, tmp_path):
             by_id("next").click()
             if item == n // 2:  # a reload midway keeps every answer
                 browser.refresh()
-                _wait(lambda: by_id("viewer").is_displayed(), what="the page after a reload")
+                _wait(
+                    lambda: by_id("viewer").is_displayed(),
+                    what="the page after a reload",
+                    explain=lambda: browser.execute_script(_PAGE_DIAGNOSIS),
+                )
                 state = browser.execute_script("return window.readerStudy.state()")
                 assert state["reader"] == reader and len(state["answers"]) == item
                 assert by_id("progress-text").text == f"{item + 1} / {n}"
