@@ -55,6 +55,7 @@ from PIL import Image
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut
 
+from synthjax.core.errors import ConfigError, DataNotFoundError
 from synthjax.data import chexpert, dicom
 from synthjax.data.chexpert import (
     REPORT_FILE,
@@ -69,7 +70,6 @@ from synthjax.data.chexpert import (
 from synthjax.data.image_ops import box_pyramid
 from synthjax.data.shards import image_features
 from synthjax.data.workers import BadInput
-from synthjax.errors import ConfigError, DataNotFoundError
 
 __all__ = [
     "SKIP_REASONS",
@@ -245,7 +245,10 @@ class LabelTable:
 
 def _csv_text(path: epath.Path) -> str:
     data = path.read_bytes()
-    if b"\x00" in data[:65536]:
+    # A spreadsheet (xlsx is a zip, xls an OLE file) or UTF-16 text (a NUL in every other
+    # byte). A stray NUL in one damaged row is that row's problem, counted like any other.
+    head = data[:65536]
+    if head[:4] in (b"PK\x03\x04", b"\xd0\xcf\x11\xe0") or head.count(0) > len(head) // 10:
         raise DataNotFoundError(
             f"{path} is not a CSV file (it holds binary data, e.g. a spreadsheet). Export it "
             f"as CSV with a header row, or point {_FIELD}.labels_csv=<name> at the CSV."

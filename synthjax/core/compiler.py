@@ -1,0 +1,75 @@
+"""The XLA compiler options the project's programs compile with, and `jit`, which applies
+them: `compiler.jit(f, ...)` is `jax.jit(f, ..., compiler_options=options())`.
+
+On CPU, jaxlib 0.10 hands convolutions, matrix products and reductions to YNNPACK by
+default (`__ynn_fusion` in the compiled HLO). On the 2-core machines this project is
+tested on, YNNPACK's convolutions were the slow path of every training step: the kernel
+gradient of a 3x3 stride-1 convolution (batch 64, 32x32, 32 channels) took 2.3x as long
+as XLA's own (Eigen) convolution, and without them the cpD-GAN step at 32x32 ran 1.29x
+faster and the classifier's step 1.66x (medians of interleaved `benchmarks/train_step.py`
+runs; the README's Performance section has them). So on CPU YNNPACK keeps the matrix
+products and the reductions, the rest of XLA's default list, and the convolutions go to
+XLA's own.
+
+GPU and TPU compile with their defaults (`options()` is None there). `XLA_FLAGS` wins: with
+a `--xla_cpu_experimental_ynn_fusion_type=...` there (e.g. `=+individual_convolution`,
+XLA's default) these options are off, and so they are with a jaxlib that does not know
+them.
+
+The backend is looked up at the first `jit`, not at import: programs built at import time
+use `lazy_jit`, so that `jax.distributed.initialize` can still run first.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+CPU_OPTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type": (
+        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
+    )
+}
+
+
+@functools.cache
+def options() -> dict[str, str] | None:
+    """The compiler options for this process's default backend (None: XLA's defaults)."""
+    if jax.default_backend() != "cpu":
+        return None
+    if "ynn_fusion_type" in os.environ.get("XLA_FLAGS", ""):
+        return None
+    try:
+        jax.jit(jnp.negative, compiler_options=CPU_OPTIONS).lower(np.float32(0)).compile()
+    except jax.errors.JaxRuntimeError:  # a jaxlib without the option
+        return None
+    return dict(CPU_OPTIONS)
+
+
+def jit(fun: Callable, **kwargs: Any) -> Any:
+    """`jax.jit(fun, **kwargs)` compiled with `options()`."""
+    return jax.jit(fun, compiler_options=options(), **kwargs)
+
+
+def lazy_jit(fun: Callable | None = None, **kwargs: Any) -> Any:
+    """`jit` for module-level programs: the jitted function is built at its first call and
+    reused after. A decorator too, with or without `jit`'s keyword arguments."""
+    if fun is None:
+        return functools.partial(lazy_jit, **kwargs)
+
+    @functools.cache
+    def jitted() -> Any:
+        return jit(fun, **kwargs)
+
+    @functools.wraps(fun)
+    def call(*args: Any, **call_kwargs: Any) -> Any:
+        return jitted()(*args, **call_kwargs)
+
+    call.jitted = jitted
+    return call
