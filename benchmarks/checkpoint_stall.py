@@ -1,6 +1,6 @@
 """Benchmark: how long a checkpoint save stalls GAN training, async against blocking.
 
-Where it sits: every stage saves through `synthjax.checkpoint.Checkpointer` (orbax,
+Where it sits: every stage saves through `synthjax.core.checkpoint.Checkpointer` (orbax,
 asynchronous by default: the device->host copy blocks, the file writing runs in a thread).
 This script times the real jitted GAN train step (`gan.make_train_step`, state donated, as
 in training) around one save: the stall is the time the save call itself takes plus how
@@ -25,8 +25,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from synthjax import compiler, config_files, parallel
-from synthjax.checkpoint import Checkpointer
+from synthjax.core import compiler, config_files, parallel
+from synthjax.core.checkpoint import Checkpointer
 from synthjax.train import gan
 
 

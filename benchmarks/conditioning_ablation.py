@@ -37,8 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-from synthjax import config_files, experiment
-from synthjax.metrics import read_metrics
+from synthjax import experiment
+from synthjax.core import config_files
+from synthjax.core.metrics import read_metrics
 from synthjax.train.fd_monitor import SELECTIONS, Evaluation, is_better
 
 SHARED_STAGES = ("prepare", "classifier_real")

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from synthjax import compiler
+from synthjax.core import compiler
 from synthjax.models.cpd_gan import Discriminator, Generator, count_params
 
 

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from train_step import NUM_LABELS, _batch, _program_stats, gan_step  # this folder's script
 
-from synthjax import compiler, config_files, parallel
+from synthjax.core import compiler, config_files, parallel
 from synthjax.train import classifier
 
 # Dense peak TFLOP/s per chip as the vendors state them: bf16 (and fp32 where the GAN runs

@@ -2,7 +2,7 @@
 
 Where it sits: the `gan` stage reads array_record shards through `synthjax.data.loader`,
 batches them with `synthjax.data.pipeline.train_iterator` (grain, the training's default
-threads and prefetch) and moves each batch onto the mesh with `synthjax.parallel.to_global`
+threads and prefetch) and moves each batch onto the mesh with `synthjax.core.parallel.to_global`
 before `synthjax.train.gan.train_step` consumes it. This script times both ends of that
 hand-off separately, on this machine, for each resolution:
 
@@ -56,7 +56,7 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from synthjax import compiler, parallel
+from synthjax.core import compiler, parallel
 from synthjax.data import loader, pipeline, shards
 from synthjax.models.layers import resolve_conv_lowering
 from synthjax.train import gan

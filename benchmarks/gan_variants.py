@@ -28,7 +28,8 @@ from pathlib import Path
 
 import jax
 
-from synthjax import config_files, experiment
+from synthjax import experiment
+from synthjax.core import config_files
 
 SHARED_STAGES = ("prepare", "classifier_real")
 VARIANT_STAGES = ("gan", "synthesize", "classifier_synthetic", "evaluate", "report")

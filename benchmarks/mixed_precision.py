@@ -25,7 +25,7 @@ import time
 import jax
 import numpy as np
 
-from synthjax import compiler, config_files, parallel
+from synthjax.core import compiler, config_files, parallel
 from synthjax.train import gan
 
 

@@ -30,12 +30,12 @@ import jax
 import numpy as np
 from etils import epath
 
-from synthjax import compiler, config_files, parallel
+from synthjax.core import compiler, config_files, parallel
+from synthjax.core.workdir import SPLITS, Run, read_json
 from synthjax.data.loader import load_source
 from synthjax.data.prepared import prepared
 from synthjax.eval import privacy
 from synthjax.train import gan
-from synthjax.workdir import SPLITS, Run, read_json
 
 
 class ArraySource:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import jax
 
-from synthjax import config_files, parallel
+from synthjax.core import config_files, parallel
 
 sys.path.insert(0, str(Path(__file__).parent))
 import train_step  # the GAN step as train_step.py builds and times it

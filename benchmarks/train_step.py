@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from synthjax import compiler, config_files, parallel
+from synthjax.core import compiler, config_files, parallel
 from synthjax.models.layers import resolve_conv_lowering
 from synthjax.train import classifier, gan
 

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from synthjax import config_files
+from synthjax.core import config_files
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from launch import common
-from synthjax import config_files
+from synthjax.core import config_files
 
 VIA = ("local", "print", "slurm", "tpu_vm")
 

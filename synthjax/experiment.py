@@ -7,7 +7,7 @@ Ctrl-C, continues where it stopped. One exception: a finished GAN asked to train
 (`gan.train_steps` / `gan.train_kimg`) resumes, and the stages after it are moved aside
 to `superseded/` and redone.
 
-One run at a time per workdir (`synthjax.lock`). A config that differs from the workdir's
+One run at a time per workdir (`synthjax.core.lock`). A config that differs from the workdir's
 `config.json` is checked field by field (`plan_config_change`): a field that changes no
 result (`FREE_FIELDS`: where things go, how fast, on how many devices) may change; one that
 changes the results of a stage that has started or finished is refused, unless
@@ -29,10 +29,11 @@ import ml_collections
 from absl import logging
 from etils import epath
 
-from synthjax import distributed, lock, parallel, stages
+from synthjax import stages
+from synthjax.core import distributed, lock, parallel
+from synthjax.core.errors import ConfigError
+from synthjax.core.workdir import Run, read_json, write_json_atomic
 from synthjax.data.registry import DATASETS, PHANTOM_DATASETS
-from synthjax.errors import ConfigError
-from synthjax.workdir import Run, read_json, write_json_atomic
 
 STAGE_ORDER = stages.ORDER
 GAN_ARCHS = ("cpd", "prog", "dcgan")

@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from synthjax.errors import SynthjaxError
+from synthjax.core.errors import SynthjaxError
 
 WITHHELD = "<withheld>"
 HOST = "<host>"

@@ -27,8 +27,9 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from synthjax import config_files, distributed, experiment, lock
-from synthjax.errors import Preempted, SynthjaxError
+from synthjax import experiment
+from synthjax.core import config_files, distributed, lock
+from synthjax.core.errors import Preempted, SynthjaxError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(

@@ -51,7 +51,7 @@ import numpy as np
 from etils import epath
 from PIL import Image
 
-from synthjax.errors import DataNotFoundError, SynthjaxError
+from synthjax.core.errors import DataNotFoundError, SynthjaxError
 
 if TYPE_CHECKING:
     from synthjax.data.loader import ImageSource

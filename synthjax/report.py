@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from synthjax import report_figures
+from synthjax.core.workdir import Run, read_json, write_json_atomic
 from synthjax.data.prepared import prepared
-from synthjax.workdir import Run, read_json, write_json_atomic
 
 REPORT_VERSION = 3
 

@@ -21,9 +21,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from etils import epath
 
+from synthjax.core.workdir import Run
 from synthjax.data.prepared import prepared
 from synthjax.eval import utility
-from synthjax.workdir import Run
 
 _REAL, _SYNTH = "#4c72b0", "#dd8452"
 

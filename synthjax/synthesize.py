@@ -35,18 +35,18 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-from synthjax import compiler, distributed, parallel
-from synthjax.checkpoint import state_sha256
+from synthjax.core import compiler, distributed, parallel
+from synthjax.core.checkpoint import state_sha256
+from synthjax.core.progress import Progress
+from synthjax.core.workdir import SPLITS, Run, read_json, write_json_atomic
 from synthjax.data import shards
 from synthjax.data.loader import load_source
 from synthjax.data.prepared import prepared
 from synthjax.data.subsets import label_combinations
 from synthjax.eval import privacy
 from synthjax.eval.grids import label_combination_name, save_image_grid
-from synthjax.progress import Progress
 from synthjax.train import gan
 from synthjax.train.classifier import DomainFeatures
-from synthjax.workdir import SPLITS, Run, read_json, write_json_atomic
 
 DATASET_NAME = "synthetic"
 DRAFT_NAME = "draft"

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from synthjax import parallel
+from synthjax.core import parallel
 from synthjax.train import augment
 
 # One batch shape for the single-augmentation tests, so each augmentation compiles once.

@@ -33,9 +33,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from synthjax.core.workdir import SPLITS
 from synthjax.data import chexpert, folder, nih_cxr14, phantom_ct, rsna_ich
 from synthjax.data.loader import load_source
-from synthjax.workdir import SPLITS
 
 SIZE = 32  # source images: dicom.MIN_SIDE, the smallest accepted
 INSIDE, OUTSIDE = 60, 200  # pixel value of every valid image inside / the one outside

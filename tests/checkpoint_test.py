@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from synthjax import parallel
-from synthjax.checkpoint import Checkpointer, StopRequest, abstract_like, state_sha256
+from synthjax.core import parallel
+from synthjax.core.checkpoint import Checkpointer, StopRequest, abstract_like, state_sha256
 from synthjax.data import pipeline
 
 

@@ -16,9 +16,9 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from synthjax.core.errors import ConfigError, DataNotFoundError
 from synthjax.data import chexpert, phantom_cxr
 from synthjax.data.image_ops import box_downsample_2x2, resize_square
-from synthjax.errors import ConfigError, DataNotFoundError
 
 RESOLUTION, BASE = 16, 64
 FOLDER = "CheXpert-v1.0-small"

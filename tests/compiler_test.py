@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from synthjax import compiler
+from synthjax.core import compiler
 
 
 def _conv_loss(w, x):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from synthjax import parallel
+from synthjax.core import parallel
 from synthjax.eval.label_fidelity import label_fidelity
 from synthjax.models import conditioning
 from synthjax.train import gan, recipes

@@ -2,7 +2,8 @@
 
 import os
 
-from synthjax import config_files, main
+from synthjax import main
+from synthjax.core import config_files
 
 
 def test_a_config_path_relative_to_the_checkout_works_from_any_folder(tmp_path, monkeypatch):

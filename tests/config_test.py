@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from synthjax import experiment
-from synthjax.errors import ConfigError
+from synthjax.core.errors import ConfigError
 from synthjax.experiment import STAGE_ORDER, validate_config
 
 CONFIGS = ["default", "quickstart", "cxr_256", "nih_sample", "ct_256"]

@@ -2,9 +2,9 @@
 
 import pytest
 
-from synthjax import distributed
-from synthjax.distributed import Launch
-from synthjax.errors import ConfigError
+from synthjax.core import distributed
+from synthjax.core.distributed import Launch
+from synthjax.core.errors import ConfigError
 
 CLUSTER_VARS = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "TPU_WORKER_HOSTNAMES")
 

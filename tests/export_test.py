@@ -20,7 +20,8 @@ import pytest
 from conftest import REPO
 from PIL import Image
 
-from synthjax import export, metrics
+from synthjax import export
+from synthjax.core import metrics
 from synthjax.data.loader import load_source
 
 SPLITS = ("train", "validation", "test")

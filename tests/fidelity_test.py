@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import linalg
 
-from synthjax import parallel
+from synthjax.core import parallel
 from synthjax.eval import fidelity
 from synthjax.train import fd_monitor
 from synthjax.train.schedule import Phase, Schedule

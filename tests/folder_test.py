@@ -17,9 +17,9 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from pydicom.data import get_testdata_file
 
+from synthjax.core.errors import ConfigError, DataNotFoundError
 from synthjax.data import chexpert, folder
 from synthjax.data.loader import load_source
-from synthjax.errors import ConfigError, DataNotFoundError
 
 RESOLUTION, BASE = 32, 64
 COLUMNS = ("image", "effusion", "patient", "mass", "nodule")  # labels in CSV order

@@ -13,11 +13,11 @@ import pytest
 from etils import epath
 
 from configs import default
-from synthjax import parallel
-from synthjax.checkpoint import state_sha256
+from synthjax.core import parallel
+from synthjax.core.checkpoint import state_sha256
+from synthjax.core.errors import Preempted
+from synthjax.core.metrics import read_metrics
 from synthjax.data import pipeline
-from synthjax.errors import Preempted
-from synthjax.metrics import read_metrics
 from synthjax.models import cpd_gan, layers, param_counts, prog_gan
 from synthjax.train import gan, loop
 

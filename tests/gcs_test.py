@@ -100,7 +100,7 @@ def test_shards_written_to_a_bucket_read_back_through_a_local_mirror(bucket_env,
 
 def test_the_workdir_lock_in_a_bucket_is_taken_by_one_run_only(bucket_env):
     """gs:// locks are created with ifGenerationMatch=0: a second run is refused."""
-    from synthjax import lock
+    from synthjax.core import lock
 
     workdir = f"gs://{BUCKET}/locked"
     with lock.acquire(workdir) as held:

@@ -1,7 +1,7 @@
 """The package's layers, read from its imports (every import, inside functions too):
 
-    core     errors, workdir, checkpoint, compiler, distributed, parallel, metrics,
-             progress, lock, config_files: infrastructure, no science
+    core     synthjax.core: errors, workdir, checkpoint, compiler, distributed, parallel,
+             metrics, progress, lock, config_files: infrastructure, no science
     library  data, models, train, eval, synthesize, report: the science
     stages   synthjax.stages: one thin module per pipeline stage
     tools    experiment, main, analysis, export, reader_study: what people run
@@ -16,10 +16,6 @@ import collections
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CORE = {
-    "errors", "workdir", "checkpoint", "compiler", "distributed", "parallel", "metrics",
-    "progress", "lock", "config_files",
-}  # fmt: skip
 TOOLS = {"experiment", "main", "analysis", "export", "reader_study"}
 LAYERS = ("core", "library", "stages", "tools")
 
@@ -53,7 +49,7 @@ def _graph() -> dict[str, set[str]]:
 
 def _layer(module: str) -> str:
     top = module.split(".")[1] if "." in module else ""
-    if top in CORE or module == "synthjax":  # the package's own __init__ holds nothing
+    if top == "core" or module == "synthjax":  # the package's own __init__ holds nothing
         return "core"
     if top == "stages":
         return "stages"

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from synthjax import experiment, lock
-from synthjax.config_files import load
-from synthjax.errors import ConfigError
+from synthjax import experiment
+from synthjax.core import lock
+from synthjax.core.config_files import load
+from synthjax.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = "configs/quickstart.py:smoke"

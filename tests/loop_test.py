@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from synthjax import parallel
+from synthjax.core import parallel
 from synthjax.data import pipeline
 from synthjax.train import loop
 

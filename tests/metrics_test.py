@@ -1,4 +1,4 @@
-"""Tests of synthjax.metrics: JSON lines, fail-fast on NaN, resume, and TF-free event files."""
+"""Tests of synthjax.core.metrics: JSON lines, fail-fast on NaN, resume, and TF-free event files."""
 
 import json
 import math
@@ -7,8 +7,8 @@ import struct
 import numpy as np
 import pytest
 
-from synthjax import metrics
-from synthjax.metrics import MetricsWriter, read_metrics
+from synthjax.core import metrics
+from synthjax.core.metrics import MetricsWriter, read_metrics
 
 # ---------------------------------------------------------------------------------------------
 # A minimal reader of TensorBoard event files, independent of the writer's encoder.

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from launch import local
-from synthjax import lock
+from synthjax.core import lock
 from synthjax.data.loader import load_source
 
 REPO = Path(__file__).resolve().parents[1]

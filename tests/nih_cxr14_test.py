@@ -13,9 +13,9 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from synthjax.core.errors import DataNotFoundError
 from synthjax.data import chexpert, nih_cxr14
 from synthjax.data.image_ops import resize_square
-from synthjax.errors import DataNotFoundError
 
 SAMPLE = Path(__file__).parents[2] / "shared" / "data" / "nih_cxr14_sample"
 RESOLUTION, BASE = 32, 64

@@ -11,9 +11,9 @@ import pydicom
 import pytest
 from pydicom.pixels import apply_modality_lut
 
+from synthjax.core.errors import ConfigError
 from synthjax.data import phantom_ct
 from synthjax.data.phantom_ct_anatomy import HeadGrid, render_hu
-from synthjax.errors import ConfigError
 
 SUBTYPES = ("epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural")
 SMALL = dict(image_size=64, slices_per_series=(12, 16))

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from synthjax.core.errors import ConfigError
 from synthjax.data import phantom_cxr
 from synthjax.data.chexpert import CHEXPERT_LABELS
 from synthjax.data.image_ops import box_pyramid, resize_square
-from synthjax.errors import ConfigError
 
 EXPECTED_COLUMNS = [
     "Path",

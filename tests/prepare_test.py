@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
+from synthjax.core.workdir import SPLITS
 from synthjax.data import chexpert, phantom_cxr
 from synthjax.data.loader import load_source
-from synthjax.workdir import SPLITS
 
 RESOLUTION, BASE = 16, 64
 
@@ -95,7 +95,7 @@ def test_runs_sharing_a_data_dir_read_their_own_phantoms(tmp_path):
     from pathlib import Path
 
     from synthjax import experiment
-    from synthjax.config_files import load
+    from synthjax.core.config_files import load
 
     def prepare(subtlety, name):
         config = load(str(Path(__file__).resolve().parents[1] / "configs/quickstart.py:smoke"))

@@ -1,8 +1,8 @@
-"""Tests of synthjax.progress: itstime cases and Progress lines under an injected clock."""
+"""Tests of synthjax.core.progress: itstime cases and Progress lines under an injected clock."""
 
 import pytest
 
-from synthjax.progress import Progress, format_duration, itstime
+from synthjax.core.progress import Progress, format_duration, itstime
 
 
 @pytest.mark.parametrize(

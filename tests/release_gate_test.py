@@ -36,7 +36,7 @@ def _train_images(smoke_workdir):
 
 def _synthesize(workdir, monkeypatch, generate=None, **privacy):
     from synthjax import experiment, synthesize
-    from synthjax.config_files import load
+    from synthjax.core.config_files import load
 
     if generate is not None:
         monkeypatch.setattr(synthesize, "_generate", generate)

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 from etils import epath
 
-from synthjax import experiment, workdir
-from synthjax.config_files import load
-from synthjax.errors import ConfigError
+from synthjax import experiment
+from synthjax.core import workdir
+from synthjax.core.config_files import load
+from synthjax.core.errors import ConfigError
+from synthjax.core.workdir import Run, read_summary, write_json_atomic
 from synthjax.experiment import STAGE_ORDER, plan_config_change, stages_of_field
-from synthjax.workdir import Run, read_summary, write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = "configs/quickstart.py:smoke"

@@ -14,10 +14,10 @@ import pydicom
 import pytest
 from pydicom.pixels import apply_modality_lut
 
+from synthjax.core.errors import DataNotFoundError
+from synthjax.core.workdir import SPLITS
 from synthjax.data import dicom, phantom_ct, rsna_ich
 from synthjax.data.loader import load_source
-from synthjax.errors import DataNotFoundError
-from synthjax.workdir import SPLITS
 
 RESOLUTION, BASE = 16, 64
 LABEL_ROWS = rsna_ich.CSV_LABELS  # the six per-slice rows, in the file's order

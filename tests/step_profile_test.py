@@ -8,7 +8,7 @@ import jax
 import numpy as np
 
 from configs import default
-from synthjax import parallel
+from synthjax.core import parallel
 from synthjax.train import gan
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))

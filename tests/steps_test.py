@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from synthjax import parallel
+from synthjax.core import parallel
 from synthjax.train import classifier, gan
 from synthjax.train.schedule import build_schedule
 

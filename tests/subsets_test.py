@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from synthjax.core.errors import ConfigError
 from synthjax.data.subsets import label_combinations, match_combinations, select_subset
-from synthjax.errors import ConfigError
 
 
 def _labels(n, k=4, seed=0):

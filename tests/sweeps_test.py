@@ -11,11 +11,12 @@ import pytest
 
 from configs.sweeps import study
 from launch import sweep
-from synthjax import config_files, experiment
+from synthjax import experiment
+from synthjax.core import config_files
+from synthjax.core.errors import ConfigError
+from synthjax.core.workdir import Run
 from synthjax.data import prepare
 from synthjax.data.subsets import select_subset
-from synthjax.errors import ConfigError
-from synthjax.workdir import Run
 
 CHEXPERT_TABLE = (
     Path(__file__).parents[2] / "shared" / "data" / ("chexpert_frontal_label_combinations.csv")

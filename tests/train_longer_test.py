@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from synthjax import experiment
-from synthjax.config_files import load
-from synthjax.errors import ConfigError
+from synthjax.core.config_files import load
+from synthjax.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = "configs/quickstart.py:smoke"

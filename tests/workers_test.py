@@ -112,7 +112,7 @@ def test_a_killed_worker_fails_the_map_within_a_minute():
 _KILL_IN_PREPARE = """
 import os, signal, sys, time
 from synthjax.data import chexpert, phantom_cxr
-from synthjax.errors import SynthjaxError
+from synthjax.core.errors import SynthjaxError
 
 raw, data = sys.argv[1], sys.argv[2]
 phantom_cxr.write_chexpert_phantom(raw, num_patients=30, image_size=32, seed=4)

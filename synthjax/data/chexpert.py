@@ -43,11 +43,11 @@ from absl import logging
 from etils import epath
 from PIL import Image
 
+from synthjax.core.errors import ConfigError, DataNotFoundError
 from synthjax.data import remote
 from synthjax.data.image_ops import box_pyramid, is_power_of_two, resize_square
 from synthjax.data.shards import image_features, write_metadata, write_split
 from synthjax.data.workers import BadInput, ordered_map, process_pool
-from synthjax.errors import ConfigError, DataNotFoundError
 
 CHEXPERT_LABELS: tuple[str, ...] = (
     "No Finding",

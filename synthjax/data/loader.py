@@ -18,8 +18,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from synthjax.core.errors import DataNotFoundError
 from synthjax.data import remote
-from synthjax.errors import DataNotFoundError
 
 LABEL_NAMES_KEY = "label_names"
 

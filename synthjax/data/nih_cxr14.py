@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from synthjax.core.errors import DataNotFoundError
 from synthjax.data import chexpert
 from synthjax.data.chexpert import (
     SPLITS,
@@ -39,7 +40,6 @@ from synthjax.data.chexpert import (
     row_shape_problem,
 )
 from synthjax.data.shards import image_features
-from synthjax.errors import DataNotFoundError
 
 __all__ = [
     "NIH_LABELS",

@@ -68,6 +68,8 @@ import pydicom.uid
 from etils import epath
 from pydicom.dataset import FileMetaDataset
 
+from synthjax.core.errors import ConfigError
+from synthjax.core.progress import Progress
 from synthjax.data.phantom_ct_anatomy import (
     SUBTYPES,
     Bleed,
@@ -79,8 +81,6 @@ from synthjax.data.phantom_ct_anatomy import (
     slice_labels,
 )
 from synthjax.data.workers import ordered_map
-from synthjax.errors import ConfigError
-from synthjax.progress import Progress
 
 __all__ = [
     "CSV_NAME",

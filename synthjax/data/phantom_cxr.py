@@ -26,6 +26,8 @@ import numpy as np
 from etils import epath
 from PIL import Image
 
+from synthjax.core.errors import ConfigError
+from synthjax.core.progress import Progress
 from synthjax.data.chexpert import CHEXPERT_LABELS
 from synthjax.data.phantom_anatomy import (
     HEIGHT_RATIO,
@@ -41,8 +43,6 @@ from synthjax.data.phantom_findings import (
     draw_layout,
 )
 from synthjax.data.phantom_render import render_frontal, render_lateral
-from synthjax.errors import ConfigError
-from synthjax.progress import Progress
 
 __all__ = [
     "CSV_COLUMNS",

@@ -20,12 +20,12 @@ import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
+from synthjax.core.errors import ConfigError
+from synthjax.core.workdir import SPLITS, Run, read_json, write_json_atomic
 from synthjax.data import chexpert, nih_cxr14, phantom_ct, phantom_cxr, rsna_ich, shards
 from synthjax.data.loader import load_source
 from synthjax.data.registry import DATASETS, PHANTOM_DATASETS
 from synthjax.data.subsets import select_subset
-from synthjax.errors import ConfigError
-from synthjax.workdir import SPLITS, Run, read_json, write_json_atomic
 
 
 def phantom_settings(run: Run) -> dict[str, Any]:

@@ -11,9 +11,9 @@ import dataclasses
 import numpy as np
 from etils import epath
 
+from synthjax.core.workdir import SPLITS, Run
 from synthjax.data.loader import ImageSource, load_source
 from synthjax.data.subsets import Subset
-from synthjax.workdir import SPLITS, Run
 
 _ATTRIBUTE = "_prepared_data"
 

@@ -31,7 +31,7 @@ from absl import logging
 from etils import epath
 from etils.epath import backend as epath_backend
 
-from synthjax.workdir import is_local
+from synthjax.core.workdir import is_local
 
 CACHE_ENV = "SYNTHJAX_CACHE"
 _MANIFEST = ".mirror.json"

@@ -34,6 +34,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
 
+from synthjax.core.errors import ConfigError, DataNotFoundError
 from synthjax.data import chexpert, dicom
 from synthjax.data.chexpert import (
     SPLITS,
@@ -48,7 +49,6 @@ from synthjax.data.chexpert import (
 from synthjax.data.image_ops import box_pyramid
 from synthjax.data.shards import image_features
 from synthjax.data.workers import BadInput, ordered_map
-from synthjax.errors import ConfigError, DataNotFoundError
 
 __all__ = [
     "RSNA_LABELS",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthjax.errors import ConfigError
+from synthjax.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

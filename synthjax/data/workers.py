@@ -31,7 +31,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
-from synthjax.errors import SynthjaxError
+from synthjax.core.errors import SynthjaxError
 
 T = TypeVar("T")
 R = TypeVar("R")

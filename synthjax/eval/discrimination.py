@@ -11,7 +11,7 @@ Protocol: balance the two sides by seeded subsampling, split each 50/50 into tra
 halves (the same split at every resolution), label synthetic = 1 and real = 0, train with
 Adam on sigmoid cross-entropy for a fixed number of steps on batches drawn with replacement
 (random horizontal flips), then score the test halves. Runs on the default device, compiled
-with `synthjax.compiler.jit`; the same inputs and seed give the same result.
+with `synthjax.core.compiler.jit`; the same inputs and seed give the same result.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ import numpy as np
 import optax
 from absl import logging
 
-from synthjax import compiler
+from synthjax.core import compiler
+from synthjax.core.progress import Progress
 from synthjax.data.pipeline import images_to_float
 from synthjax.eval import utility
-from synthjax.progress import Progress
 
 PyTree = Any
 

@@ -55,7 +55,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from scipy import stats
 
-from synthjax.parallel import DATA_AXIS
+from synthjax.core.parallel import DATA_AXIS
 
 # Query rows per block: a [block, num_train] float32 similarity block at 200,000 training
 # images is 800 MB, split over the devices.

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from synthjax.workdir import Run
+from synthjax.core.workdir import Run
 
 # Resamples are processed in blocks of about this many (case, resample) entries: 4 MB per
 # float64 array stays cache-friendly (measured 1.6x faster than 16 MB blocks) and bounds

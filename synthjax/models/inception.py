@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from synthjax import compiler
+from synthjax.core import compiler
 from synthjax.models.layers import conv2d
 
 Array = jax.Array

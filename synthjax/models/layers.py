@@ -36,7 +36,7 @@ def resolve_conv_lowering(name: str) -> str:
     'auto' picks the hybrid on CPU and the native convolution on GPU/TPU. On 2 CPU cores
     (jax 0.10, YNNPACK's convolutions) the hybrid ran the quickstart's cpD-GAN step at 1.2x
     native and 1.4x im2col, and with 128 channels at 1.6x native and 1.4x im2col; with
-    XLA's own convolutions (`synthjax.compiler`) at 1.3x native and 1.7x im2col, one run
+    XLA's own convolutions (`synthjax.core.compiler`) at 1.3x native and 1.7x im2col, one run
     each (benchmarks/train_step.py).
     """
     if name == "auto":

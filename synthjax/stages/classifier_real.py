@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from synthjax.core.workdir import Run
 from synthjax.train import classifier
-from synthjax.workdir import Run
 
 
 def run(run: Run) -> dict[str, Any]:

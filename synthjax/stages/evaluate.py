@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from synthjax.core.workdir import Run, read_json
 from synthjax.data.loader import load_source
 from synthjax.data.prepared import prepared
 from synthjax.eval import discrimination, fidelity, label_fidelity, utility
@@ -35,7 +36,6 @@ from synthjax.eval.grids import label_combination_name
 from synthjax.eval.privacy import seeded_subset
 from synthjax.eval.utility import evaluated_labels, load_predictions
 from synthjax.train.fd_monitor import CallableFeatures, FeatureSpace, features_of_source
-from synthjax.workdir import Run, read_json
 
 
 def _rows(names, point, ci, key: str) -> dict[str, dict[str, Any]]:

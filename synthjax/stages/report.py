@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from synthjax import report as library
-from synthjax.workdir import Run
+from synthjax.core.workdir import Run
 
 
 def run(run: Run) -> dict[str, Any]:

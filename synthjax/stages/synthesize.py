@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from synthjax import synthesize as library
-from synthjax.workdir import Run
+from synthjax.core.workdir import Run
 
 
 def run(run: Run) -> dict[str, Any]:

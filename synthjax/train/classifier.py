@@ -23,8 +23,9 @@ import numpy as np
 import optax
 from absl import logging
 
-from synthjax import compiler, distributed, parallel
-from synthjax.checkpoint import state_sha256
+from synthjax.core import compiler, distributed, parallel
+from synthjax.core.checkpoint import state_sha256
+from synthjax.core.workdir import Run
 from synthjax.data import pipeline
 from synthjax.data.loader import ImageSource, load_source
 from synthjax.data.prepared import prepared
@@ -32,7 +33,6 @@ from synthjax.eval import utility
 from synthjax.models import densenet
 from synthjax.models.layers import resolve_conv_lowering
 from synthjax.train.loop import Hook, LoopSettings, restore_final_state, train_loop
-from synthjax.workdir import Run
 
 PyTree = Any
 ARCHS = {"densenet121": densenet.densenet121, "densenet_narrow": densenet.densenet_narrow}

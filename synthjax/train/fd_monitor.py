@@ -36,7 +36,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from synthjax import parallel
+from synthjax.core import parallel
 from synthjax.data import pipeline
 from synthjax.data.loader import ImageSource
 from synthjax.eval.fidelity import frechet_distance, gaussian_stats

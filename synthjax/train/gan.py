@@ -30,8 +30,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from synthjax import compiler, distributed, parallel
-from synthjax.checkpoint import state_sha256
+from synthjax.core import compiler, distributed, parallel
+from synthjax.core.checkpoint import state_sha256
+from synthjax.core.workdir import Run
 from synthjax.data import pipeline
 from synthjax.data.prepared import prepared
 from synthjax.eval import grids
@@ -40,7 +41,6 @@ from synthjax.models.layers import downsample_2x, resolve_conv_lowering, upsampl
 from synthjax.train import augment, classifier, fd_monitor, recipes
 from synthjax.train.loop import Hook, LoopSettings, restore_final_state, train_loop
 from synthjax.train.schedule import Phase, Schedule, build_schedule
-from synthjax.workdir import Run
 
 PyTree = Any
 

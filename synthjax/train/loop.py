@@ -21,12 +21,12 @@ from absl import logging
 from etils import epath
 from jax.sharding import Mesh
 
-from synthjax import distributed, parallel
-from synthjax.checkpoint import Checkpointer, StopRequest
+from synthjax.core import distributed, parallel
+from synthjax.core.checkpoint import Checkpointer, StopRequest
+from synthjax.core.errors import Preempted
+from synthjax.core.metrics import MetricsWriter
+from synthjax.core.progress import Progress, itstime
 from synthjax.data import pipeline
-from synthjax.errors import Preempted
-from synthjax.metrics import MetricsWriter
-from synthjax.progress import Progress, itstime
 
 State = Any
 Metrics = dict[str, Any]
