@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from synthjax.core import compiler
-from synthjax.models.cpd_gan import Discriminator, Generator, count_params
+from synthjax.models.cpd_gan import Discriminator, Generator
+from synthjax.models.layers import count_params
 
 
 def _flops(compiled: Any) -> float:

@@ -335,7 +335,7 @@ def _expected_discriminator_params(r, k, c, fmap_base, fmap_max):
 
 
 def test_study_size_models_build_with_expected_param_counts():
-    counts = cpd_gan.print_param_counts(STUDY_RESOLUTIONS)
+    counts = {r: cpd_gan.param_counts(r) for r in STUDY_RESOLUTIONS}
     study = dict(fmap_base=16384, fmap_max=512)
     for r, (g, d) in counts.items():
         assert g == _expected_generator_params(r, 14, 1, 512, **study)
@@ -352,7 +352,7 @@ def _densenet_params(model, channels, size):
     variables = jax.eval_shape(
         lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, channels)), train=False)
     )
-    return cpd_gan.count_params(variables["params"])
+    return layers.count_params(variables["params"])
 
 
 def test_densenet121_param_count_matches_torchvision():

@@ -13,7 +13,7 @@ import ml_collections
 
 # The checkout this package runs from (an editable install or a source tree): its
 # `configs/` folder is found from any working directory.
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def find(file: str | os.PathLike) -> str:

@@ -34,7 +34,10 @@ from synthjax.models.conditioning import LabelMapping, ProjectionHead
 from synthjax.models.layers import (
     EqualizedConv2D,
     EqualizedDense,
+    GanNetwork,
+    check_latent_and_labels,
     compute_dtype,
+    gan_param_counts,
     minibatch_stddev,
     pixel_norm,
     upsample_2x,
@@ -85,17 +88,10 @@ class ConditionalPixelNorm(nn.Module):
         return pixel_norm(x.astype(self.dtype)) * scale + shift
 
 
-class Generator(nn.Module):
+class Generator(GanNetwork):
     """Conditional skip generator: (z, labels) -> images float32[B, R, R, channels]."""
 
-    resolution: int
-    num_labels: int
-    channels: int = 1
     latent_dim: int = 512
-    fmap_base: int = 16384
-    fmap_max: int = 512
-    conv_lowering: str = "native"
-    dtype: Dtype = jnp.float32
     bf16_resolution: int = 0  # layers at this resolution and above compute in bfloat16
     # 'concat' (the study: concat(z, y) feeds every conditional norm) or 'mapping' (a
     # normalised label embedding and a mapping network make w, which feeds them instead).
@@ -113,11 +109,7 @@ class Generator(nn.Module):
     def __call__(self, z: Array, labels: Array) -> Array:
         """z: float32[B, latent_dim], labels: float32[B, num_labels] -> float32[B, R, R, C]."""
         res_log2 = resolution_log2(self.resolution)
-        if z.shape[-1] != self.latent_dim or labels.shape[-1] != self.num_labels:
-            raise ValueError(
-                f"expected z [B, {self.latent_dim}] and labels [B, {self.num_labels}], "
-                f"got {z.shape} and {labels.shape}"
-            )
+        check_latent_and_labels(z, labels, self.latent_dim, self.num_labels)
         z = z.astype(jnp.float32)
         labels = labels.astype(jnp.float32)
         if self.conditioning == "mapping":
@@ -166,17 +158,10 @@ class Generator(nn.Module):
         return rgb.astype(jnp.float32)
 
 
-class Discriminator(nn.Module):
+class Discriminator(GanNetwork):
     """Conditional resnet discriminator: (images, labels) -> scores float32[B]."""
 
-    resolution: int
-    num_labels: int
-    channels: int = 1
-    fmap_base: int = 16384
-    fmap_max: int = 512
     mbstd_group_size: int = 4
-    conv_lowering: str = "native"
-    dtype: Dtype = jnp.float32
     bf16_resolution: int = 0
     # 'label_sum' (the study: sum_k y_k * score_k) or 'projection' (an unconditional score
     # plus the features' inner product with a normalised label embedding).
@@ -264,49 +249,13 @@ class Discriminator(nn.Module):
         return jnp.sum(scores * labels.astype(jnp.float32), axis=1), logits
 
 
-def count_params(params: PyTree) -> int:
-    """Number of scalars in a pytree of arrays or `jax.ShapeDtypeStruct`s."""
-    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(params))
+# The study's sizes for `param_counts`: 14 labels, 1 channel, latent 512.
+STUDY_SIZES = dict(num_labels=14, channels=1, latent_dim=512, fmap_base=16384, fmap_max=512)
 
 
-def param_counts(
-    resolution: int,
-    num_labels: int = 14,
-    channels: int = 1,
-    latent_dim: int = 512,
-    fmap_base: int = 16384,
-    fmap_max: int = 512,
-) -> tuple[int, int]:
-    """(generator, discriminator) parameter counts, from shapes only (`jax.eval_shape`)."""
-    sizes = dict(
-        resolution=resolution,
-        num_labels=num_labels,
-        channels=channels,
-        fmap_base=fmap_base,
-        fmap_max=fmap_max,
-    )
-    g = Generator(latent_dim=latent_dim, **sizes)
-    d = Discriminator(**sizes)
-    key = jax.random.key(0)
-    z = jax.ShapeDtypeStruct((4, latent_dim), jnp.float32)
-    y = jax.ShapeDtypeStruct((4, num_labels), jnp.float32)
-    images = jax.ShapeDtypeStruct((4, resolution, resolution, channels), jnp.float32)
-    g_params = jax.eval_shape(g.init, key, z, y)
-    d_params = jax.eval_shape(d.init, key, images, y)
-    return count_params(g_params), count_params(d_params)
-
-
-def print_param_counts(
-    resolutions: tuple[int, ...] = (32, 64, 128, 256), **settings: Any
-) -> dict[int, tuple[int, int]]:
-    """Prints and returns {resolution: (G params, D params)}; defaults are the study's sizes
-    (fmap_base 16384, fmap_max 512, latent 512, 14 labels, 1 channel)."""
-    counts = {r: param_counts(r, **settings) for r in resolutions}
-    print(f"{'resolution':>10} {'G params':>14} {'D params':>14}")
-    for r, (g, d) in counts.items():
-        print(f"{r:>10} {g:>14,} {d:>14,}")
-    return counts
-
-
-if __name__ == "__main__":
-    print_param_counts()
+def param_counts(resolution: int, **sizes: Any) -> tuple[int, int]:
+    """(generator, discriminator) parameter counts, from shapes only; `sizes` override
+    `STUDY_SIZES`."""
+    sizes = {**STUDY_SIZES, **sizes, "resolution": resolution}
+    latent_dim = sizes.pop("latent_dim")
+    return gan_param_counts(Generator(latent_dim=latent_dim, **sizes), Discriminator(**sizes))

@@ -48,7 +48,7 @@ import numpy as np
 from flax import linen as nn
 
 from synthjax.models.cpd_gan import resolution_log2
-from synthjax.models.layers import Conv, upsample_2x
+from synthjax.models.layers import Conv, GanNetwork, check_latent_and_labels, upsample_2x
 
 Array = jax.Array
 Dtype = Any
@@ -84,20 +84,14 @@ def plain_conv(
     )
 
 
-class Generator(nn.Module):
+class Generator(GanNetwork):
     """(z, labels) -> images float32[B, R, R, channels] in [-1, 1]."""
 
-    resolution: int
-    num_labels: int
-    channels: int = 1
     latent_dim: int = 128
     fmap_base: int = 512
-    fmap_max: int = 512
     # 'group': group norm with learned affine weights, shared by every sample. 'adaptive':
     # group norm whose scale and shift are computed per sample from (z, label embedding).
     norm: str = "adaptive"
-    conv_lowering: str = "native"
-    dtype: Dtype = jnp.float32
 
     def nf(self, res: int) -> int:
         return feature_maps(res, self.fmap_base, self.fmap_max)
@@ -106,11 +100,7 @@ class Generator(nn.Module):
     def __call__(self, z: Array, labels: Array) -> Array:
         """z: float32[B, latent_dim], labels: float32[B, num_labels] -> float32[B, R, R, C]."""
         res_log2 = resolution_log2(self.resolution)
-        if z.shape[-1] != self.latent_dim or labels.shape[-1] != self.num_labels:
-            raise ValueError(
-                f"expected z [B, {self.latent_dim}] and labels [B, {self.num_labels}], "
-                f"got {z.shape} and {labels.shape}"
-            )
+        check_latent_and_labels(z, labels, self.latent_dim, self.num_labels)
         embed = nn.Dense(LABEL_EMBED, name="label_embed")(labels.astype(jnp.float32))
         style = jnp.concatenate([z.astype(jnp.float32), embed], axis=-1)
         x = nn.Dense(16 * self.nf(4), name="4x4_dense")(style).reshape(-1, 4, 4, self.nf(4))
@@ -149,16 +139,10 @@ class Generator(nn.Module):
         return jnp.tanh(x.astype(jnp.float32))
 
 
-class Discriminator(nn.Module):
+class Discriminator(GanNetwork):
     """(images, labels) -> (scores float32[B], auxiliary logits float32[B, num_aux] or None)."""
 
-    resolution: int
-    num_labels: int
-    channels: int = 1
     fmap_base: int = 512
-    fmap_max: int = 512
-    conv_lowering: str = "native"
-    dtype: Dtype = jnp.float32
     # 'label_sum' (the study's sum_k y_k * score_k) or 'projection' (an unconditional score
     # plus the features' inner product with a normalised label embedding).
     conditioning: str = "projection"

@@ -426,3 +426,49 @@ class Conv(nn.Module):
             bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
             y = y + bias.astype(self.dtype)
         return y
+
+
+# ---- shared by the generators and discriminators
+
+
+class GanNetwork(nn.Module):
+    """The fields every generator and discriminator has: the images it makes or reads
+    (resolution x resolution x channels, conditioned on num_labels labels), its widths
+    (fmap_base halved per doubling of the side, at most fmap_max), and how it computes."""
+
+    resolution: int
+    num_labels: int
+    channels: int = 1
+    fmap_base: int = 16384
+    fmap_max: int = 512
+    conv_lowering: str = "native"
+    dtype: Dtype = jnp.float32
+
+
+def check_latent_and_labels(z: Array, labels: Array, latent_dim: int, num_labels: int) -> None:
+    """A generator's input check: z float32[B, latent_dim], labels float32[B, num_labels]."""
+    if z.shape[-1] != latent_dim or labels.shape[-1] != num_labels:
+        raise ValueError(
+            f"expected z [B, {latent_dim}] and labels [B, {num_labels}], "
+            f"got {z.shape} and {labels.shape}"
+        )
+
+
+def count_params(params: Any) -> int:
+    """Number of scalars in a pytree of arrays or `jax.ShapeDtypeStruct`s."""
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(params))
+
+
+def gan_param_counts(
+    generator: nn.Module, discriminator: nn.Module, **init_kwargs: Any
+) -> tuple[int, int]:
+    """(generator, discriminator) parameter counts from shapes only (`jax.eval_shape`), so
+    even 1024x1024 takes a second. `init_kwargs` go to both `init`s (e.g. build_all)."""
+    key = jax.random.key(0)
+    z = jax.ShapeDtypeStruct((4, generator.latent_dim), jnp.float32)
+    y = jax.ShapeDtypeStruct((4, generator.num_labels), jnp.float32)
+    side, channels = discriminator.resolution, discriminator.channels
+    x = jax.ShapeDtypeStruct((4, side, side, channels), jnp.float32)
+    g_params = jax.eval_shape(lambda z, y: generator.init(key, z, y, **init_kwargs), z, y)
+    d_params = jax.eval_shape(lambda x, y: discriminator.init(key, x, y, **init_kwargs), x, y)
+    return count_params(g_params), count_params(d_params)

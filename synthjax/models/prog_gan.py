@@ -37,12 +37,15 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from synthjax.models.conditioning import LabelMapping, ProjectionHead
-from synthjax.models.cpd_gan import count_params, feature_maps, resolution_log2
+from synthjax.models.cpd_gan import feature_maps, resolution_log2
 from synthjax.models.layers import (
     EqualizedConv2D,
     EqualizedDense,
+    GanNetwork,
+    check_latent_and_labels,
     compute_dtype,
     downsample_2x,
+    gan_param_counts,
     minibatch_stddev,
     pixel_norm,
     upsample_2x,
@@ -63,18 +66,12 @@ def _lerp(a: Array, b: Array, t: Array) -> Array:
     return a + (b - a) * t
 
 
-class Generator(nn.Module):
+class Generator(GanNetwork):
     """Progressive conditional generator: (z, labels, alpha) -> float32[B, level, level, C]."""
 
-    resolution: int
-    num_labels: int
-    channels: int = 1
     latent_dim: int = 512
     fmap_base: int = 8192
-    fmap_max: int = 512
     start_resolution: int = 8  # the first phase's resolution (no fade-in there)
-    conv_lowering: str = "native"
-    dtype: Dtype = jnp.float32
     bf16_resolution: int = 0  # layers at this resolution and above compute in bfloat16
     # 'concat' (the study: concat(pixel_norm(z), y) is the input) or 'mapping' (a
     # normalised label embedding and a mapping network make the input w).
@@ -107,11 +104,7 @@ class Generator(nn.Module):
         level_log2 = resolution_log2(level)
         if not start_log2 <= level_log2 <= target_log2:
             raise ValueError(f"level {level} is outside {self.start_resolution}..{self.resolution}")
-        if z.shape[-1] != self.latent_dim or labels.shape[-1] != self.num_labels:
-            raise ValueError(
-                f"expected z [B, {self.latent_dim}] and labels [B, {self.num_labels}], "
-                f"got {z.shape} and {labels.shape}"
-            )
+        check_latent_and_labels(z, labels, self.latent_dim, self.num_labels)
         last = target_log2 if build_all else level_log2
 
         def conv(log2: int, features: int, kernel: int, name: str, **kw: Any) -> EqualizedConv2D:
@@ -167,20 +160,14 @@ class Generator(nn.Module):
         return images
 
 
-class Discriminator(nn.Module):
+class Discriminator(GanNetwork):
     """Progressive critic: (images, labels, alpha) -> (scores float32[B], auxiliary logits
     float32[B, num_aux] or None). The study's is an AC-GAN: an unconditional score and
     num_aux = K label logits; with conditioning 'projection' the score is conditional too."""
 
-    resolution: int
-    num_labels: int
-    channels: int = 1
     fmap_base: int = 8192
-    fmap_max: int = 512
     mbstd_group_size: int = 4
     start_resolution: int = 8
-    conv_lowering: str = "native"
-    dtype: Dtype = jnp.float32
     bf16_resolution: int = 0
     # 'label_sum': the study's, an unconditional score (labels reach D through the
     # auxiliary head only); 'projection': the score projects the features on a label embedding.
@@ -267,30 +254,17 @@ class Discriminator(nn.Module):
         return out[:, 0], (out[:, 1:] if num_aux else None)
 
 
-def param_counts(
-    resolution: int,
-    num_labels: int = 14,
-    channels: int = 1,
-    latent_dim: int = 512,
-    fmap_base: int = 8192,
-    fmap_max: int = 512,
-    start_resolution: int = 8,
-) -> tuple[int, int]:
-    """(generator, discriminator) parameter counts with every layer of every phase."""
-    sizes = dict(
-        resolution=resolution,
-        num_labels=num_labels,
-        channels=channels,
-        fmap_base=fmap_base,
-        fmap_max=fmap_max,
-        start_resolution=min(start_resolution, resolution),
-    )
-    g = Generator(latent_dim=latent_dim, **sizes)
-    d = Discriminator(**sizes)
-    key = jax.random.key(0)
-    z = jax.ShapeDtypeStruct((4, latent_dim), jnp.float32)
-    y = jax.ShapeDtypeStruct((4, num_labels), jnp.float32)
-    x = jax.ShapeDtypeStruct((4, resolution, resolution, channels), jnp.float32)
-    g_params = jax.eval_shape(lambda z, y: g.init(key, z, y, build_all=True), z, y)
-    d_params = jax.eval_shape(lambda x, y: d.init(key, x, y, build_all=True), x, y)
-    return count_params(g_params), count_params(d_params)
+# The study's prog-GAN sizes for `param_counts`, grown from 8x8.
+STUDY_SIZES = dict(
+    num_labels=14, channels=1, latent_dim=512, fmap_base=8192, fmap_max=512, start_resolution=8
+)
+
+
+def param_counts(resolution: int, **sizes: Any) -> tuple[int, int]:
+    """(generator, discriminator) parameter counts with every layer of every phase; `sizes`
+    override `STUDY_SIZES`."""
+    sizes = {**STUDY_SIZES, **sizes, "resolution": resolution}
+    sizes["start_resolution"] = min(sizes["start_resolution"], resolution)
+    latent_dim = sizes.pop("latent_dim")
+    g, d = Generator(latent_dim=latent_dim, **sizes), Discriminator(**sizes)
+    return gan_param_counts(g, d, build_all=True)
