@@ -88,11 +88,29 @@ class ConditionalPixelNorm(nn.Module):
         return pixel_norm(x.astype(self.dtype)) * scale + shift
 
 
-class Generator(GanNetwork):
+class EqualizedNetwork(GanNetwork):
+    """A GAN network of equalized-learning-rate layers (cpD's and prog's)."""
+
+    bf16_resolution: int = 0  # layers at this resolution and above compute in bfloat16
+
+    def equalized_conv(
+        self, features: int, kernel_size: int, name: str, res: int = 4, **kw: Any
+    ) -> EqualizedConv2D:
+        """A conv of a layer working at res x res (in bfloat16 from bf16_resolution up)."""
+        return EqualizedConv2D(
+            features,
+            kernel_size,
+            lowering=self.conv_lowering,
+            dtype=compute_dtype(res, self.dtype, self.bf16_resolution),
+            name=name,
+            **kw,
+        )
+
+
+class Generator(EqualizedNetwork):
     """Conditional skip generator: (z, labels) -> images float32[B, R, R, channels]."""
 
     latent_dim: int = 512
-    bf16_resolution: int = 0  # layers at this resolution and above compute in bfloat16
     # 'concat' (the study: concat(z, y) feeds every conditional norm) or 'mapping' (a
     # normalised label embedding and a mapping network make w, which feeds them instead).
     conditioning: str = "concat"
@@ -125,17 +143,7 @@ class Generator(GanNetwork):
         else:
             raise ValueError(f"unknown generator conditioning {self.conditioning!r}")
 
-        def conv(
-            features: int, kernel_size: int, name: str, res: int = 4, **kw: Any
-        ) -> EqualizedConv2D:
-            return EqualizedConv2D(
-                features,
-                kernel_size,
-                lowering=self.conv_lowering,
-                dtype=compute_dtype(res, self.dtype, self.bf16_resolution),
-                name=name,
-                **kw,
-            )
+        conv = self.equalized_conv
 
         def activate(x: Array, name: str) -> Array:
             dtype = self.dtype if x.dtype == jnp.float32 else x.dtype
@@ -158,11 +166,10 @@ class Generator(GanNetwork):
         return rgb.astype(jnp.float32)
 
 
-class Discriminator(GanNetwork):
+class Discriminator(EqualizedNetwork):
     """Conditional resnet discriminator: (images, labels) -> scores float32[B]."""
 
     mbstd_group_size: int = 4
-    bf16_resolution: int = 0
     # 'label_sum' (the study: sum_k y_k * score_k) or 'projection' (an unconditional score
     # plus the features' inner product with a normalised label embedding).
     conditioning: str = "label_sum"
@@ -190,17 +197,7 @@ class Discriminator(GanNetwork):
                 f"[B, {self.num_labels}], got {images.shape} and {labels.shape}"
             )
 
-        def conv(
-            features: int, kernel_size: int, name: str, res: int = 4, **kw: Any
-        ) -> EqualizedConv2D:
-            return EqualizedConv2D(
-                features,
-                kernel_size,
-                lowering=self.conv_lowering,
-                dtype=compute_dtype(res, self.dtype, self.bf16_resolution),
-                name=name,
-                **kw,
-            )
+        conv = self.equalized_conv
 
         r, res = f"{self.resolution}x{self.resolution}", self.resolution
         x = _leaky_relu(conv(self.nf(res_log2 - 1), 1, f"{r}_from_rgb", res)(images))

@@ -37,13 +37,11 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from synthjax.models.conditioning import LabelMapping, ProjectionHead
-from synthjax.models.cpd_gan import feature_maps, resolution_log2
+from synthjax.models.cpd_gan import EqualizedNetwork, feature_maps, resolution_log2
 from synthjax.models.layers import (
     EqualizedConv2D,
     EqualizedDense,
-    GanNetwork,
     check_latent_and_labels,
-    compute_dtype,
     downsample_2x,
     gan_param_counts,
     minibatch_stddev,
@@ -66,13 +64,12 @@ def _lerp(a: Array, b: Array, t: Array) -> Array:
     return a + (b - a) * t
 
 
-class Generator(GanNetwork):
+class Generator(EqualizedNetwork):
     """Progressive conditional generator: (z, labels, alpha) -> float32[B, level, level, C]."""
 
     latent_dim: int = 512
     fmap_base: int = 8192
     start_resolution: int = 8  # the first phase's resolution (no fade-in there)
-    bf16_resolution: int = 0  # layers at this resolution and above compute in bfloat16
     # 'concat' (the study: concat(pixel_norm(z), y) is the input) or 'mapping' (a
     # normalised label embedding and a mapping network make the input w).
     conditioning: str = "concat"
@@ -108,14 +105,7 @@ class Generator(GanNetwork):
         last = target_log2 if build_all else level_log2
 
         def conv(log2: int, features: int, kernel: int, name: str, **kw: Any) -> EqualizedConv2D:
-            return EqualizedConv2D(
-                features,
-                kernel,
-                lowering=self.conv_lowering,
-                dtype=compute_dtype(2**log2, self.dtype, self.bf16_resolution),
-                name=name,
-                **kw,
-            )
+            return self.equalized_conv(features, kernel, name, 2**log2, **kw)
 
         rgb_layers: dict[int, nn.Module] = {}  # each created once, however often it is used
 
@@ -160,7 +150,7 @@ class Generator(GanNetwork):
         return images
 
 
-class Discriminator(GanNetwork):
+class Discriminator(EqualizedNetwork):
     """Progressive critic: (images, labels, alpha) -> (scores float32[B], auxiliary logits
     float32[B, num_aux] or None). The study's is an AC-GAN: an unconditional score and
     num_aux = K label logits; with conditioning 'projection' the score is conditional too."""
@@ -168,7 +158,6 @@ class Discriminator(GanNetwork):
     fmap_base: int = 8192
     mbstd_group_size: int = 4
     start_resolution: int = 8
-    bf16_resolution: int = 0
     # 'label_sum': the study's, an unconditional score (labels reach D through the
     # auxiliary head only); 'projection': the score projects the features on a label embedding.
     conditioning: str = "label_sum"
@@ -206,15 +195,7 @@ class Discriminator(GanNetwork):
             raise ValueError("build_all needs images at the target resolution")
 
         def conv(log2: int, features: int, kernel: int, name: str, **kw: Any) -> EqualizedConv2D:
-            return EqualizedConv2D(
-                features,
-                kernel,
-                lowering=self.conv_lowering,
-                dtype=compute_dtype(2**log2, self.dtype, self.bf16_resolution),
-                gain=HE_GAIN,
-                name=name,
-                **kw,
-            )
+            return self.equalized_conv(features, kernel, name, 2**log2, gain=HE_GAIN, **kw)
 
         def from_rgb(x: Array, log2: int) -> Array:
             r = f"{2**log2}x{2**log2}"
