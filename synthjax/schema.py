@@ -15,6 +15,8 @@ reads the real-data classifier, which a run must train or find finished.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 import ml_collections
 
@@ -125,16 +127,21 @@ def check_dataset(ds: ml_collections.ConfigDict) -> None:
 def check_ct(ct: ml_collections.ConfigDict) -> None:
     from synthjax.data.dicom import parse_windows  # numpy + pydicom only
 
-    try:
-        parse_windows(ct.windows)
-    except ValueError as error:
-        raise ConfigError("dataset.ct.windows", str(error), "e.g. 'brain,subdural,bone'") from None
+    require_parsed("dataset.ct.windows", "e.g. 'brain,subdural,bone'", parse_windows, ct.windows)
     require(
         ct.context in CT_CONTEXTS,
         "dataset.ct.context",
         f"{ct.context} is not 0, 1 or 2",
         "use 0 (the slice alone) or 1 (with the slices above and below)",
     )
+
+
+def require_parsed(field: str, fix: str, parse: Callable[..., Any], *args: Any) -> Any:
+    """parse(*args), its ValueError refused as a ConfigError naming `field` and `fix`."""
+    try:
+        return parse(*args)
+    except ValueError as error:
+        raise ConfigError(field, str(error), fix) from None
 
 
 def data_devices(config: ml_collections.ConfigDict, num_devices: int) -> int:
@@ -262,10 +269,9 @@ def check_ada(ada: ml_collections.ConfigDict) -> None:
     """Adaptive discriminator augmentation: which augmentations, and how p adapts."""
     from synthjax.train.augment import parse_augmentations
 
-    try:
-        parse_augmentations(ada.augmentations)
-    except ValueError as error:
-        raise ConfigError("gan.ada.augmentations", str(error), "e.g. 'translate,cutout'") from None
+    require_parsed(
+        "gan.ada.augmentations", "e.g. 'translate,cutout'", parse_augmentations, ada.augmentations
+    )
     require(
         0.0 < ada.target < 1.0,
         "gan.ada.target",
@@ -386,12 +392,13 @@ def check_evaluate(ev: ml_collections.ConfigDict, resolution: int) -> None:
         "convert pytorch-fid's weights once with scripts/convert_fid_inception.py and pass "
         "the .npz, or leave it empty (domain features only)",
     )
-    try:
-        resolutions_for(resolution, tuple(ev.c2st.resolutions))
-    except ValueError as error:
-        raise ConfigError(
-            "evaluate.c2st.resolutions", str(error), "use () or divisors of the resolution"
-        ) from None
+    require_parsed(
+        "evaluate.c2st.resolutions",
+        "use () or divisors of the resolution",
+        resolutions_for,
+        resolution,
+        tuple(ev.c2st.resolutions),
+    )
     require(
         ev.c2st.train_steps > 0 and ev.c2st.batch_size > 0,
         "evaluate.c2st.train_steps",

@@ -59,9 +59,21 @@ def test_a_dataset_without_phantom_needs_a_folder():
         schema.validate(config, num_devices=4)
 
 
-def test_unknown_variant_is_refused():
-    with pytest.raises(ValueError, match="unknown config variant"):
-        importlib.import_module("configs.quickstart").get_config("tiny")
+@pytest.mark.parametrize(
+    "name,arg,known",
+    [("quickstart", "tiny", "ct, smoke"), ("default", "ct", "smoke"), ("ct_256", "smok", "smoke")],
+)
+def test_unknown_variant_is_refused_naming_the_known_ones(name, arg, known):
+    with pytest.raises(ValueError, match=f"unknown config variant {arg!r}; known: {known}"):
+        importlib.import_module(f"configs.{name}").get_config(arg)
+
+
+def test_the_256_configs_are_the_studys_settings_at_256():
+    cxr, ct = (importlib.import_module(f"configs.{n}").get_config() for n in ("cxr_256", "ct_256"))
+    for c in (cxr, ct):
+        assert (c.dataset.resolution, c.gan.batch_size, c.gan.train_kimg) == (256, 160, 16_000)
+        assert (c.gan.fd.start_kimg, c.gan.prog.fade_kimg) == (9000, 1000)
+    assert ct.dataset.name == "rsna_ich" and cxr.dataset.name == "chexpert"
 
 
 def _smoke():

@@ -32,7 +32,7 @@ def _resolved(config: str, run: dict):
             value = ast.literal_eval(text)
         except (ValueError, SyntaxError):
             value = text
-        study.set_field(c, field, value)
+        config_files.set_field(c, field, value)
     return c
 
 
