@@ -28,7 +28,7 @@ from pathlib import Path
 
 import jax
 
-from synthjax import experiment
+from synthjax import experiment, schema
 from synthjax.core import config_files
 
 SHARED_STAGES = ("prepare", "classifier_real")
@@ -53,7 +53,7 @@ def _variant_config(base, variant: str):
     arch, _, extra = variant.partition("+")
     cfg.gan.arch = arch
     cfg.gan.ada.enabled = extra == "ada"
-    if extra not in ("", "ada") or arch not in experiment.GAN_ARCHS:
+    if extra not in ("", "ada") or arch not in schema.GAN_ARCHS:
         raise SystemExit(f"unknown variant {variant!r}; use cpd, prog, cpd+ada or prog+ada")
     return cfg
 

@@ -13,22 +13,16 @@ CheXpert-v1.0-small stores images at about 320 px, so 256 is its finest pyramid 
 import ml_collections
 
 from configs import default
+from configs.sweeps import study
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    variants = default.parse_arg(arg)
     c = default.get_config()
-    c.dataset.resolution = 256
-    c.dataset.base_resolution = 256
-    c.gan.batch_size = 160
-    c.gan.train_kimg = 16_000.0  # 100,000 steps at batch 160
-    c.gan.prog.fade_kimg = 1000.0  # the study's phase length at 64^2 and above
-    c.gan.prog.stable_kimg = 1000.0
-    c.gan.fd.start_kimg = 9000.0
-    c.gan.latent_dim = 512
-    c.gan.fmap_base = 16384
-    c.gan.fmap_max = 512
+    # The study at 256^2: 16,000 kimg (100,000 steps at batch 160), FD selection from 9,000
+    # kimg, prog-GAN phases of 1,000 kimg; the network sizes are default.py's.
+    study.use_resolution(c, 256)
     c.gan.sample_every = 5000
-    c.classifier.arch = "densenet121"
-    if arg:
-        default.apply_variant(c, arg)
+    if variants.smoke:
+        default.shrink_to_smoke(c)
     return c

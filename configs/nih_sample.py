@@ -21,6 +21,7 @@ from configs import default
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    variants = default.parse_arg(arg)
     c = default.get_config()
     c.dataset.name = "nih_cxr14"
     c.dataset.resolution = 64
@@ -29,41 +30,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.dataset.num_classes = 0
     c.dataset.min_class_count = 5  # combinations seen fewer than 5 times cannot be learned
     c.evaluate.min_positives = 10
+    default.cpu_classifier(c, train_steps=600)
 
-    c.classifier.arch = "densenet_narrow"
-    c.classifier.batch_size = 32
-    c.classifier.learning_rate = 1e-3
-    c.classifier.train_steps = 600
-    c.classifier.eval_every = 50
-    c.classifier.patience = 4
-    c.classifier.checkpoint_every = 100
-
-    c.gan.batch_size = 32
-    c.gan.train_kimg = 64.0  # 2,000 steps of 32
     # cpD under the study's recipe, as measured on a 1,000-image subset (the README's NIH
     # table, one seed): dcgan under the synthjax recipe taught as much (TSTR 0.679 vs 0.690,
     # label fidelity 0.774 vs 0.773) in 36 rather than 95 GAN minutes, but collapsed within
     # each label combination (recall 0.77 vs 0.88) and copied training images (pixel copy
-    # rate 4.3% vs 0.1%). dcgan: --config.gan.arch=dcgan --config.gan.recipe=synthjax.
+    # rate 4.3% vs 0.1%). dcgan: --config.gan.arch=dcgan --config.gan.recipe=synthjax
+    # (256 channels at 4x4 down to 16 at 64x64).
     c.gan.arch = "cpd"
     c.gan.recipe = "study"
-    c.gan.dcgan.fmap_base = 1024  # for arch=dcgan: 256 channels at 4x4 down to 16 at 64x64
-    c.gan.dcgan.learning_rate = 0.001
-    c.gan.learning_rate = 0.002
-    c.gan.latent_dim = 128
-    c.gan.fmap_base = 1024
+    default.cpu_gan(c, batch_size=32, fmap_base=1024, phase_kimg=6.4)
+    c.gan.train_kimg = 64.0  # 2,000 steps of 32
     c.gan.fmap_max = 64
-    c.gan.prog.fmap_base = 1024
-    c.gan.prog.learning_rate = 0.002
-    c.gan.prog.batch_sizes = "8:32,16:32,32:32,64:32"
-    c.gan.prog.fade_kimg = 6.4
-    c.gan.prog.stable_kimg = 6.4
-    c.gan.fd.every_kimg = 6.4
     c.gan.fd.start_kimg = 32.0
-    c.gan.fd.patience = 0
     c.gan.fd.num_images = 1000
     c.gan.checkpoint_every = 200
     c.gan.sample_every = 500
-    if arg:
-        default.apply_variant(c, arg)
+    if variants.smoke:
+        default.shrink_to_smoke(c)
     return c

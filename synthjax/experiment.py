@@ -1,4 +1,5 @@
-"""The pipeline: validate the config, then run its stages in order, each idempotent.
+"""The pipeline: check the config (`synthjax.schema`), then run its stages in order, each
+idempotent.
 
 prepare -> classifier_real -> gan -> synthesize -> classifier_synthetic -> evaluate ->
 report. A stage whose `summary.json` exists is skipped; one that stopped halfway resumes
@@ -29,336 +30,12 @@ import ml_collections
 from absl import logging
 from etils import epath
 
-from synthjax import stages
+from synthjax import schema, stages
 from synthjax.core import distributed, lock, parallel
 from synthjax.core.errors import ConfigError
 from synthjax.core.workdir import Run, read_json, write_json_atomic
-from synthjax.data.registry import DATASETS, PHANTOM_DATASETS
 
 STAGE_ORDER = stages.ORDER
-GAN_ARCHS = ("cpd", "prog", "dcgan")
-FD_FEATURES = ("classifier", "inception")
-CLASSIFIER_ARCHS = ("densenet121", "densenet_narrow")
-CONV_LOWERINGS = ("auto", "native", "im2col", "hybrid")
-
-
-def _require(ok: bool, field: str, problem: str, fix: str) -> None:
-    if not ok:
-        raise ConfigError(field, problem, fix)
-
-
-def validate_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
-    """Refuses impossible settings before any compute, naming the field and the fix."""
-    stages = tuple(config.stages)
-    unknown = [s for s in stages if s not in STAGE_ORDER]
-    _require(
-        not unknown, "stages", f"unknown stage(s) {unknown}", f"choose from {list(STAGE_ORDER)}"
-    )
-    order = [STAGE_ORDER.index(s) for s in stages]
-    _require(
-        order == sorted(order) and len(set(order)) == len(order),
-        "stages",
-        f"{list(stages)} is out of order or repeats a stage",
-        f"list them in pipeline order: {list(STAGE_ORDER)}",
-    )
-    ds = config.dataset
-    _require(
-        ds.name in DATASETS,
-        "dataset.name",
-        f"{ds.name!r} is not a dataset here",
-        f"use one of {list(DATASETS)}",
-    )
-    for field, value in (
-        ("dataset.resolution", ds.resolution),
-        ("dataset.base_resolution", ds.base_resolution),
-    ):
-        _require(
-            isinstance(value, int) and 4 <= value <= 1024 and value & (value - 1) == 0,
-            field,
-            f"{value} is not a power of two between 4 and 1024",
-            "use 32, 64, 128, 256, 512 or 1024",
-        )
-    _require(
-        ds.resolution <= ds.base_resolution,
-        "dataset.resolution",
-        f"{ds.resolution} is above base_resolution {ds.base_resolution}",
-        f"set dataset.base_resolution >= {ds.resolution}",
-    )
-    _require(
-        ds.uncertain_policy in ("u_ones", "u_zeros"),
-        "dataset.uncertain_policy",
-        f"{ds.uncertain_policy!r} is not a policy",
-        "use 'u_ones' (the study) or 'u_zeros'",
-    )
-    if ds.name == "rsna_ich":
-        from synthjax.data.dicom import parse_windows  # numpy + pydicom only
-
-        try:
-            parse_windows(ds.ct.windows)
-        except ValueError as error:
-            raise ConfigError(
-                "dataset.ct.windows", str(error), "e.g. 'brain,subdural,bone'"
-            ) from None
-        _require(
-            ds.ct.context in (0, 1, 2),
-            "dataset.ct.context",
-            f"{ds.ct.context} is not 0, 1 or 2",
-            "use 0 (the slice alone) or 1 (with the slices above and below)",
-        )
-    _require(
-        not ds.phantom.enabled or ds.manual_dir or ds.name in PHANTOM_DATASETS,
-        "dataset.phantom.enabled",
-        f"there is no built-in phantom for {ds.name!r}",
-        f"pass --config.dataset.manual_dir, or use a dataset among {list(PHANTOM_DATASETS)}",
-    )
-    _require(
-        1 <= ds.phantom.min_slices <= ds.phantom.max_slices,
-        "dataset.phantom.min_slices",
-        f"{ds.phantom.min_slices}..{ds.phantom.max_slices} is not a range of slices",
-        "use 1 <= min_slices <= max_slices",
-    )
-    for field in (
-        "num_classes",
-        "samples_per_class",
-        "validation_per_class",
-        "test_per_class",
-        "min_class_count",
-    ):
-        _require(ds[field] >= 0, f"dataset.{field}", f"{ds[field]} is negative", "use 0 or more")
-    _require(
-        config.classifier.arch in CLASSIFIER_ARCHS,
-        "classifier.arch",
-        f"{config.classifier.arch!r} is unknown",
-        f"use one of {list(CLASSIFIER_ARCHS)}",
-    )
-    _require(
-        config.conv_lowering in CONV_LOWERINGS,
-        "conv_lowering",
-        f"{config.conv_lowering!r} is unknown",
-        f"use one of {list(CONV_LOWERINGS)}",
-    )
-    data = config.mesh.data if config.mesh.data != -1 else num_devices
-    _require(
-        data > 0 and num_devices % data == 0,
-        "mesh.data",
-        f"{config.mesh.data} does not divide the {num_devices} devices",
-        f"use -1 (all) or a divisor of {num_devices}",
-    )
-    for field in ("classifier.batch_size", "classifier.eval_batch_size", "synthesize.batch_size"):
-        section, name = field.split(".")
-        value = config[section][name]
-        _require(
-            value > 0 and value % data == 0,
-            field,
-            f"global batch {value} is not divisible by the {data} devices on the data axis",
-            f"use a multiple of {data}",
-        )
-    _require(
-        config.classifier.train_steps > 0,
-        "classifier.train_steps",
-        "must be positive",
-        "use a step count > 0",
-    )
-    _validate_gan(config.gan, ds.resolution, data)
-    _validate_evaluation(config, ds.resolution)
-
-
-def _validate_evaluation(config: ml_collections.ConfigDict, resolution: int) -> None:
-    p = config.privacy
-    _require(
-        0.0 < p.percentile < 50.0,
-        "privacy.percentile",
-        f"{p.percentile} is not a percentile in (0, 50)",
-        "use 1.0 (the 1st percentile of held-out distances)",
-    )
-    _require(
-        0.0 < p.alpha < 1.0,
-        "privacy.alpha",
-        f"{p.alpha} is not a significance level in (0, 1)",
-        "use e.g. 0.01",
-    )
-    _require(
-        0.5 <= p.floor_quantile <= 1.0 and p.floor_images >= 16,
-        "privacy.floor_quantile",
-        f"quantile {p.floor_quantile} of {p.floor_images} near copies cannot place the floor",
-        "use floor_quantile 0.5 and floor_images 512",
-    )
-    _require(
-        p.replace_attempts >= 0,
-        "privacy.replace_attempts",
-        f"{p.replace_attempts} is negative",
-        "use 0 (drop close images) or more (draw them again first)",
-    )
-    _require(
-        p.pixel_resolution >= 4 and p.pixel_resolution & (p.pixel_resolution - 1) == 0,
-        "privacy.pixel_resolution",
-        f"{p.pixel_resolution} is not a power of two >= 4",
-        "use 32 or 64",
-    )
-    ev = config.evaluate
-    _require(ev.prdc_k >= 1, "evaluate.prdc_k", f"{ev.prdc_k} < 1", "use 5 (the papers')")
-    _require(
-        ev.inception_weights == "" or os.path.isfile(ev.inception_weights),
-        "evaluate.inception_weights",
-        f"{ev.inception_weights!r} is not a file",
-        "convert pytorch-fid's weights once with scripts/convert_fid_inception.py and pass "
-        "the .npz, or leave it empty (domain features only)",
-    )
-    from synthjax.eval.discrimination import resolutions_for
-
-    try:
-        resolutions_for(resolution, tuple(ev.c2st.resolutions))
-    except ValueError as error:
-        raise ConfigError(
-            "evaluate.c2st.resolutions", str(error), "use () or divisors of the resolution"
-        ) from None
-    _require(
-        ev.c2st.train_steps > 0 and ev.c2st.batch_size > 0,
-        "evaluate.c2st.train_steps",
-        "the two-sample test needs positive train_steps and batch_size",
-        "e.g. train_steps=600, batch_size=64",
-    )
-
-
-def _validate_gan(gan: ml_collections.ConfigDict, resolution: int, data: int) -> None:
-    """The GAN's fields: architecture, schedule, losses, augmentation, FD selection."""
-    from synthjax.train.augment import parse_augmentations  # jax.numpy only
-    from synthjax.train.schedule import build_schedule  # pure Python
-
-    _require(
-        gan.arch in GAN_ARCHS, "gan.arch", f"{gan.arch!r} is not available", f"use {GAN_ARCHS}"
-    )
-    from synthjax.train import recipes  # pure Python
-
-    _require(
-        gan.recipe in recipes.RECIPES,
-        "gan.recipe",
-        f"{gan.recipe!r} is not a recipe",
-        f"use one of {list(recipes.RECIPES)}",
-    )
-    try:
-        recipes.resolve(gan)
-    except ValueError as error:
-        field = str(error).split("=")[0]
-        raise ConfigError(field, str(error), "leave it '' for the recipe's choice") from None
-    _require(
-        gan.train_steps > 0 or gan.train_kimg > 0,
-        "gan.train_kimg",
-        "the GAN would train for no images",
-        "set gan.train_kimg (thousands of images) or gan.train_steps > 0",
-    )
-    if gan.arch == "prog":
-        start = gan.prog.start_resolution
-        _require(
-            start >= 4 and start & (start - 1) == 0 and start <= resolution,
-            "gan.prog.start_resolution",
-            f"{start} is not a power of two between 4 and the resolution {resolution}",
-            "use 8 (the study) or another power of two <= dataset.resolution",
-        )
-    field = "gan.prog.batch_sizes" if gan.arch == "prog" else "gan.batch_size"
-    try:
-        schedule = build_schedule(gan, resolution)
-    except ValueError as error:
-        raise ConfigError(
-            field if "batch" in str(error) else "gan.train_kimg",
-            str(error),
-            "see configs/default.py for the study's schedule",
-        ) from None
-    for phase in schedule.phases:
-        b = phase.batch_size
-        where = f" (at {phase.resolution}x{phase.resolution})" if gan.arch == "prog" else ""
-        _require(
-            b > 0 and b % data == 0,
-            field,
-            f"global batch {b}{where} is not divisible by the {data} devices on the data axis",
-            f"use a multiple of {data}",
-        )
-        group = min(gan.mbstd_group_size, b // data)
-        _require(
-            group > 0 and (b // data) % group == 0,
-            "gan.mbstd_group_size",
-            f"group {gan.mbstd_group_size} does not divide the per-device batch {b // data}{where}",
-            "use a per-device GAN batch that is a multiple of the group size",
-        )
-    _require(
-        gan.bf16_resolution == 0
-        or (gan.bf16_resolution >= 4 and gan.bf16_resolution & (gan.bf16_resolution - 1) == 0),
-        "gan.bf16_resolution",
-        f"{gan.bf16_resolution} is not 0 or a power of two",
-        "use 0 (float32 throughout) or e.g. 64 (bfloat16 convolutions from 64x64 up)",
-    )
-    _require(gan.r1_interval > 0, "gan.r1_interval", "must be positive", "use e.g. 16")
-    try:
-        parse_augmentations(gan.ada.augmentations)
-    except ValueError as error:
-        raise ConfigError("gan.ada.augmentations", str(error), "e.g. 'translate,cutout'") from None
-    ada = gan.ada
-    _require(
-        0.0 < ada.target < 1.0,
-        "gan.ada.target",
-        f"{ada.target} is not a usable ADA target",
-        "use 0 < target < 1 (0.6 is ADA's)",
-    )
-    _require(
-        ada.center in ("auto", "zero", "midpoint"),
-        "gan.ada.center",
-        f"{ada.center!r} is not a known centre for ADA's sign",
-        "use 'auto', 'zero' or 'midpoint'",
-    )
-    _require(
-        0.0 <= ada.start_p <= 1.0,
-        "gan.ada.start_p",
-        f"{ada.start_p} is not a probability",
-        "use 0 (ADA's) up to about 0.5",
-    )
-    for field, value in (("interval", ada.interval), ("speed_kimg", ada.speed_kimg)):
-        _require(
-            value > 0,
-            f"gan.ada.{field}",
-            f"{value} is not a usable ADA setting",
-            "use a positive value (ADA: interval 4, speed_kimg 500)",
-        )
-    _require(
-        gan.select in ("fd", "label_fidelity", "combined"),
-        "gan.select",
-        f"{gan.select!r} is not a selection rule",
-        "use 'fd', 'label_fidelity' or 'combined'",
-    )
-    _require(
-        gan.select_fd_guard >= 1.0,
-        "gan.select_fd_guard",
-        f"{gan.select_fd_guard} < 1 would refuse the lowest FD itself",
-        "use a factor >= 1, e.g. 1.5",
-    )
-    fd = gan.fd
-    if fd.every_kimg > 0:
-        _require(
-            fd.features in FD_FEATURES,
-            "gan.fd.features",
-            f"{fd.features!r} is unknown",
-            f"use {FD_FEATURES}",
-        )
-        _require(
-            fd.reference_split in ("train", "validation", "test"),
-            "gan.fd.reference_split",
-            f"{fd.reference_split!r} is not a split",
-            "use 'validation' (default) or 'train' (the study's choice)",
-        )
-        _require(
-            fd.num_images >= 2 and fd.batch_size > 0 and fd.batch_size % data == 0,
-            "gan.fd.batch_size",
-            f"{fd.num_images} images in batches of {fd.batch_size} on {data} devices",
-            f"use num_images >= 2 and a batch that is a multiple of {data}",
-        )
-        if fd.features == "inception":
-            _require(
-                bool(fd.inception_weights) and os.path.isfile(fd.inception_weights),
-                "gan.fd.inception_weights",
-                f"{fd.inception_weights!r} is not a file",
-                "convert pytorch-fid's pt_inception-2015-12-05 weights once with "
-                "scripts/convert_fid_inception.py and pass the .npz, or use "
-                "gan.fd.features=classifier",
-            )
 
 
 # --- a changed config on an existing workdir ------------------------------------------------
@@ -671,7 +348,7 @@ def run(
     `rerun_from`: when the config changed in a way that touches stages already run, set that
     stage and every later one aside and redo them (`--config_change=rerun_from=<stage>`).
     """
-    validate_config(config, jax.device_count())
+    schema.validate(config, jax.device_count())
     if rerun_from is not None and rerun_from not in STAGE_ORDER:
         parse_config_change(f"rerun_from={rerun_from}")  # raises, naming the stages
     mesh = parallel.make_mesh(config.mesh.data)
@@ -703,20 +380,11 @@ def _run_locked(
     plan = ConfigChangePlan((), None)
     if old is not None:
         plan = plan_config_change(run_.workdir, old, resolved, rerun_from)
-    fd = config.gan.fd
-    if (
-        "gan" in config.stages
-        and fd.every_kimg > 0
-        and (fd.features == "classifier" or config.gan.select != "fd")
-        and "classifier_real" not in config.stages
-        and not (run_.finished("classifier_real") and "classifier_real" not in plan.rerun)
-    ):
-        raise ConfigError(
-            "gan.fd.features",
-            "GAN model selection measures Fréchet distances and label fidelity with the "
-            f"real-data classifier, and classifier_real has not run in {run_.workdir}",
-            "add 'classifier_real' to `stages`, or set gan.fd.every_kimg=0 (no selection)",
-        )
+    schema.check_selection_inputs(
+        config,
+        run_.finished("classifier_real") and "classifier_real" not in plan.rerun,
+        run_.workdir,
+    )
     _say_plan(plan, rerun_from)
     if plan.rerun_from is not None:
         distributed.barrier("config change checked")

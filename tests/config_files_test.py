@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 from synthjax import main
 from synthjax.core import config_files
 
@@ -23,3 +25,20 @@ def test_a_local_file_of_the_same_name_wins_and_unknown_names_pass_through(tmp_p
     (tmp_path / "configs" / "quickstart.py").write_text("def get_config(arg=None): ...\n")
     assert config_files.find("configs/quickstart.py") == "configs/quickstart.py"
     assert config_files.find("configs/nope.py") == "configs/nope.py"
+
+
+def test_parse_arg_reads_variants_the_big_vision_way():
+    parse = config_files.parse_arg
+    assert parse(None, smoke=False, res=32).to_dict() == {"smoke": False, "res": 32}
+    assert parse("smoke,res=64", smoke=False, res=32).to_dict() == {"smoke": True, "res": 64}
+    assert parse("smoke=false,lr=0.5,name=x", smoke=True, lr=1.0, name="").to_dict() == {
+        "smoke": False,
+        "lr": 0.5,
+        "name": "x",
+    }
+    with pytest.raises(ValueError, match="unknown config variant 'tiny'; known: ct, smoke"):
+        parse("ct,tiny", smoke=False, ct=False)
+    with pytest.raises(ValueError, match="needs a value"):
+        parse("res", res=32)
+    with pytest.raises(ValueError, match="use true or false"):
+        parse("smoke=maybe", smoke=False)

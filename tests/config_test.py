@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from synthjax import experiment
+from synthjax import experiment, schema
 from synthjax.core.errors import ConfigError
-from synthjax.experiment import STAGE_ORDER, validate_config
+from synthjax.stages import ORDER as STAGE_ORDER
 
 CONFIGS = ["default", "quickstart", "cxr_256", "nih_sample", "ct_256"]
 
@@ -18,7 +18,7 @@ CONFIGS = ["default", "quickstart", "cxr_256", "nih_sample", "ct_256"]
 def test_configs_load_and_validate(name, arg):
     config = importlib.import_module(f"configs.{name}").get_config(arg)
     assert tuple(config.stages) == STAGE_ORDER
-    validate_config(config, num_devices=4)
+    schema.validate(config, num_devices=4)
 
 
 @pytest.mark.parametrize("arg", ["ct", "ct,smoke", "smoke,ct"])
@@ -28,7 +28,7 @@ def test_quickstart_ct_variant(arg):
     assert not config.dataset.drop_no_positive
     if "smoke" in arg:
         assert config.dataset.phantom.num_patients <= 100
-    validate_config(config, num_devices=4)
+    schema.validate(config, num_devices=4)
 
 
 def _ct_smoke():
@@ -48,7 +48,7 @@ def test_impossible_ct_values_are_refused(field, value, match):
     section, _, name = field.rpartition(".")
     config[section][name] = value
     with pytest.raises(ConfigError, match=match) as err:
-        validate_config(config, num_devices=4)
+        schema.validate(config, num_devices=4)
     assert field in str(err.value) and "Fix:" in str(err.value)
 
 
@@ -56,12 +56,24 @@ def test_a_dataset_without_phantom_needs_a_folder():
     config = _smoke()
     config.dataset.name = "folder"
     with pytest.raises(ConfigError, match="no built-in phantom"):
-        validate_config(config, num_devices=4)
+        schema.validate(config, num_devices=4)
 
 
-def test_unknown_variant_is_refused():
-    with pytest.raises(ValueError, match="unknown config variant"):
-        importlib.import_module("configs.quickstart").get_config("tiny")
+@pytest.mark.parametrize(
+    "name,arg,known",
+    [("quickstart", "tiny", "ct, smoke"), ("default", "ct", "smoke"), ("ct_256", "smok", "smoke")],
+)
+def test_unknown_variant_is_refused_naming_the_known_ones(name, arg, known):
+    with pytest.raises(ValueError, match=f"unknown config variant {arg!r}; known: {known}"):
+        importlib.import_module(f"configs.{name}").get_config(arg)
+
+
+def test_the_256_configs_are_the_studys_settings_at_256():
+    cxr, ct = (importlib.import_module(f"configs.{n}").get_config() for n in ("cxr_256", "ct_256"))
+    for c in (cxr, ct):
+        assert (c.dataset.resolution, c.gan.batch_size, c.gan.train_kimg) == (256, 160, 16_000)
+        assert (c.gan.fd.start_kimg, c.gan.prog.fade_kimg) == (9000, 1000)
+    assert ct.dataset.name == "rsna_ich" and cxr.dataset.name == "chexpert"
 
 
 def _smoke():
@@ -99,7 +111,7 @@ def test_impossible_values_are_refused(field, value, match):
         config.gan.train_steps = 0
     _set(config, field, value)
     with pytest.raises(ConfigError, match=match) as err:
-        validate_config(config, num_devices=4)
+        schema.validate(config, num_devices=4)
     expected_field = "gan.fd.inception_weights" if value == "inception" else field
     assert expected_field in str(err.value) and "Fix:" in str(err.value)
 
@@ -123,10 +135,10 @@ def _set(config, field, value):
 def test_impossible_prog_schedules_are_refused(field, value, match):
     config = _smoke()
     config.gan.arch = "prog"
-    validate_config(config, num_devices=4)
+    schema.validate(config, num_devices=4)
     _set(config, field, value)
     with pytest.raises(ConfigError, match=match) as err:
-        validate_config(config, num_devices=4)
+        schema.validate(config, num_devices=4)
     assert "Fix:" in str(err.value)
 
 

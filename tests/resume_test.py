@@ -15,7 +15,7 @@ import pytest
 from etils import epath
 
 from synthjax import experiment
-from synthjax.core import workdir
+from synthjax.core import config_files, workdir
 from synthjax.core.config_files import load
 from synthjax.core.errors import ConfigError
 from synthjax.core.workdir import Run, read_summary, write_json_atomic
@@ -32,11 +32,7 @@ def _config(tmp_path, **fields):
     config.dataset.data_dir = str(tmp_path / "data")
     config.compilation_cache = ""
     for field, value in fields.items():
-        *sections, name = field.split("__")
-        c = config
-        for section in sections:
-            c = c[section]
-        c[name] = value
+        config_files.set_field(config, field.replace("__", "."), value)
     return config
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from configs.sweeps import study
 from launch import sweep
-from synthjax import experiment
+from synthjax import schema
 from synthjax.core import config_files
 from synthjax.core.errors import ConfigError
 from synthjax.core.workdir import Run
@@ -32,7 +32,7 @@ def _resolved(config: str, run: dict):
             value = ast.literal_eval(text)
         except (ValueError, SyntaxError):
             value = text
-        study.set_field(c, field, value)
+        config_files.set_field(c, field, value)
     return c
 
 
@@ -53,7 +53,7 @@ def test_study_sweeps_expand_into_valid_runs(config, runs, tmp_path):
     assert len({r["workdir"] for r in expanded}) == runs
     for run in expanded:
         c = _resolved(config, run)
-        experiment.validate_config(c, num_devices=1)
+        schema.validate(c, num_devices=1)
         assert c.gan.arch in study.GENERATORS and c.seed in study.SEEDS
         assert c.dataset.data_dir == f"{tmp_path}/data"  # prepared once, shared
         assert c.dataset.name == ("rsna_ich" if config.endswith(":ct") else "chexpert")

@@ -21,23 +21,14 @@ from configs.sweeps import study
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c = study.get_config(arg)
-    sizes = study.CLASSES[study.modality(arg)]
-    c.dataset.validation_per_class = sizes["validation_per_class"]
-    c.dataset.test_per_class = sizes["test_per_class"]
-    return c
+    return study.benchmark_config(arg, study.CLASSES)
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:
     sizes = study.CLASSES[study.modality(arg)]["train_per_class"]
-    return [
-        {
-            "dataset.num_classes": n,
-            "dataset.samples_per_class": per_class,
-            "gan.arch": arch,
-            "seed": seed,
-        }
-        for n, per_class in sizes.items()
-        for arch in study.GENERATORS
-        for seed in study.SEEDS
-    ]
+    return study.crossed(
+        [
+            {"dataset.num_classes": n, "dataset.samples_per_class": per_class}
+            for n, per_class in sizes.items()
+        ]
+    )

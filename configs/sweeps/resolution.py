@@ -25,14 +25,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:
-    return [
-        {
-            "name": f"resolution-{resolution}_arch-{arch}_seed-{seed}",
-            **study.resolution_settings(resolution),
-            "gan.arch": arch,
-            "seed": seed,
-        }
-        for resolution in study.RESOLUTIONS
-        for arch in study.GENERATORS
-        for seed in study.SEEDS
-    ]
+    del arg  # the same resolutions for both modalities
+    return study.crossed(
+        [{"name": f"resolution-{r}", **study.resolution_settings(r)} for r in study.RESOLUTIONS]
+    )

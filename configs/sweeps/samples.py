@@ -19,19 +19,9 @@ from configs.sweeps import study
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c = study.get_config(arg)
-    sizes = study.SAMPLES[study.modality(arg)]
-    c.dataset.num_classes = sizes["num_classes"]
-    c.dataset.validation_per_class = sizes["validation_per_class"]
-    c.dataset.test_per_class = sizes["test_per_class"]
-    return c
+    return study.benchmark_config(arg, study.SAMPLES)
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:
     sizes = study.SAMPLES[study.modality(arg)]["train_per_class"]
-    return [
-        {"dataset.samples_per_class": per_class, "gan.arch": arch, "seed": seed}
-        for per_class in sizes
-        for arch in study.GENERATORS
-        for seed in study.SEEDS
-    ]
+    return study.crossed([{"dataset.samples_per_class": per_class} for per_class in sizes])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ml_collections
 
 from configs import default
+from synthjax.core import config_files
 
 MODALITIES = ("cxr", "ct")
 GENERATORS = ("cpd", "prog")
@@ -79,11 +80,25 @@ def resolution_settings(resolution: int) -> dict[str, object]:
 
 
 def modality(arg: str | None) -> str:
-    """`cxr` (the default) or `ct` from a config argument."""
-    name = arg or "cxr"
-    if name not in MODALITIES:
-        raise ValueError(f"unknown benchmark modality {name!r}; use one of {MODALITIES}")
-    return name
+    """`cxr` (the default) or `ct` from a config argument (`:ct`; `:cxr` says the default)."""
+    variants = config_files.parse_arg(arg, cxr=False, ct=False)
+    if variants.cxr and variants.ct:
+        raise ValueError(f"config argument {arg!r}: choose one modality of {MODALITIES}")
+    return "ct" if variants.ct else "cxr"
+
+
+def crossed(settings: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Each benchmark setting crossed with both generators and the three seeds, as runs (a
+    setting's `name`, if it has one, gains `_arch-<arch>_seed-<seed>`)."""
+    runs = []
+    for setting in settings:
+        for arch in GENERATORS:
+            for seed in SEEDS:
+                run = {**setting, "gan.arch": arch, "seed": seed}
+                if "name" in setting:
+                    run["name"] = f"{setting['name']}_arch-{arch}_seed-{seed}"
+                runs.append(run)
+    return runs
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -91,8 +106,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = default.get_config()
     c.gan.recipe = "study"  # the study's design exactly; sweeps may cross it with synthjax
     c.gan.select = "fd"  # and its model selection
-    for field, value in resolution_settings(32).items():
-        set_field(c, field, value)
+    use_resolution(c, 32)
     if modality(arg) == "ct":
         c.dataset.name = "rsna_ich"
         c.dataset.drop_no_positive = False  # "no finding" is one of the study's classes
@@ -100,10 +114,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     return c
 
 
-def set_field(c: ml_collections.ConfigDict, field: str, value: object) -> None:
-    """c[`a.b.c`] = value."""
-    *sections, name = field.split(".")
-    node = c
-    for section in sections:
-        node = node[section]
-    node[name] = value
+def benchmark_config(arg: str | None, sizes: dict[str, dict]) -> ml_collections.ConfigDict:
+    """The base with one benchmark's fixed sizes (`CLASSES` or `SAMPLES`) for the modality:
+    the number of combinations where it is fixed, validation and test images per class."""
+    c = get_config(arg)
+    fixed = sizes[modality(arg)]
+    for field in ("num_classes", "validation_per_class", "test_per_class"):
+        if field in fixed:
+            c.dataset[field] = fixed[field]
+    return c
+
+
+def use_resolution(c: ml_collections.ConfigDict, resolution: int) -> None:
+    """Sets the study's settings at `resolution` (`resolution_settings`) in `c`."""
+    for field, value in resolution_settings(resolution).items():
+        config_files.set_field(c, field, value)

@@ -1,5 +1,6 @@
 """Config files by path, as `synthjax.main --config=configs/x.py:arg` reads them, for the
-scripts around the job (launchers, sweeps, benchmarks)."""
+scripts around the job (launchers, sweeps, benchmarks), and the argument after the colon
+as the config files read it (`parse_arg`)."""
 
 from __future__ import annotations
 
@@ -59,3 +60,41 @@ def load(config: str) -> ml_collections.ConfigDict:
     """`get_config(arg)` of 'path/to/config.py[:arg]'."""
     file, arg = split(config)
     return load_module(file).get_config(arg)
+
+
+def set_field(config: ml_collections.ConfigDict, field: str, value: object) -> None:
+    """config[`a.b.c`] = value, as `--config.a.b.c=value` sets it."""
+    *sections, name = field.split(".")
+    for section in sections:
+        config = config[section]
+    config[name] = value
+
+
+def parse_arg(arg: str | None, **defaults: bool | int | float | str) -> ml_collections.ConfigDict:
+    """A config file's argument, big_vision's way: the defaults with what `arg` sets.
+
+    `arg` is comma-separated: a bare name sets a boolean to True (`ct,smoke`), `key=value`
+    casts the value to the default's type (`res=64`; booleans take true/false/1/0). A name
+    not among `defaults` is a ValueError naming the known ones, so a misspelt variant never
+    runs the full config unnoticed.
+    """
+    parsed = dict(defaults)
+    known = ", ".join(sorted(defaults)) or "none"
+    for item in (arg or "").split(","):
+        name, has_value, text = (part.strip() for part in item.partition("="))
+        if not name:
+            continue
+        if name not in defaults:
+            raise ValueError(f"unknown config variant {name!r}; known: {known}")
+        kind = type(defaults[name])
+        if not has_value:
+            if kind is not bool:
+                raise ValueError(f"config variant {name!r} needs a value: {name}=<{kind.__name__}>")
+            parsed[name] = True
+        elif kind is bool:
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"config variant {name}={text!r}: use true or false")
+            parsed[name] = text.lower() in ("true", "1")
+        else:
+            parsed[name] = kind(text)
+    return ml_collections.ConfigDict(parsed)
