@@ -93,6 +93,10 @@ class EqualizedNetwork(GanNetwork):
 
     bf16_resolution: int = 0  # layers at this resolution and above compute in bfloat16
 
+    def nf(self, stage: int) -> int:
+        """Channels at a stage (1 = 4x4): fmap_base halved per stage, at most fmap_max."""
+        return feature_maps(stage, self.fmap_base, self.fmap_max)
+
     def equalized_conv(
         self, features: int, kernel_size: int, name: str, res: int = 4, **kw: Any
     ) -> EqualizedConv2D:
@@ -119,9 +123,6 @@ class Generator(EqualizedNetwork):
     # How the skip path's image is upsampled between resolutions: 'nearest' (the study's)
     # or 'bilinear' (StyleGAN2's [1, 3, 3, 1] filter: no 4x4 blocks while finer layers learn).
     rgb_upsample: str = "nearest"
-
-    def nf(self, stage: int) -> int:
-        return feature_maps(stage, self.fmap_base, self.fmap_max)
 
     @nn.compact
     def __call__(self, z: Array, labels: Array) -> Array:
@@ -174,9 +175,6 @@ class Discriminator(EqualizedNetwork):
     # plus the features' inner product with a normalised label embedding).
     conditioning: str = "label_sum"
     num_aux: int = 0  # > 0: also this many auxiliary label logits (a multi-label classifier)
-
-    def nf(self, stage: int) -> int:
-        return feature_maps(stage, self.fmap_base, self.fmap_max)
 
     @nn.compact
     def __call__(

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from synthjax.models.conditioning import LabelMapping, ProjectionHead
-from synthjax.models.cpd_gan import EqualizedNetwork, feature_maps, resolution_log2
+from synthjax.models.cpd_gan import EqualizedNetwork, resolution_log2
 from synthjax.models.layers import (
     EqualizedConv2D,
     EqualizedDense,
@@ -75,9 +75,6 @@ class Generator(EqualizedNetwork):
     conditioning: str = "concat"
     mapping_layers: int = 2
     mapping_lr_mul: float = 0.01
-
-    def nf(self, stage: int) -> int:
-        return feature_maps(stage, self.fmap_base, self.fmap_max)
 
     @nn.compact
     def __call__(
@@ -162,9 +159,6 @@ class Discriminator(EqualizedNetwork):
     # auxiliary head only); 'projection': the score projects the features on a label embedding.
     conditioning: str = "label_sum"
     num_aux: int = -1  # auxiliary label logits (-1: num_labels, the study's AC-GAN head)
-
-    def nf(self, stage: int) -> int:
-        return feature_maps(stage, self.fmap_base, self.fmap_max)
 
     @nn.compact
     def __call__(
