@@ -2,14 +2,10 @@
 them: `compiler.jit(f, ...)` is `jax.jit(f, ..., compiler_options=options())`.
 
 On CPU, jaxlib 0.10 hands convolutions, matrix products and reductions to YNNPACK by
-default (`__ynn_fusion` in the compiled HLO). On the 2-core machines this project is
-tested on, YNNPACK's convolutions were the slow path of every training step: the kernel
-gradient of a 3x3 stride-1 convolution (batch 64, 32x32, 32 channels) took 2.3x as long
-as XLA's own (Eigen) convolution, and without them the cpD-GAN step at 32x32 ran 1.29x
-faster and the classifier's step 1.66x (medians of interleaved `benchmarks/train_step.py`
-runs; the README's Performance section has them). So on CPU YNNPACK keeps the matrix
-products and the reductions, the rest of XLA's default list, and the convolutions go to
-XLA's own.
+default (`__ynn_fusion` in the compiled HLO). YNNPACK's convolution gradients were the
+slow path of every training step (measured with `benchmarks/train_step.py`; the numbers
+are in benchmarks/README.md), so on CPU YNNPACK keeps the matrix products and the
+reductions, the rest of XLA's default list, and the convolutions go to XLA's own.
 
 GPU and TPU compile with their defaults (`options()` is None there). `XLA_FLAGS` wins: with
 a `--xla_cpu_experimental_ynn_fusion_type=...` there (e.g. `=+individual_convolution`,

@@ -33,11 +33,8 @@ CONV_LOWERINGS = ("native", "im2col", "hybrid")
 def resolve_conv_lowering(name: str) -> str:
     """Turns a configured lowering ('auto', 'native', 'im2col', 'hybrid') into a concrete one.
 
-    'auto' picks the hybrid on CPU and the native convolution on GPU/TPU. On 2 CPU cores
-    (jax 0.10, YNNPACK's convolutions) the hybrid ran the quickstart's cpD-GAN step at 1.2x
-    native and 1.4x im2col, and with 128 channels at 1.6x native and 1.4x im2col; with
-    XLA's own convolutions (`synthjax.core.compiler`) at 1.3x native and 1.7x im2col, one run
-    each (benchmarks/train_step.py).
+    'auto' picks the hybrid on CPU (the fastest of the three there: benchmarks/README.md,
+    measured with `benchmarks/train_step.py`) and the native convolution on GPU/TPU.
     """
     if name == "auto":
         return "hybrid" if jax.default_backend() == "cpu" else "native"
