@@ -254,7 +254,7 @@ _DICOM_SOURCE: dict[str, epath.Path] = {}  # the CT phantom, written once per ru
 def dicom_source(settings: Settings, root: epath.Path) -> epath.Path:
     """The CT phantom the `dicom` section reads, written on first use."""
     if "raw" not in _DICOM_SOURCE:
-        from synthjax.data import phantom_ct
+        from synthjax.data.phantoms.ct import writer as phantom_ct
 
         raw = root / "ct_phantom"
         start = time.monotonic()
@@ -263,6 +263,8 @@ def dicom_source(settings: Settings, root: epath.Path) -> epath.Path:
             num_patients=max(2, settings.dicom_slices // 24),
             image_size=settings.dicom_size,
             slices_per_series=(16, 32),
+            noise=1.0,
+            subtlety=1.0,
             seed=0,
         )
         seconds = time.monotonic() - start

@@ -34,8 +34,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from synthjax.core.workdir import SPLITS
-from synthjax.data import chexpert, folder, nih_cxr14, phantom_ct, rsna_ich
+from synthjax.data import chexpert, folder, nih_cxr14, rsna_ich
 from synthjax.data.loader import load_source
+from synthjax.data.phantoms.ct import writer as phantom_ct
 
 SIZE = 32  # source images: dicom.MIN_SIDE, the smallest accepted
 INSIDE, OUTSIDE = 60, 200  # pixel value of every valid image inside / the one outside

@@ -17,8 +17,9 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from synthjax.core.errors import ConfigError, DataNotFoundError
-from synthjax.data import chexpert, phantom_cxr
+from synthjax.data import chexpert
 from synthjax.data.image_ops import box_downsample_2x2, resize_square
+from synthjax.data.phantoms.cxr import writer as phantom_cxr
 
 RESOLUTION, BASE = 16, 64
 FOLDER = "CheXpert-v1.0-small"
@@ -51,7 +52,15 @@ def _label_cells(row):
 def raw(tmp_path_factory):
     """A 40-patient phantom plus one injected row per failure mode (and a duplicate)."""
     root = tmp_path_factory.mktemp("raw")
-    phantom_cxr.write_chexpert_phantom(root, num_patients=40, image_size=BASE, seed=1)
+    phantom_cxr.write_chexpert_phantom(
+        root,
+        num_patients=40,
+        image_size=BASE,
+        seed=1,
+        noise=1.0,
+        subtlety=1.0,
+        anatomy_variation=1.0,
+    )
     dataset = root / FOLDER
     phantom_rows = _csv_rows(dataset)
     with open(dataset / "train.csv", newline="") as f:
@@ -282,7 +291,9 @@ def test_second_prepare_reuses_the_build(raw, built):
 
 def test_changed_source_is_rebuilt(tmp_path):
     root = tmp_path / "raw"
-    phantom_cxr.write_chexpert_phantom(root, num_patients=40, image_size=32, seed=2)
+    phantom_cxr.write_chexpert_phantom(
+        root, num_patients=40, image_size=32, seed=2, noise=1.0, subtlety=1.0, anatomy_variation=1.0
+    )
     _, first = chexpert.prepare_chexpert(root, tmp_path / "data", resolution=8, base_resolution=32)
     with open(root / FOLDER / "train.csv", "a") as f:
         f.write(

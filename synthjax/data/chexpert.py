@@ -1,7 +1,7 @@
 """CheXpert as a TFDS dataset: the raw CSV + JPEG download -> array_record shards.
 
 Data flow: `manual_dir` (the real CheXpert-v1.0[-small] download, or the phantom that
-`synthjax.data.phantom_cxr` writes in the same layout) -> `prepare_chexpert` / `Chexpert`
+`synthjax.data.phantoms.cxr` writes in the same layout) -> `prepare_chexpert` / `Chexpert`
 (this module: frontal views, label policy, patient-level 80/10/10 split, resize to the base
 resolution and 2x2 box pyramid down to the stored one) ->
 `data_dir/chexpert/<config>/1.0.0/` holding the shards, `dataset_info.json` and

@@ -22,8 +22,10 @@ from etils import epath
 
 from synthjax.core.errors import ConfigError
 from synthjax.core.workdir import SPLITS, Run, read_json, write_json_atomic
-from synthjax.data import chexpert, nih_cxr14, phantom_ct, phantom_cxr, rsna_ich, shards
+from synthjax.data import chexpert, nih_cxr14, rsna_ich, shards
 from synthjax.data.loader import load_source
+from synthjax.data.phantoms.ct import writer as phantom_ct
+from synthjax.data.phantoms.cxr import writer as phantom_cxr
 from synthjax.data.registry import DATASETS, PHANTOM_DATASETS
 from synthjax.data.subsets import select_subset
 

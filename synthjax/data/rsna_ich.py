@@ -1,7 +1,7 @@
 """RSNA Intracranial Hemorrhage Detection as a TFDS dataset: DICOM slices -> windowed shards.
 
 Data flow: `manual_dir` (the Kaggle download: `stage_2_train.csv` + `stage_2_train/*.dcm`, or
-the CT phantom `synthjax.data.phantom_ct` writes in the same layout) -> `prepare_rsna_ich` /
+the CT phantom `synthjax.data.phantoms.ct` writes in the same layout) -> `prepare_rsna_ich` /
 `RsnaIch` (this module: labels from the CSV, tags from each DICOM header, patient split from
 the DICOM PatientID, series order from ImagePositionPatient) -> `synthjax.data.dicom` (HU
 through the modality LUT, RSNA wrap fixed, one 8-bit channel per display window, optionally

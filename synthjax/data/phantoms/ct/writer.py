@@ -31,7 +31,7 @@ how window centre/width are written (single or multi-valued). The encodings (`EN
                     BitsStored 12, intercept > -100, values v >= 3072 become v - 4096, then
                     slope * v + intercept) gives the rounded HU back.
 
-Labels (drawn in `phantom_ct_anatomy.draw_bleeds`). A patient has a bleed with probability
+Labels (drawn in `ct.anatomy.draw_bleeds`). A patient has a bleed with probability
 `BLEED_RATE` (0.47); a bleeding patient gets one of `_PATTERNS`, clinical combinations of one
 to three types (traumatic subdural with
 subarachnoid, hypertensive intraparenchymal with ventricular extension, aneurysmal
@@ -46,7 +46,7 @@ extents are tuned so per-slice prevalences match the stage-2 train set (any ~14%
 over 8000 drawn patients they come out at 14.1 / 6.0 / 5.0 / 5.0 / 3.4 / 0.44%, with 1.41
 types per positive slice. `write_rsna_phantom` returns what it wrote.
 
-Images come from `phantom_ct_anatomy` (head, bleeds, HU rendering); this module adds the
+Images come from `ct.anatomy` (head, bleeds, HU rendering); this module adds the
 scanner, the DICOM encoding and the hospital's files. Patients are written in parallel (one
 series in memory per worker) and every file is a pure function of (seed, patient index), so
 the output does not depend on the number of workers.
@@ -70,7 +70,7 @@ from pydicom.dataset import FileMetaDataset
 
 from synthjax.core.errors import ConfigError
 from synthjax.core.progress import Progress
-from synthjax.data.phantom_ct_anatomy import (
+from synthjax.data.phantoms.ct.anatomy import (
     SUBTYPES,
     Bleed,
     Head,
@@ -368,9 +368,9 @@ def draw_patient(
     seed: int,
     index: int,
     *,
-    image_size: int = 256,
-    slices_per_series: tuple[int, int] = (16, 32),
-    subtlety: float = 1.0,
+    image_size: int,
+    slices_per_series: tuple[int, int],
+    subtlety: float,
 ) -> Patient:
     """The patient `write_rsna_phantom` writes as number `index` (from 0) for `seed`."""
     rng = np.random.default_rng([seed, index, 0])
@@ -415,7 +415,7 @@ def draw_patient(
 
 
 def render_slice(
-    patient: Patient, k: int, *, noise: float = 1.0, grid: HeadGrid | None = None
+    patient: Patient, k: int, *, noise: float, grid: HeadGrid | None = None
 ) -> np.ndarray:
     """Ground-truth HU of slice k (from the skull base) as written: float32[size, size].
 
@@ -504,11 +504,11 @@ def write_rsna_phantom(
     root: str | os.PathLike,
     *,
     num_patients: int,
-    image_size: int = 256,
-    slices_per_series: tuple[int, int] = (16, 32),
-    noise: float = 1.0,
-    subtlety: float = 1.0,
-    seed: int = 0,
+    image_size: int,
+    slices_per_series: tuple[int, int],
+    noise: float,
+    subtlety: float,
+    seed: int,
     workers: int | None = None,
 ) -> dict:
     """Writes a phantom RSNA Intracranial Hemorrhage train set under `root`; returns stats.
