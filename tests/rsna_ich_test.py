@@ -16,7 +16,7 @@ from pydicom.pixels import apply_modality_lut
 
 from synthjax.core.errors import DataNotFoundError
 from synthjax.core.workdir import SPLITS
-from synthjax.data import dicom, rsna_ich
+from synthjax.data import builder, dicom, rsna_ich
 from synthjax.data.loader import load_source
 from synthjax.data.phantoms.ct import writer as phantom_ct
 
@@ -191,7 +191,7 @@ def test_every_slice_is_accounted_for(raw, built):
         assert listed[slice_id] == reason
     records = _all_records(dataset_dir)
     assert len(records) == counts["kept"]
-    text = rsna_ich.format_report(report)
+    text = builder.format_report(report)
     assert "slices read" in text and "truncated_pixel_data" in text
 
 

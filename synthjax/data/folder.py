@@ -7,9 +7,9 @@ each file decoded to 8-bit display values, padded to square with black, resized 
 resolution and 2x2 box-downsampled to the stored one) -> `data_dir/folder/<config>/1.0.0/`
 -> the same loader as every other dataset.
 
-The builder is the CheXpert one (`synthjax.data.chexpert`) with a generic reading of the
-source: the per-split statistics, the report and its reuse rules are shared, so
-`chexpert.format_report` prints the report. Every CSV row and every image file in the folder
+The builder is `synthjax.data.builder.SourceBuilder` with a generic reading of the source:
+the per-split statistics, the report and its reuse rules are shared, so
+`builder.format_report` prints the report. Every CSV row and every image file in the folder
 that no row names is accounted for: kept, or skipped under one counted reason (SKIP_REASONS,
 first that applies) and listed in the report. The `id` feature is the image path relative to
 `manual_dir`, for the private side only.
@@ -45,7 +45,7 @@ import io
 import json
 import os
 from collections.abc import Callable, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pydicom
@@ -56,30 +56,19 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut
 
 from synthjax.core.errors import ConfigError, DataNotFoundError
-from synthjax.data import chexpert, dicom
-from synthjax.data.chexpert import (
+from synthjax.core.workdir import SPLITS
+from synthjax.data import builds, dicom
+from synthjax.data.builder import (
     REPORT_FILE,
-    SPLITS,
-    Boundary,
+    SourceBuilder,
     SourceRow,
     Tally,
     check_pyramid_sizes,
-    format_report,
     patient_split,
 )
 from synthjax.data.image_ops import box_pyramid
-from synthjax.data.shards import image_features
+from synthjax.data.source_files import Boundary
 from synthjax.data.workers import BadInput
-
-__all__ = [
-    "SKIP_REASONS",
-    "FolderConfig",
-    "FolderDataset",
-    "format_report",
-    "parse_label_cell",
-    "prepare_folder",
-    "read_label_table",
-]
 
 # Each skipped CSV row (or unlabelled file) is counted once, under the first reason that
 # applies, in this order. contradictory_labels is the duplicate_image whose labels differ.
@@ -481,11 +470,6 @@ def plan_rows(
     return plans
 
 
-def source_fingerprint(root: epath.Path, labels_csv: str = "labels.csv") -> dict[str, dict]:
-    """Content hash and modification time of the labels CSV (the images are not hashed)."""
-    return chexpert.source_fingerprint(root, (labels_csv,))
-
-
 # ---------------------------------------------------------------------------------------------
 # Decoding one file (runs in worker processes)
 
@@ -646,16 +630,21 @@ def decode_folder_row(
 # The TFDS builder
 
 
-class FolderDataset(chexpert.Chexpert, skip_registration=True):
+class FolderDataset(SourceBuilder, skip_registration=True):
     """A researcher's own labelled images at one resolution, split 80/10/10 by patient.
 
-    Shares the statistics, the report and the reuse rules with the CheXpert builder; reads a
-    generic labels CSV and PNG/JPEG/DICOM files. Not registered with TFDS; use
-    `prepare_folder`.
+    Reads a generic labels CSV and PNG/JPEG/DICOM files; the statistics, the report and the
+    reuse rules are the shared ones. Not registered with TFDS; use `prepare_folder`.
     """
 
     name = "folder"
     TITLE = "Folder dataset"
+    SKIP_REASONS: ClassVar[tuple[str, ...]] = SKIP_REASONS
+    REPORT_UNIT = "images"
+    EMPTY_SPLIT_WHY = (
+        "too few patients for an 80/10/10 patient split (about 10 or more are needed, 30+ "
+        "to be safe)"
+    )
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {
         "1.0.0": "Labels CSV + PNG/JPEG/DICOM, patient split, black square padding, box pyramid.",
@@ -671,43 +660,24 @@ class FolderDataset(chexpert.Chexpert, skip_registration=True):
     def LABELS(self) -> tuple[str, ...]:  # the base class names it so; here per config
         return self.builder_config.label_names
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        config = self.builder_config
-        r = config.resolution
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=(
-                f"Labelled images from {config.labels_csv}, {config.channels} channel(s), "
-                f"DICOM window {config.dicom_window}, padded square, box-downsampled."
-            ),
-            features=image_features((r, r, config.channels), len(config.label_names)),
-            metadata=tfds.core.MetadataDict(
-                label_names=list(config.label_names),
-                channels=config.channels,
-                dicom_window=config.dicom_window,
-            ),
-        )
+    def find_root(self, manual_dir: str | os.PathLike) -> epath.Path:
+        return find_dataset_root(manual_dir, self.builder_config.labels_csv)
 
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    def index_files(self) -> tuple[str, ...]:
+        """The labels CSV (the images are not hashed)."""
+        return (self.builder_config.labels_csv,)
+
+    def plan(self, root: epath.Path) -> dict[str, list[SourceRow]]:
         config = self.builder_config
-        root = find_dataset_root(dl_manager.manual_dir, config.labels_csv)
-        self._tally = Tally(SKIP_REASONS)
-        self._root = root
         table = read_label_table(
             root, config.labels_csv, config.image_column, config.patient_column, config.label_names
         )
-        plans = plan_rows(
+        return plan_rows(
             root,
             table,
             drop_no_positive=config.drop_no_positive,
-            tally=self._tally,
+            tally=self.tally,
             allow_outside_paths=config.allow_outside_paths,
-        )
-        return self.split_generators(
-            plans,
-            unit="image",
-            why="too few patients for an 80/10/10 patient split (about 10 or more are "
-            "needed, 30+ to be safe)",
         )
 
     def decoder(self) -> Callable[[SourceRow], np.ndarray]:
@@ -720,30 +690,23 @@ class FolderDataset(chexpert.Chexpert, skip_registration=True):
             resolution=config.resolution,
         )
 
-    def settings(self) -> dict:
+    def channels(self) -> int:
+        return self.builder_config.channels
+
+    def description(self) -> str:
+        config = self.builder_config
+        return (
+            f"Labelled images from {config.labels_csv}, {config.channels} channel(s), "
+            f"DICOM window {config.dicom_window}, padded square, box-downsampled."
+        )
+
+    def metadata(self) -> dict[str, Any]:
         config = self.builder_config
         return {
-            "resolution": config.resolution,
+            **super().metadata(),
             "channels": config.channels,
             "dicom_window": config.dicom_window,
-            "drop_no_positive": config.drop_no_positive,
-            "base_resolution": config.base_resolution,
-            "labels_csv": config.labels_csv,
-            "image_column": config.image_column,
-            "patient_column": config.patient_column,
-            "label_columns": config.label_columns,
-            "label_names": list(config.label_names),
-            "allow_outside_paths": config.allow_outside_paths,
-            "source": os.fspath(self._root),
         }
-
-    def fingerprint(self) -> dict[str, dict]:
-        return source_fingerprint(self._root, self.builder_config.labels_csv)
-
-    def report(self) -> dict:
-        report = super().report()
-        report["unit"] = "images"
-        return report
 
 
 # ---------------------------------------------------------------------------------------------
@@ -798,7 +761,7 @@ def prepare_folder(
         that leads outside manual_dir (`..`, elsewhere on disk, a symlink out) skips its row
         as `outside_manual_dir` without opening the file.
       patient_column: its column of patient ids; the 80/10/10 split hashes them
-        (`chexpert.patient_split`), so no patient is in two splits.
+        (`builder.patient_split`), so no patient is in two splits.
       label_columns: comma-separated label columns ('' = every column but the image and
         patient ones); the stored label names are these in CSV order. Cells are 1/0 (also
         1.0/0.0, true/false, yes/no in any case); a blank cell is 0; anything else skips the
@@ -811,7 +774,7 @@ def prepare_folder(
       workers: processes decoding images (0 = every available core).
 
     Returns:
-      (dataset_dir, report), as `chexpert.prepare_chexpert`, with report["unit"] = "images":
+      (dataset_dir, report), as `builds.prepare_with_reuse`, with report["unit"] = "images":
       `rows_read` has the CSV rows and the image files no row names; `counts` has each of them
       by outcome (kept + each of SKIP_REASONS = both totals); `bad_rows` lists the skipped
       ones. The config name encodes every setting that changes the data, e.g.
@@ -859,12 +822,31 @@ def prepare_folder(
         label_names=label_names,
         allow_outside_paths=allow_outside_paths,
     )
-    return chexpert.prepare_with_reuse(
-        FolderDataset,
-        config,
-        os.path.abspath(os.fspath(manual_dir)),
+    manual_dir = os.path.abspath(os.fspath(manual_dir))
+    return builds.prepare_with_reuse(FolderDataset, config, manual_dir, data_dir, workers=workers)
+
+
+def prepare_from_config(manual_dir: epath.Path, data_dir: epath.Path, dataset: Any) -> tuple:
+    """`prepare_folder` with the settings of `config.dataset`."""
+    f = dataset.folder
+    return prepare_folder(
+        manual_dir,
         data_dir,
-        find_root=functools.partial(find_dataset_root, labels_csv=labels_csv),
-        fingerprint=functools.partial(source_fingerprint, labels_csv=labels_csv),
-        workers=workers,
+        resolution=dataset.resolution,
+        base_resolution=dataset.base_resolution,
+        labels_csv=f.labels_csv,
+        image_column=f.image_column,
+        patient_column=f.patient_column,
+        label_columns=f.label_columns,
+        channels=f.channels,
+        dicom_window=f.dicom_window,
+        drop_no_positive=dataset.drop_no_positive,
+        allow_outside_paths=f.allow_outside_paths,
+        workers=dataset.prepare_workers,
     )
+
+
+# What the registry (`synthjax.data.registry`) reads.
+BUILDER = FolderDataset
+DOWNLOAD = None  # the researcher's own images
+MANUAL_DIR = "your folder of images with its labels.csv"
