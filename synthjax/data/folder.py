@@ -37,7 +37,6 @@ are refused (`wrong_dimensions`).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import functools
 import hashlib
@@ -52,12 +51,10 @@ import pydicom
 import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
-from pydicom.multival import MultiValue
-from pydicom.pixels import apply_modality_lut
 
 from synthjax.core.errors import ConfigError, DataNotFoundError
 from synthjax.core.workdir import SPLITS
-from synthjax.data import builds, dicom
+from synthjax.data import builds, dicom, image_ops
 from synthjax.data.builder import (
     REPORT_FILE,
     SourceBuilder,
@@ -65,6 +62,14 @@ from synthjax.data.builder import (
     Tally,
     check_pyramid_sizes,
     patient_split,
+)
+from synthjax.data.folder_labels import (
+    FIELD,
+    LabelTable,
+    label_signature,
+    layout_help,
+    parse_label_cell,
+    read_label_table,
 )
 from synthjax.data.image_ops import box_pyramid
 from synthjax.data.source_files import Boundary
@@ -88,9 +93,6 @@ SKIP_REASONS = (
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm")
 DICOM_WINDOWS = ("file", "minmax", *dicom.WINDOWS)
 UNLABELLED_KEY = "image files without a CSV row"
-_TRUE = frozenset({"1", "1.0", "true", "yes"})
-_FALSE = frozenset({"0", "0.0", "false", "no", ""})
-_FIELD = "--config.dataset.folder"
 
 
 def config_name(
@@ -190,188 +192,21 @@ class FolderConfig(tfds.core.BuilderConfig):
 # Finding the data, reading the CSV
 
 
-def _layout_help(labels_csv: str) -> str:
-    return (
-        f"Put a CSV with a header row at <FOLDER>/{labels_csv}: one row per image, with a "
-        "column of image paths (relative to <FOLDER>, or absolute, of files inside <FOLDER>; "
-        "PNG, JPEG or DICOM), a "
-        "column of patient ids (the split is by patient) and one 0/1 column per label. Pass "
-        f"--config.dataset.manual_dir=<FOLDER>, and name the CSV and its columns with "
-        f"{_FIELD}.labels_csv, {_FIELD}.image_column, {_FIELD}.patient_column and "
-        f"{_FIELD}.label_columns."
-    )
-
-
 def find_dataset_root(manual_dir: str | os.PathLike, labels_csv: str = "labels.csv") -> epath.Path:
     """`manual_dir` as an absolute path, once it is known to hold `labels_csv`."""
     root = epath.Path(os.path.abspath(os.fspath(manual_dir)))
     if not root.is_dir():
         raise DataNotFoundError(
-            f"folder dataset not found: {root} is not a folder.\n{_layout_help(labels_csv)}"
+            f"folder dataset not found: {root} is not a folder.\n{layout_help(labels_csv)}"
         )
     if not (root / labels_csv).is_file():
         found = sorted(p.name for p in root.glob("*.csv"))
         raise DataNotFoundError(
             f"folder dataset: no {labels_csv} in {root} (CSV files there: {found or 'none'}). "
-            f"If the labels are in another file, set {_FIELD}.labels_csv=<name>.\n"
-            + _layout_help(labels_csv)
+            f"If the labels are in another file, set {FIELD}.labels_csv=<name>.\n"
+            + layout_help(labels_csv)
         )
     return root
-
-
-@dataclasses.dataclass(frozen=True)
-class LabelTable:
-    """The labels CSV: header, data rows (lists of cells) and where the named columns are."""
-
-    path: epath.Path
-    header: tuple[str, ...]
-    rows: list[list[str]]
-    image_index: int
-    patient_index: int
-    label_indices: tuple[int, ...]
-    label_names: tuple[str, ...]  # CSV order
-
-
-def _csv_text(path: epath.Path) -> str:
-    data = path.read_bytes()
-    # A spreadsheet (xlsx is a zip, xls an OLE file) or UTF-16 text (a NUL in every other
-    # byte). A stray NUL in one damaged row is that row's problem, counted like any other.
-    head = data[:65536]
-    if head[:4] in (b"PK\x03\x04", b"\xd0\xcf\x11\xe0") or head.count(0) > len(head) // 10:
-        raise DataNotFoundError(
-            f"{path} is not a CSV file (it holds binary data, e.g. a spreadsheet). Export it "
-            f"as CSV with a header row, or point {_FIELD}.labels_csv=<name> at the CSV."
-        )
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
-
-
-def read_label_table(
-    root: epath.Path,
-    labels_csv: str,
-    image_column: str,
-    patient_column: str,
-    label_columns: str | Sequence[str],
-) -> LabelTable:
-    """Reads the labels CSV and finds its image, patient and label columns.
-
-    label_columns: comma-separated names (or a sequence of names); '' = every column other
-    than the image and patient ones. Label names come back in CSV order. Header names and
-    cells are stripped of surrounding spaces; a header line without commas but with
-    semicolons or tabs is read with that delimiter.
-
-    Raises:
-      DataNotFoundError: not a CSV, no header, missing or repeated columns, no label
-        column; the message lists the columns found and the config field to set.
-      ConfigError: the same column named for two roles.
-    """
-    path = root / labels_csv
-    text = _csv_text(path)
-    first_line = text.split("\n", 1)[0]
-    delimiter = ","
-    if "," not in first_line:
-        delimiter = ";" if ";" in first_line else ("\t" if "\t" in first_line else ",")
-    try:
-        # newline='': a stray carriage return ends a row instead of failing the parse
-        lines = io.StringIO(text, newline="")
-        rows = [row for row in csv.reader(lines, delimiter=delimiter) if row]
-    except csv.Error as error:
-        raise DataNotFoundError(f"{path} is not a readable CSV file: {error}") from None
-    if not rows:
-        raise DataNotFoundError(
-            f"{path} is empty: it needs a header row.\n{_layout_help(labels_csv)}"
-        )
-    header = tuple(h.strip() for h in rows[0])
-    if image_column == patient_column:
-        raise ConfigError(
-            "dataset.folder.patient_column",
-            f"the same column {image_column!r} as dataset.folder.image_column",
-            "name the column of patient ids",
-        )
-    if isinstance(label_columns, str):
-        wanted = [n.strip() for n in label_columns.split(",") if n.strip()]
-    else:
-        wanted = list(label_columns)
-    for name in wanted:
-        if name in (image_column, patient_column):
-            raise ConfigError(
-                "dataset.folder.label_columns",
-                f"{name!r} is also the image or patient column",
-                "list only the 0/1 label columns",
-            )
-    fixes = []
-    if image_column not in header:
-        fixes.append((image_column, f"{_FIELD}.image_column=<column of image paths>"))
-    if patient_column not in header:
-        fixes.append((patient_column, f"{_FIELD}.patient_column=<column of patient ids>"))
-    missing_labels = [n for n in wanted if n not in header]
-    if missing_labels:
-        fixes.append(
-            (", ".join(missing_labels), f"{_FIELD}.label_columns=<comma-separated label columns>")
-        )
-    if fixes:
-        raise DataNotFoundError(
-            f"{path} has no column(s) {[name for name, _ in fixes]}; the columns found are "
-            f"{list(header)}. Set " + " and ".join(fix for _, fix in fixes) + "."
-        )
-    if wanted:
-        label_names = tuple(h for h in header if h in wanted)
-    else:
-        label_names = tuple(h for h in header if h not in (image_column, patient_column))
-    used = (image_column, patient_column, *label_names)
-    repeated = sorted({h for h in header if h in used and header.count(h) > 1})
-    if repeated:
-        raise DataNotFoundError(
-            f"{path} has more than one column named {repeated}; the columns found are "
-            f"{list(header)}. Rename them so each is unique."
-        )
-    if not label_names:
-        raise DataNotFoundError(
-            f"{path} has no label columns: the columns found are {list(header)}, of which "
-            f"{image_column!r} holds image paths and {patient_column!r} patient ids. Add one "
-            f"0/1 column per label, or set {_FIELD}.label_columns=<comma-separated columns>."
-        )
-    return LabelTable(
-        path=path,
-        header=header,
-        rows=rows[1:],
-        image_index=header.index(image_column),
-        patient_index=header.index(patient_column),
-        label_indices=tuple(header.index(n) for n in label_names),
-        label_names=label_names,
-    )
-
-
-def parse_label_cell(cell: str | None) -> float | None:
-    """A label cell -> 1.0, 0.0, or None when it is neither.
-
-    1: '1', '1.0', 'true', 'yes' (any case) or any number equal to 1. 0: '0', '0.0', 'false',
-    'no', any number equal to 0, or a blank cell (a label nobody marked is absent). A cell a
-    short row does not have (None) is neither.
-    """
-    if cell is None:
-        return None
-    text = cell.strip().lower()
-    if text in _TRUE:
-        return 1.0
-    if text in _FALSE:
-        return 0.0
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if value in (0.0, 1.0) else None
-
-
-def _label_signature(cells: Sequence[str | None]) -> tuple:
-    """Cells compared for duplicate rows: parsed where possible, else the raw lowercase text."""
-    out = []
-    for cell in cells:
-        value = parse_label_cell(cell)
-        out.append(value if value is not None else (cell or "").strip().lower())
-    return tuple(out)
 
 
 def find_unlabelled(root: epath.Path, referenced: set[str]) -> list[str]:
@@ -427,7 +262,7 @@ def plan_rows(
             )
             continue
         if key is not None:
-            signature = _label_signature(label_cells)
+            signature = label_signature(label_cells)
             if key in seen:
                 first_signature, first_number = seen[key]
                 reason = (
@@ -474,81 +309,6 @@ def plan_rows(
 # Decoding one file (runs in worker processes)
 
 
-def _check_shape(height: int, width: int, path: str) -> None:
-    if min(height, width) < dicom.MIN_SIDE:
-        raise BadInput(
-            "wrong_dimensions", f"{path}: {height}x{width} is under {dicom.MIN_SIDE} px a side"
-        )
-    if max(height, width) > dicom.MAX_ASPECT * min(height, width):
-        raise BadInput(
-            "wrong_dimensions",
-            f"{path}: {height}x{width} is further from square than {dicom.MAX_ASPECT}:1",
-        )
-
-
-def stretch(values: np.ndarray) -> np.ndarray:
-    """The image's own min..max -> 0..255, float32 (a constant image becomes 0)."""
-    values = values.astype(np.float32)
-    low, high = float(values.min()), float(values.max())
-    if not high > low:
-        return np.zeros_like(values)
-    return (values - np.float32(low)) * np.float32(255.0 / (high - low))
-
-
-def _first_number(value) -> float | None:
-    if isinstance(value, (MultiValue, list, tuple)):
-        value = value[0] if len(value) else None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if np.isfinite(number) else None
-
-
-def dicom_display(ds: pydicom.Dataset, path: str, dicom_window: str) -> np.ndarray:
-    """A single-frame grayscale DICOM -> float32[H, W] display values in 0..255.
-
-    Raises:
-      BadInput: corrupt_image (no or undecodable pixel data), wrong_dimensions (multi-frame,
-        colour, not 2-D, too small or too far from square), no_rescale (a CT without a
-        defined HU scale, unless the window is 'minmax'; see `dicom.rescale`).
-    """
-    if "PixelData" not in ds:
-        raise BadInput("corrupt_image", f"{path}: DICOM without pixel data")
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
-    if frames != 1 or samples != 1 or photometric not in ("", "MONOCHROME1", "MONOCHROME2"):
-        raise BadInput(
-            "wrong_dimensions",
-            f"{path}: {frames} frame(s) of {samples} sample(s), {photometric or 'no'} "
-            "photometric interpretation; only single-frame grayscale images are used",
-        )
-    try:
-        stored = ds.pixel_array
-    except Exception as error:  # truncated or in an encoding pydicom cannot decode here
-        raise BadInput("corrupt_image", f"{path}: {type(error).__name__}: {error}") from None
-    if stored.ndim != 2:
-        raise BadInput("wrong_dimensions", f"{path}: pixel array of shape {stored.shape}")
-    _check_shape(*stored.shape, path)
-    modality = str(ds.get("Modality", "")).strip().upper()
-    if modality == "CT" and dicom_window != "minmax" and "ModalityLUTSequence" not in ds:
-        dicom.rescale(ds, stored, path)  # refuses a CT whose HU are not defined
-    values = np.asarray(apply_modality_lut(stored, ds), np.float32)
-    if dicom_window in dicom.WINDOWS:
-        display = dicom.window(values, *dicom.WINDOWS[dicom_window])
-    else:
-        center = _first_number(ds.get("WindowCenter"))
-        width = _first_number(ds.get("WindowWidth"))
-        if dicom_window == "file" and center is not None and width is not None and width > 0:
-            display = dicom.window(values, center, width)
-        else:
-            display = stretch(values)
-    if photometric == "MONOCHROME1":  # stored with dense tissue dark
-        display = 255.0 - display
-    return display
-
-
 def read_display(
     file: epath.Path, *, channels: int, dicom_window: str, draft_size: int
 ) -> np.ndarray:
@@ -573,44 +333,16 @@ def read_display(
             raise BadInput("corrupt_image", f"{path}: not DICOM: {error}") from None
         if not has_preamble and "PixelData" not in ds:
             raise BadInput("corrupt_image", f"{path}: not DICOM (no DICM preamble, no pixels)")
-        return dicom_display(ds, path, dicom_window)[:, :, None]
+        return dicom.display_values(ds, path, dicom_window)[:, :, None]
     image = Image.open(io.BytesIO(data))
-    _check_shape(image.height, image.width, path)
+    dicom.check_shape(image.height, image.width, path)
     image.draft("RGB" if channels == 3 else "L", (draft_size, draft_size))
     image.load()
     if image.mode.startswith("I") or image.mode == "F":  # 16-bit (or wider) grayscale
-        return stretch(np.asarray(image))[:, :, None]
+        return image_ops.stretch(np.asarray(image))[:, :, None]
     if channels == 3 and image.mode not in ("L", "LA", "1", "I", "F"):
         return np.asarray(image.convert("RGB"), np.float32)
     return np.asarray(image.convert("L"), np.float32)[:, :, None]
-
-
-def pad_to_square(display: np.ndarray) -> np.ndarray:
-    """float32[H, W, C] centred on a black float32[S, S, C], S = max(H, W).
-
-    Black after windowing, for every modality (`dicom.pad_square` pads CT with air before
-    windowing, which would skew a min..max stretch of other modalities).
-    """
-    height, width = display.shape[:2]
-    if height == width:
-        return display
-    side = max(height, width)
-    out = np.zeros((side, side, display.shape[2]), np.float32)
-    top, left = (side - height) // 2, (side - width) // 2
-    out[top : top + height, left : left + width] = display
-    return out
-
-
-def resize_display(square: np.ndarray, size: int) -> np.ndarray:
-    """float32[S, S, C] in 0..255 -> uint8[size, size, C] (Lanczos on floats, then rounded)."""
-    channels = []
-    for c in range(square.shape[2]):
-        channel = np.ascontiguousarray(square[:, :, c], np.float32)
-        if channel.shape != (size, size):
-            resized = Image.fromarray(channel).resize((size, size), Image.Resampling.LANCZOS)
-            channel = np.asarray(resized, np.float32)
-        channels.append(np.clip(np.rint(channel), 0, 255).astype(np.uint8))
-    return np.stack(channels, axis=-1)
 
 
 def decode_folder_row(
@@ -620,7 +352,7 @@ def decode_folder_row(
     display = read_display(
         row.file, channels=channels, dicom_window=dicom_window, draft_size=base_resolution
     )
-    base = resize_display(pad_to_square(display), base_resolution)
+    base = image_ops.resize_square(image_ops.pad_to_square(display), base_resolution)
     if base.shape[2] != channels:  # a grayscale source stored as RGB
         base = np.repeat(base, channels, axis=2)
     return box_pyramid(base, resolution)

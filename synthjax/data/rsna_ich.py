@@ -32,7 +32,6 @@ from typing import Any, ClassVar
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
-from PIL import Image
 
 from synthjax.core.errors import ConfigError, DataNotFoundError
 from synthjax.core.workdir import SPLITS
@@ -44,7 +43,7 @@ from synthjax.data.builder import (
     check_pyramid_sizes,
     patient_split,
 )
-from synthjax.data.image_ops import box_pyramid
+from synthjax.data.image_ops import box_pyramid, resize_square
 from synthjax.data.source_files import Boundary, parse_csv
 from synthjax.data.workers import BadInput, ordered_map
 
@@ -385,22 +384,6 @@ def plan_rows(
 # Decoding one slice (runs in worker processes)
 
 
-def _resize_channel(channel: np.ndarray, size: int) -> np.ndarray:
-    """float32[H, W] in 0..255 -> uint8[size, size], rounded.
-
-    An integer reduction (RSNA's 512 to a base of 256) is a box mean, exact and several
-    times faster, and the same filter the pyramid continues with; any other size is Lanczos.
-    """
-    side = channel.shape[0]
-    if channel.shape[0] == channel.shape[1] and side > size and side % size == 0:
-        f = side // size
-        channel = channel.reshape(size, f, size, f).mean(axis=(1, 3))
-    elif channel.shape != (size, size):
-        image = Image.fromarray(np.ascontiguousarray(channel, np.float32), mode="F")
-        channel = np.asarray(image.resize((size, size), Image.Resampling.LANCZOS))
-    return np.clip(np.rint(channel), 0, 255).astype(np.uint8)
-
-
 def decode_ct_row(
     row: CtRow, *, windows: Sequence[str], base_resolution: int, resolution: int
 ) -> np.ndarray:
@@ -421,8 +404,9 @@ def decode_ct_row(
             except BadInput:
                 hu = center
         stack.append(hu)
+    # An integer reduction (RSNA's 512 to a base of 256) is the exact box mean.
     channels = [
-        _resize_channel(dicom.window(hu, *dicom.WINDOWS[name]), base_resolution)
+        resize_square(dicom.window(hu, *dicom.WINDOWS[name]), base_resolution, exact_box=True)
         for hu in stack
         for name in windows
     ]
