@@ -1,7 +1,7 @@
 """Benchmark: can the input pipeline feed the GAN training step, resolution by resolution?
 
 Where it sits: the `gan` stage reads array_record shards through `synthjax.data.loader`,
-batches them with `synthjax.data.pipeline.train_iterator` (grain, the training's default
+batches them with `synthjax.data.input_pipeline.train_iterator` (grain, the training's default
 threads and prefetch) and moves each batch onto the mesh with `synthjax.core.parallel.to_global`
 before `synthjax.train.gan.train_step` consumes it. This script times both ends of that
 hand-off separately, on this machine, for each resolution:
@@ -57,7 +57,8 @@ from absl import logging
 from etils import epath
 
 from synthjax.core import compiler, parallel
-from synthjax.data import loader, pipeline, shards
+from synthjax.data import input_pipeline as pipeline
+from synthjax.data import loader, shards
 from synthjax.models.layers import resolve_conv_lowering
 from synthjax.train import gan
 
