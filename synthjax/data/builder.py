@@ -17,6 +17,7 @@ than a choice (FILTER_REASONS). Patients are split 80/10/10 by a hash of their i
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import time
@@ -30,7 +31,7 @@ from etils import epath
 
 from synthjax.core.errors import ConfigError, DataNotFoundError
 from synthjax.core.workdir import SPLITS
-from synthjax.data.image_ops import is_power_of_two
+from synthjax.data.image_ops import is_power_of_two, load_pyramid
 from synthjax.data.shards import image_features
 from synthjax.data.source_files import source_fingerprint
 from synthjax.data.workers import BadInput, ordered_map
@@ -105,6 +106,11 @@ class Tally:
             self.bad_rows_omitted += 1
 
 
+def decode_row(row: SourceRow, *, base_resolution: int, resolution: int) -> np.ndarray:
+    """`image_ops.load_pyramid` of the row's file with a channel axis: uint8[r, r, 1]."""
+    return load_pyramid(row.file, base_resolution, resolution)[:, :, None]
+
+
 def config_settings(config: tfds.core.BuilderConfig) -> dict[str, Any]:
     """The fields a builder config adds to TFDS's own, in order, as JSON values."""
     own = {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
@@ -163,9 +169,13 @@ class SourceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         """A picklable function: a kept row -> its stored image, uint8[r, r, channels].
 
         It runs in worker processes (`workers.ordered_map`); raising `BadInput` skips the row
-        under that reason, any other exception skips it as `corrupt_image`.
+        under that reason, any other exception skips it as `corrupt_image`. By default an
+        8-bit grayscale image file (`decode_row`).
         """
-        raise NotImplementedError
+        config = self.builder_config
+        return functools.partial(
+            decode_row, base_resolution=config.base_resolution, resolution=config.resolution
+        )
 
     def channels(self) -> int:
         return 1

@@ -19,17 +19,14 @@ private side.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import posixpath
 import re
-from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
-from PIL import Image
 
 from synthjax.core.errors import ConfigError, DataNotFoundError
 from synthjax.core.workdir import SPLITS
@@ -41,7 +38,6 @@ from synthjax.data.builder import (
     check_pyramid_sizes,
     patient_split,
 )
-from synthjax.data.image_ops import box_pyramid, resize_square
 from synthjax.data.source_files import Boundary, read_csv_rows, row_shape_problem
 
 CHEXPERT_LABELS: tuple[str, ...] = (
@@ -248,25 +244,6 @@ def plan_rows(
     return plans
 
 
-def load_pyramid(file: epath.Path, base_resolution: int, resolution: int) -> np.ndarray:
-    """Decodes an image, resizes it to the base resolution, box-downsamples it.
-
-    Returns uint8[resolution, resolution]. For large JPEGs (the full CheXpert download),
-    `draft` lets libjpeg decode directly at a power-of-two reduction that is still at least
-    the base size: several times faster, and no coarser than the resize that follows.
-    """
-    with file.open("rb") as f:
-        image = Image.open(f)
-        image.draft("L", (base_resolution, base_resolution))
-        base = resize_square(image, base_resolution)
-    return box_pyramid(base, resolution)
-
-
-def decode_row(row: SourceRow, *, base_resolution: int, resolution: int) -> np.ndarray:
-    """`load_pyramid` of the row's file with a channel axis: uint8[r, r, 1]."""
-    return load_pyramid(row.file, base_resolution, resolution)[:, :, None]
-
-
 # ---------------------------------------------------------------------------------------------
 # The TFDS builder
 
@@ -312,12 +289,6 @@ class Chexpert(SourceBuilder, skip_registration=True):
             tally=self.tally,
         )
 
-    def decoder(self) -> Callable[[SourceRow], np.ndarray]:
-        config = self.builder_config
-        return functools.partial(
-            decode_row, base_resolution=config.base_resolution, resolution=config.resolution
-        )
-
 
 # ---------------------------------------------------------------------------------------------
 # Entry points
@@ -358,20 +329,10 @@ def prepare_chexpert(
     return builds.prepare_with_reuse(Chexpert, config, manual_dir, data_dir, workers=workers)
 
 
-def prepare_from_config(manual_dir: epath.Path, data_dir: epath.Path, dataset: Any) -> tuple:
-    """`prepare_chexpert` with the settings of `config.dataset`."""
-    return prepare_chexpert(
-        manual_dir,
-        data_dir,
-        resolution=dataset.resolution,
-        uncertain_policy=dataset.uncertain_policy,
-        drop_no_positive=dataset.drop_no_positive,
-        base_resolution=dataset.base_resolution,
-        workers=dataset.prepare_workers,
-    )
-
-
 # What the registry (`synthjax.data.registry`) reads.
 BUILDER = Chexpert
 DOWNLOAD = f"the Stanford AIMI CheXpert page ({DOWNLOAD_PAGE})"
 MANUAL_DIR = "the folder holding CheXpert-v1.0-small/"
+PREPARE = prepare_chexpert
+# prepare_chexpert's settings beyond the common ones, by their place in `config.dataset`.
+SETTINGS = {"uncertain_policy": "uncertain_policy"}

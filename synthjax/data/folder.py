@@ -558,27 +558,21 @@ def prepare_folder(
     return builds.prepare_with_reuse(FolderDataset, config, manual_dir, data_dir, workers=workers)
 
 
-def prepare_from_config(manual_dir: epath.Path, data_dir: epath.Path, dataset: Any) -> tuple:
-    """`prepare_folder` with the settings of `config.dataset`."""
-    f = dataset.folder
-    return prepare_folder(
-        manual_dir,
-        data_dir,
-        resolution=dataset.resolution,
-        base_resolution=dataset.base_resolution,
-        labels_csv=f.labels_csv,
-        image_column=f.image_column,
-        patient_column=f.patient_column,
-        label_columns=f.label_columns,
-        channels=f.channels,
-        dicom_window=f.dicom_window,
-        drop_no_positive=dataset.drop_no_positive,
-        allow_outside_paths=f.allow_outside_paths,
-        workers=dataset.prepare_workers,
-    )
-
-
 # What the registry (`synthjax.data.registry`) reads.
 BUILDER = FolderDataset
 DOWNLOAD = None  # the researcher's own images
 MANUAL_DIR = "your folder of images with its labels.csv"
+PREPARE = prepare_folder
+# prepare_folder's settings beyond the common ones, by their place in `config.dataset`.
+SETTINGS = {
+    name: f"folder.{name}"
+    for name in (
+        "labels_csv",
+        "image_column",
+        "patient_column",
+        "label_columns",
+        "channels",
+        "dicom_window",
+        "allow_outside_paths",
+    )
+}

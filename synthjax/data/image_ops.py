@@ -10,6 +10,7 @@ runs in any process (builders, grain workers, tests) without JAX.
 from __future__ import annotations
 
 import numpy as np
+from etils import epath
 from PIL import Image
 
 
@@ -84,6 +85,20 @@ def stretch(values: np.ndarray) -> np.ndarray:
     if not high > low:
         return np.zeros_like(values)
     return (values - np.float32(low)) * np.float32(255.0 / (high - low))
+
+
+def load_pyramid(file: epath.Path, base_resolution: int, resolution: int) -> np.ndarray:
+    """Decodes an image, resizes it to the base resolution, box-downsamples it.
+
+    Returns uint8[resolution, resolution]. For large JPEGs (the full CheXpert download),
+    `draft` lets libjpeg decode directly at a power-of-two reduction that is still at least
+    the base size: several times faster, and no coarser than the resize that follows.
+    """
+    with file.open("rb") as f:
+        image = Image.open(f)
+        image.draft("L", (base_resolution, base_resolution))
+        base = resize_square(image, base_resolution)
+    return box_pyramid(base, resolution)
 
 
 def box_downsample_2x2(image: np.ndarray) -> np.ndarray:

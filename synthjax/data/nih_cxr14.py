@@ -8,21 +8,19 @@ split, resize to the base resolution and 2x2 box pyramid down to the stored one)
 `prepare_report.json` -> `tfds.builder_from_directory(...).as_data_source()` -> grain.
 
 The builder is `synthjax.data.builder.SourceBuilder` with NIH's reading of the source and
-CheXpert's decoding (`chexpert.decode_row`): the per-split statistics, the report and its
-reuse rules are shared, so `builder.format_report` prints either report. Every CSV row is
-kept or skipped under one counted reason (cut short or with extra cells, duplicate image
-index, unknown finding, not in the official split lists, an image that resolves outside the
-dataset folder through a symlink, missing file, no positive label when asked to drop those,
-corrupt image).
+its default decoding of 8-bit images (`builder.decode_row`): the per-split statistics, the
+report and its reuse rules are shared, so `builder.format_report` prints either report.
+Every CSV row is kept or skipped under one counted reason (cut short or with extra cells,
+duplicate image index, unknown finding, not in the official split lists, an image that
+resolves outside the dataset folder through a symlink, missing file, no positive label when
+asked to drop those, corrupt image).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
-from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -39,7 +37,6 @@ from synthjax.data.builder import (
     patient_split,
     patient_uniform,
 )
-from synthjax.data.chexpert import decode_row
 from synthjax.data.source_files import Boundary, read_csv_rows, read_csv_text, row_shape_problem
 
 NIH_LABELS: tuple[str, ...] = (
@@ -305,12 +302,6 @@ class NihCxr14(SourceBuilder, skip_registration=True):
             root, drop_no_positive=self.builder_config.drop_no_positive, tally=self.tally
         )
 
-    def decoder(self) -> Callable[[SourceRow], np.ndarray]:
-        config = self.builder_config
-        return functools.partial(
-            decode_row, base_resolution=config.base_resolution, resolution=config.resolution
-        )
-
 
 # ---------------------------------------------------------------------------------------------
 # Entry point
@@ -349,19 +340,9 @@ def prepare_nih_cxr14(
     return builds.prepare_with_reuse(NihCxr14, config, manual_dir, data_dir, workers=workers)
 
 
-def prepare_from_config(manual_dir: epath.Path, data_dir: epath.Path, dataset: Any) -> tuple:
-    """`prepare_nih_cxr14` with the settings of `config.dataset`."""
-    return prepare_nih_cxr14(
-        manual_dir,
-        data_dir,
-        resolution=dataset.resolution,
-        base_resolution=dataset.base_resolution,
-        drop_no_positive=dataset.drop_no_positive,
-        workers=dataset.prepare_workers,
-    )
-
-
 # What the registry (`synthjax.data.registry`) reads; ATTRIBUTION is above.
 BUILDER = NihCxr14
 DOWNLOAD = f"the NIH Clinical Center ChestX-ray14 page ({DOWNLOAD_PAGE})"
 MANUAL_DIR = f"the folder holding {CSV_NAMES[0]} and images/"
+PREPARE = prepare_nih_cxr14
+SETTINGS: dict[str, str] = {}  # only the common ones

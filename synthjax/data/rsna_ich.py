@@ -538,21 +538,10 @@ def prepare_rsna_ich(
     return builds.prepare_with_reuse(RsnaIch, config, manual_dir, data_dir, workers=workers)
 
 
-def prepare_from_config(manual_dir: epath.Path, data_dir: epath.Path, dataset: Any) -> tuple:
-    """`prepare_rsna_ich` with the settings of `config.dataset`."""
-    return prepare_rsna_ich(
-        manual_dir,
-        data_dir,
-        resolution=dataset.resolution,
-        windows=dataset.ct.windows,
-        context=dataset.ct.context,
-        drop_no_positive=dataset.drop_no_positive,
-        base_resolution=dataset.base_resolution,
-        workers=dataset.prepare_workers,
-    )
-
-
 # What the registry (`synthjax.data.registry`) reads.
 BUILDER = RsnaIch
 DOWNLOAD = f"the Kaggle RSNA Intracranial Hemorrhage Detection competition ({DOWNLOAD_PAGE})"
 MANUAL_DIR = f"the folder holding {CSV_NAME} and {IMAGE_DIR}/"
+PREPARE = prepare_rsna_ich
+# prepare_rsna_ich's settings beyond the common ones, by their place in `config.dataset`.
+SETTINGS = {"windows": "ct.windows", "context": "ct.context"}

@@ -33,8 +33,9 @@ from synthjax.data.subsets import select_subset
 def ensure_phantom(run: Run) -> epath.Path:
     """The dataset's phantom folder, written once (`phantoms.store.write_once`)."""
     ds = run.config.dataset
-    phantom = REGISTRY[ds.name].phantom_module()
-    settings = phantom.settings_from_config(ds)
+    dataset = REGISTRY[ds.name]
+    phantom = dataset.phantom_module()
+    settings = dataset.phantom_settings(ds)
     key = store.settings_key(settings)
     root = store.phantom_root(phantom.FOLDER, key, shared_dir=ds.phantom.dir, workdir=run.workdir)
 
@@ -96,8 +97,8 @@ def run(run: Run) -> dict[str, Any]:
         epath.Path(ds.data_dir) if ds.data_dir else run.workdir / "data", manual_dir
     )
     tfds.disable_progress_bar()  # our own progress lines say the rate; tqdm bars garble logs
-    module = REGISTRY[ds.name].module()
-    dataset_dir, report = module.prepare_from_config(manual_dir, data_dir, ds)
+    dataset = REGISTRY[ds.name]
+    dataset_dir, report = dataset.prepare(manual_dir, data_dir, ds)
     print(format_report(report), flush=True)
     stage_dir = run.stage_dir("prepare")
     stage_dir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +144,7 @@ def run(run: Run) -> dict[str, Any]:
         "dataset_dir": str(dataset_dir),
         "label_names": list(label_names),
         "phantom": not ds.manual_dir,  # only the built-in phantom runs without a raw folder
-        "attribution": getattr(module, "ATTRIBUTION", None),
+        "attribution": getattr(dataset.module(), "ATTRIBUTION", None),
         "num_combinations": len(subset.combos),
         "images": {s: len(subset.indices[s]) for s in SPLITS},
         "images_per_combination": subset.counts(split_labels),

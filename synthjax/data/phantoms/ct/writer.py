@@ -424,21 +424,10 @@ def write_rsna_phantom(
 
 # What the dataset registry (`synthjax.data.registry`) reads.
 FOLDER = "phantom_rsna_ich"  # in the workdir, or the name's start under `phantom.dir`
-
-
-def settings_from_config(dataset) -> dict:
-    """`write_rsna_phantom`'s settings in `config.dataset`: everything the files depend on."""
-    p = dataset.phantom
-    return {
-        "num_patients": p.num_patients,
-        "image_size": p.image_size,
-        "noise": p.noise,
-        "subtlety": p.subtlety,
-        "seed": p.seed,
-        "slices_per_series": (p.min_slices, p.max_slices),
-    }
+# Settings beyond the registry's common ones, by their place in `config.dataset.phantom`.
+SETTINGS = {"slices_per_series": ("min_slices", "max_slices")}
 
 
 def write_phantom(root: str | os.PathLike, settings: dict, *, workers: int) -> dict:
-    """`write_rsna_phantom` with `settings_from_config`'s settings (workers: 0 = every core)."""
+    """`write_rsna_phantom` with the registry's settings (workers: 0 = every core)."""
     return write_rsna_phantom(root, **settings, workers=workers or None)

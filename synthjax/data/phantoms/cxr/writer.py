@@ -331,22 +331,11 @@ def _write_patient(
 
 # What the dataset registry (`synthjax.data.registry`) reads.
 FOLDER = "phantom"  # in the workdir, or the name's start under `phantom.dir`
-
-
-def settings_from_config(dataset) -> dict:
-    """`write_chexpert_phantom`'s settings in `config.dataset`: everything its files depend on."""
-    p = dataset.phantom
-    return {
-        "num_patients": p.num_patients,
-        "image_size": p.image_size,
-        "noise": p.noise,
-        "subtlety": p.subtlety,
-        "seed": p.seed,
-        "anatomy_variation": p.anatomy_variation,
-    }
+# Settings beyond the registry's common ones, by their place in `config.dataset.phantom`.
+SETTINGS = {"anatomy_variation": "anatomy_variation"}
 
 
 def write_phantom(root: str | epath.PathLike, settings: dict, *, workers: int) -> dict:
-    """`write_chexpert_phantom` with `settings_from_config`'s settings, in this process."""
+    """`write_chexpert_phantom` with the registry's settings, in this process."""
     del workers  # one process writes this phantom
     return write_chexpert_phantom(root, **settings)
