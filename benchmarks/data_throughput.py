@@ -1,7 +1,7 @@
 """Benchmark: can the input pipeline feed the GAN training step, resolution by resolution?
 
 Where it sits: the `gan` stage reads array_record shards through `synthjax.data.loader`,
-batches them with `synthjax.data.pipeline.train_iterator` (grain, the training's default
+batches them with `synthjax.data.input_pipeline.train_iterator` (grain, the training's default
 threads and prefetch) and moves each batch onto the mesh with `synthjax.core.parallel.to_global`
 before `synthjax.train.gan.train_step` consumes it. This script times both ends of that
 hand-off separately, on this machine, for each resolution:
@@ -57,7 +57,8 @@ from absl import logging
 from etils import epath
 
 from synthjax.core import compiler, parallel
-from synthjax.data import loader, pipeline, shards
+from synthjax.data import input_pipeline as pipeline
+from synthjax.data import loader, shards
 from synthjax.models.layers import resolve_conv_lowering
 from synthjax.train import gan
 
@@ -254,7 +255,7 @@ _DICOM_SOURCE: dict[str, epath.Path] = {}  # the CT phantom, written once per ru
 def dicom_source(settings: Settings, root: epath.Path) -> epath.Path:
     """The CT phantom the `dicom` section reads, written on first use."""
     if "raw" not in _DICOM_SOURCE:
-        from synthjax.data import phantom_ct
+        from synthjax.data.phantoms.ct import writer as phantom_ct
 
         raw = root / "ct_phantom"
         start = time.monotonic()
@@ -263,6 +264,8 @@ def dicom_source(settings: Settings, root: epath.Path) -> epath.Path:
             num_patients=max(2, settings.dicom_slices // 24),
             image_size=settings.dicom_size,
             slices_per_series=(16, 32),
+            noise=1.0,
+            subtlety=1.0,
             seed=0,
         )
         seconds = time.monotonic() - start

@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--keep", default="", help="reuse/keep the phantom in this folder")
     args = parser.parse_args()
 
-    from synthjax.data import phantom_ct
+    from synthjax.data.phantoms.ct import writer as phantom_ct
     from synthjax.data.workers import resolve_workers
 
     mean_slices = 24  # slices_per_series=(16, 32)
@@ -131,6 +131,8 @@ def main() -> None:
                 num_patients=patients,
                 image_size=args.image_size,
                 slices_per_series=(16, 32),
+                noise=1.0,
+                subtlety=1.0,
                 seed=0,
                 workers=args.workers or None,
             )

@@ -4,7 +4,7 @@ Hypothesis writes a small source folder per example: valid rows mixed with rows 
 with extra cells, a byte-order mark, garbage labels, empty paths, `..` and absolute paths and
 symlinks leading to a valid image beside the folder, missing files, truncated or corrupt images
 and DICOMs with tags missing. Each builder reads and decodes it through the functions
-`prepare` runs (`_split_generators`, then every split's `_generate_examples`), and then:
+`prepare` runs (`examples_by_split`, then every split's stream of examples), and then:
 
   - nothing raises;
   - every row (slice, unlabelled file) is counted once: kept + skipped = read;
@@ -22,7 +22,6 @@ import os
 import sys
 import tempfile
 import threading
-import types
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +33,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from synthjax.core.workdir import SPLITS
-from synthjax.data import chexpert, folder, nih_cxr14, phantom_ct, rsna_ich
+from synthjax.data import builder, chexpert, folder, nih_cxr14, rsna_ich
 from synthjax.data.loader import load_source
+from synthjax.data.phantoms.ct import writer as phantom_ct
 
 SIZE = 32  # source images: dicom.MIN_SIDE, the smallest accepted
 INSIDE, OUTSIDE = 60, 200  # pixel value of every valid image inside / the one outside
@@ -131,7 +131,7 @@ def _patients_per_split(make_id) -> dict[str, str]:
     i = 0
     while len(found) < len(SPLITS):
         ident = make_id(i)
-        found.setdefault(chexpert.patient_split(ident), ident)
+        found.setdefault(builder.patient_split(ident), ident)
         i += 1
     return found
 
@@ -408,7 +408,7 @@ def _write_folder(base: Path, kinds, garbage, bom):
 
 
 # ---------------------------------------------------------------------------------------------
-# Builders, run as `chexpert.write_dataset` runs them (without a pool or shards)
+# Builders, run as `builds.write_dataset` runs them (without a pool or shards)
 
 
 def _builder(name: str, manual: Path, data_dir: Path):
@@ -437,14 +437,13 @@ WRITERS = {
 
 
 def _build_in_process(name: str, manual: Path, data_dir: Path):
-    """(report, examples) from the builder's own split generators, decoding in this process."""
+    """(report, examples) from the builder's own examples by split, decoded in this process."""
     builder = _builder(name, manual, data_dir)
     builder.workers = 1
-    source = types.SimpleNamespace(manual_dir=epath.Path(manual))
     _OPENED.clear()
     _RECORDING.set()
     try:
-        generators = builder._split_generators(source)
+        generators = builder.examples_by_split(epath.Path(manual))
         examples = [example for gen in generators.values() for _, example in gen]
     finally:
         _RECORDING.clear()

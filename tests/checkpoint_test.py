@@ -10,7 +10,7 @@ import pytest
 
 from synthjax.core import parallel
 from synthjax.core.checkpoint import Checkpointer, StopRequest, abstract_like, state_sha256
-from synthjax.data import pipeline
+from synthjax.data import input_pipeline as pipeline
 
 
 def _state(seed=0):

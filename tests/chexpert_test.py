@@ -17,8 +17,10 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from synthjax.core.errors import ConfigError, DataNotFoundError
-from synthjax.data import chexpert, phantom_cxr
+from synthjax.core.workdir import SPLITS
+from synthjax.data import builder, chexpert, source_files
 from synthjax.data.image_ops import box_downsample_2x2, resize_square
+from synthjax.data.phantoms.cxr import writer as phantom_cxr
 
 RESOLUTION, BASE = 16, 64
 FOLDER = "CheXpert-v1.0-small"
@@ -51,7 +53,15 @@ def _label_cells(row):
 def raw(tmp_path_factory):
     """A 40-patient phantom plus one injected row per failure mode (and a duplicate)."""
     root = tmp_path_factory.mktemp("raw")
-    phantom_cxr.write_chexpert_phantom(root, num_patients=40, image_size=BASE, seed=1)
+    phantom_cxr.write_chexpert_phantom(
+        root,
+        num_patients=40,
+        image_size=BASE,
+        seed=1,
+        noise=1.0,
+        subtlety=1.0,
+        anatomy_variation=1.0,
+    )
     dataset = root / FOLDER
     phantom_rows = _csv_rows(dataset)
     with open(dataset / "train.csv", newline="") as f:
@@ -158,7 +168,7 @@ def test_every_row_is_counted_by_reason(raw, built):
     assert sum(counts.values()) == sum(report["rows_read"].values())
     listed = {(b["path"].split("/", 1)[1], b["reason"]) for b in report["bad_rows"]}
     for rel, reason in INJECTED.values():
-        if reason not in chexpert.FILTER_REASONS:
+        if reason not in builder.FILTER_REASONS:
             assert (rel, reason) in listed
     assert ("train/patient09998/study1/view1_frontal.jpg", "short_row") in listed
     assert ("train/patient09999/study1/view1_frontal.jpg", "long_row") in listed
@@ -167,13 +177,13 @@ def test_every_row_is_counted_by_reason(raw, built):
     assert report["bad_rows_omitted"] == 0
     assert sum(s["images"] for s in report["splits"].values()) == counts["kept"]
     json.dumps(report)  # JSON-able
-    text = chexpert.format_report(report)
+    text = builder.format_report(report)
     assert "corrupt_image" in text and "validation" in text
 
 
 def test_nothing_outside_the_dataset_folder_is_kept(built):
     _, dataset_dir, _ = built
-    for split in chexpert.SPLITS:
+    for split in SPLITS:
         keys = set(_read_split(dataset_dir, split))
         assert OUTSIDE_KEY not in keys
         assert not any(k.startswith("patient09997/") for k in keys)  # the symlink out
@@ -194,9 +204,9 @@ def test_csv_paths_are_resolved_on_paper(tmp_path):
 
 def test_rows_that_do_not_line_up_with_the_header():
     rows = list(csv.DictReader(io.StringIO("a,b,c\n1,2,3\n1,2\n1,2,3,4\n1,2,3,,\n")))
-    assert [chexpert.row_shape_problem(r) for r in (rows[0], rows[3])] == [None, None]
-    assert chexpert.row_shape_problem(rows[1])[0] == "short_row"
-    assert chexpert.row_shape_problem(rows[2])[0] == "long_row"
+    assert [source_files.row_shape_problem(r) for r in (rows[0], rows[3])] == [None, None]
+    assert source_files.row_shape_problem(rows[1])[0] == "short_row"
+    assert source_files.row_shape_problem(rows[2])[0] == "long_row"
 
 
 def test_splits_are_patient_disjoint_and_hash_assigned(built):
@@ -204,12 +214,12 @@ def test_splits_are_patient_disjoint_and_hash_assigned(built):
     info = tfds.builder_from_directory(dataset_dir).info
     assert tuple(info.metadata["label_names"]) == chexpert.CHEXPERT_LABELS
     patients = {}
-    for split in chexpert.SPLITS:
+    for split in SPLITS:
         examples = _read_split(dataset_dir, split)
         assert len(examples) == report["splits"][split]["images"]
         patients[split] = {key.split("/")[0] for key in examples}
         assert len(patients[split]) == report["splits"][split]["patients"]
-        assert all(chexpert.patient_split(p) == split for p in patients[split])
+        assert all(builder.patient_split(p) == split for p in patients[split])
     assert not (patients["train"] & patients["validation"])
     assert not (patients["train"] & patients["test"])
     assert not (patients["validation"] & patients["test"])
@@ -217,8 +227,8 @@ def test_splits_are_patient_disjoint_and_hash_assigned(built):
 
 def test_patient_split_is_stable_and_80_10_10():
     ids = [f"patient{i:05d}" for i in range(20000)]
-    splits = [chexpert.patient_split(p) for p in ids]
-    assert splits == [chexpert.patient_split(p) for p in ids]
+    splits = [builder.patient_split(p) for p in ids]
+    assert splits == [builder.patient_split(p) for p in ids]
     for split, share in (("train", 0.8), ("validation", 0.1), ("test", 0.1)):
         assert abs(splits.count(split) / len(ids) - share) < 0.01
 
@@ -233,7 +243,7 @@ def test_uncertain_policies_and_drop_no_positive(raw, built, tmp_path):
         else:
             ones_dir, _ = _prepare(raw[0], tmp_path, uncertain_policy="u_zeros")
         got = {}
-        for split in chexpert.SPLITS:
+        for split in SPLITS:
             got.update({k: ex["labels"] for k, ex in _read_split(ones_dir, split).items()})
         assert set(got) == set(expected)
         for key, labels in got.items():
@@ -242,7 +252,7 @@ def test_uncertain_policies_and_drop_no_positive(raw, built, tmp_path):
     assert keep_dir.parent.name == "r16-u_ones-keep-b64"
     assert keep_report["counts"]["no_positive_label"] == 0
     kept = {}
-    for split in chexpert.SPLITS:
+    for split in SPLITS:
         kept.update(_read_split(keep_dir, split))
     assert "patient09995/study1/view1_frontal" in kept
     assert not kept["patient09995/study1/view1_frontal"]["labels"].any()
@@ -277,12 +287,14 @@ def test_second_prepare_reuses_the_build(raw, built):
     assert time.monotonic() - started < 2.0
     assert again_dir == dataset_dir and again == report
     assert [os.stat(p).st_mtime_ns for p in shards] == stamps
-    assert (dataset_dir / chexpert.REPORT_FILE).exists()
+    assert (dataset_dir / builder.REPORT_FILE).exists()
 
 
 def test_changed_source_is_rebuilt(tmp_path):
     root = tmp_path / "raw"
-    phantom_cxr.write_chexpert_phantom(root, num_patients=40, image_size=32, seed=2)
+    phantom_cxr.write_chexpert_phantom(
+        root, num_patients=40, image_size=32, seed=2, noise=1.0, subtlety=1.0, anatomy_variation=1.0
+    )
     _, first = chexpert.prepare_chexpert(root, tmp_path / "data", resolution=8, base_resolution=32)
     with open(root / FOLDER / "train.csv", "a") as f:
         f.write(

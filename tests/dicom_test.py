@@ -10,7 +10,8 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_modality_lut
 
-from synthjax.data import dicom, phantom_ct
+from synthjax.data import dicom
+from synthjax.data.phantoms.ct import writer as phantom_ct
 from synthjax.data.workers import BadInput
 
 CT_SMALL = get_testdata_file("CT_small.dcm")

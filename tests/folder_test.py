@@ -18,7 +18,8 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from synthjax.core.errors import ConfigError, DataNotFoundError
-from synthjax.data import chexpert, folder
+from synthjax.core.workdir import SPLITS
+from synthjax.data import builder, folder
 from synthjax.data.loader import load_source
 
 RESOLUTION, BASE = 32, 64
@@ -29,17 +30,17 @@ CELLS = {"1": 1, "0": 0, "1.0": 1, "0.0": 0, "True": 1, "no": 0, "YES": 1, "": 0
 
 
 def _patients():
-    """30 patient ids, 22/4/4 over train/validation/test by `chexpert.patient_split`."""
+    """30 patient ids, 22/4/4 over train/validation/test by `builder.patient_split`."""
     want = {"train": 22, "validation": 4, "test": 4}
     chosen = {split: [] for split in want}
     i = 0
     while any(len(chosen[s]) < n for s, n in want.items()):
         patient = f"P{i:04d}"
-        split = chexpert.patient_split(patient)
+        split = builder.patient_split(patient)
         if len(chosen[split]) < want[split]:
             chosen[split].append(patient)
         i += 1
-    return [p for split in chexpert.SPLITS for p in chosen[split]]
+    return [p for split in SPLITS for p in chosen[split]]
 
 
 def _pyramid(level, resolution=RESOLUTION):
@@ -198,7 +199,7 @@ def _prepare(root, data_dir, **kwargs):
 def _read_all(dataset_dir):
     """split -> {id: record} through the one loader."""
     out = {}
-    for split in chexpert.SPLITS:
+    for split in SPLITS:
         source = load_source(dataset_dir, split)
         out[split] = {r["id"]: r for r in (source[i] for i in range(len(source)))}
     return out
@@ -245,7 +246,7 @@ def test_every_row_and_file_is_counted_once(raw, built):
     assert listed == {(path, reason) for reason, paths in bad.items() for path in paths}
     assert set(_images(examples)) == set(expected)
     assert sum(s["images"] for s in report["splits"].values()) == len(expected)
-    text = chexpert.format_report(report)
+    text = builder.format_report(report)
     assert "images read" in text and "unlabelled_file" in text
 
 
@@ -261,7 +262,7 @@ def test_labels_names_and_patient_disjoint_splits(raw, built):
             np.testing.assert_array_equal(record["labels"], expected[ident])
             assert record["image"].shape == (RESOLUTION, RESOLUTION, 1)
         patients[split] = {patient_of[i] for i in records}
-        assert all(chexpert.patient_split(p) == split for p in patients[split])
+        assert all(builder.patient_split(p) == split for p in patients[split])
         assert report["splits"][split]["patients"] == len(patients[split])
     assert not patients["train"] & patients["validation"]
     assert not patients["train"] & patients["test"]

@@ -17,7 +17,7 @@ from synthjax.core import parallel
 from synthjax.core.checkpoint import state_sha256
 from synthjax.core.errors import Preempted
 from synthjax.core.metrics import read_metrics
-from synthjax.data import pipeline
+from synthjax.data import input_pipeline as pipeline
 from synthjax.models import cpd_gan, layers, param_counts, prog_gan
 from synthjax.train import gan, loop
 

@@ -6,7 +6,7 @@ import numpy as np
 from etils import epath
 
 from synthjax.core import parallel
-from synthjax.data import pipeline
+from synthjax.data import input_pipeline as pipeline
 from synthjax.train import loop
 
 

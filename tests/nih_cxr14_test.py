@@ -14,7 +14,8 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from synthjax.core.errors import DataNotFoundError
-from synthjax.data import chexpert, nih_cxr14
+from synthjax.core.workdir import SPLITS
+from synthjax.data import builder, nih_cxr14
 from synthjax.data.image_ops import resize_square
 
 SAMPLE = Path(__file__).parents[2] / "shared" / "data" / "nih_cxr14_sample"
@@ -55,7 +56,7 @@ def _read_lines(path):
 def _read_all(dataset_dir):
     sources = tfds.builder_from_directory(dataset_dir).as_data_source()
     out = {}
-    for split in chexpert.SPLITS:
+    for split in SPLITS:
         source = sources[split]
         out[split] = {ex["id"].decode(): ex for ex in (source[i] for i in range(len(source)))}
     return out
@@ -82,7 +83,7 @@ def test_sample_every_row_kept_and_reported(built):
     assert report["counts"] == {"kept": 1000, **{r: 0 for r in nih_cxr14.SKIP_REASONS}}
     assert report["bad_rows"] == []
     assert sum(len(e) for e in examples.values()) == 1000
-    text = chexpert.format_report(report)
+    text = builder.format_report(report)
     assert "NIH ChestX-ray14 r32-keep-b64" in text and "not_in_split_lists" in text
 
 
@@ -98,12 +99,12 @@ def test_sample_official_test_list_and_patient_disjoint_splits(built):
     patient_of = {
         r["Image Index"]: r["Patient ID"] for r in _csv_rows(SAMPLE / "Data_Entry_2017.csv")
     }
-    patients = {s: {patient_of[i] for i in examples[s]} for s in chexpert.SPLITS}
+    patients = {s: {patient_of[i] for i in examples[s]} for s in SPLITS}
     assert not patients["train"] & patients["validation"]
     assert not patients["train"] & patients["test"]
     assert not patients["validation"] & patients["test"]
     assert sum(len(p) for p in patients.values()) == 682
-    for split in chexpert.SPLITS:
+    for split in SPLITS:
         assert report["splits"][split]["images"] == len(examples[split])
         assert report["splits"][split]["patients"] == len(patients[split])
     # About 1/9 of the train_val patients go to validation.
@@ -132,7 +133,7 @@ def test_sample_labels_match_the_csv_and_source_counts(built):
 @needs_sample
 def test_sample_images_are_the_box_pyramid_of_the_resized_source(built):
     _, _, examples = built
-    for split in chexpert.SPLITS:
+    for split in SPLITS:
         for index in sorted(examples[split])[:3]:
             stored = examples[split][index]["image"]
             assert stored.shape == (RESOLUTION, RESOLUTION, 1) and stored.dtype == np.uint8
@@ -156,10 +157,10 @@ def test_without_lists_hash_split_in_images_nnn_layout(tmp_path):
     assert report["counts"]["kept"] == 1000
     examples = _read_all(dataset_dir)
     patient_of = {r["Image Index"]: r["Patient ID"] for r in _csv_rows(raw / "Data_Entry_2017.csv")}
-    for split in chexpert.SPLITS:
+    for split in SPLITS:
         for index in examples[split]:
             key = f"nih{int(patient_of[index]):08d}"
-            assert chexpert.patient_split(key) == split
+            assert builder.patient_split(key) == split
 
 
 def _synthetic(root):
@@ -249,7 +250,7 @@ def test_each_bad_row_counted_under_its_reason(tmp_path):
         (picked["validation"][1]["Image Index"], "duplicate_image_index"),
     }
     examples = _read_all(dataset_dir)
-    for split in chexpert.SPLITS:
+    for split in SPLITS:
         assert set(examples[split]) == {r["Image Index"] for r in picked[split]}
     # drop_no_positive removes the all-zero ("No Finding") rows and counts them.
     n_empty = sum(r["Finding Labels"] == "No Finding" for s in picked.values() for r in s)

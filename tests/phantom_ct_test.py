@@ -12,11 +12,11 @@ import pytest
 from pydicom.pixels import apply_modality_lut
 
 from synthjax.core.errors import ConfigError
-from synthjax.data import phantom_ct
-from synthjax.data.phantom_ct_anatomy import HeadGrid, render_hu
+from synthjax.data.phantoms.ct import writer as phantom_ct
+from synthjax.data.phantoms.ct.anatomy import HeadGrid, render_hu
 
 SUBTYPES = ("epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural")
-SMALL = dict(image_size=64, slices_per_series=(12, 16))
+SMALL = dict(image_size=64, slices_per_series=(12, 16), subtlety=1.0)
 
 
 def _first_patients_with_every_encoding(seed: int) -> int:
@@ -36,7 +36,7 @@ def phantom(tmp_path_factory):
     num_patients = max(_first_patients_with_every_encoding(seed), 12)
     root = tmp_path_factory.mktemp("rsna")
     stats = phantom_ct.write_rsna_phantom(
-        root, num_patients=num_patients, seed=seed, workers=2, **SMALL
+        root, num_patients=num_patients, seed=seed, noise=1.0, workers=2, **SMALL
     )
     return root, seed, stats
 
@@ -163,7 +163,7 @@ def test_written_pixels_are_the_ground_truth_hu(phantom):
     for patient, slices in _patient_slices(root, seed, stats["patients"]).values():
         grid = HeadGrid(patient.head, image_size=64, pixel_spacing=patient.pixel_spacing)
         for k, ds in enumerate(slices):
-            hu = phantom_ct.render_slice(patient, k, grid=grid)
+            hu = phantom_ct.render_slice(patient, k, noise=1.0, grid=grid)
             np.testing.assert_array_equal(_stored_to_hu(ds), _expected_hu(hu, patient.encoding))
         seen[patient.encoding] += 1
     assert set(seen) == set(phantom_ct.ENCODINGS)
@@ -177,7 +177,7 @@ def test_series_files_are_what_write_ct_dicom_writes(phantom, tmp_path):
     path = tmp_path / "again.dcm"
     phantom_ct.write_ct_dicom(
         path,
-        phantom_ct.render_slice(patient, k),
+        phantom_ct.render_slice(patient, k, noise=1.0),
         encoding=patient.encoding,
         patient_id=patient.patient_id,
         study_uid=patient.study_uid,
@@ -198,8 +198,8 @@ def test_series_files_are_what_write_ct_dicom_writes(phantom, tmp_path):
 
 @pytest.mark.parametrize("encoding", phantom_ct.ENCODINGS)
 def test_each_encoding_round_trips(tmp_path, encoding):
-    patient = phantom_ct.draw_patient(0, 0, image_size=64)
-    hu = phantom_ct.render_slice(patient, patient.num_slices // 2)
+    patient = phantom_ct.draw_patient(0, 0, image_size=64, slices_per_series=(16, 32), subtlety=1.0)
+    hu = phantom_ct.render_slice(patient, patient.num_slices // 2, noise=1.0)
     hu[0, :8] = [-1024.4, -1000.0, -999.0, -1.0, 0.0, 0.5, 3000.0, 3071.0]
     path = tmp_path / "slice.dcm"
     phantom_ct.write_ct_dicom(
@@ -234,7 +234,9 @@ def test_each_encoding_round_trips(tmp_path, encoding):
 
 
 def test_same_seed_same_bytes_whatever_the_workers(tmp_path):
-    kwargs = dict(num_patients=5, seed=11, image_size=32, slices_per_series=(4, 7))
+    kwargs = dict(
+        num_patients=5, seed=11, image_size=32, slices_per_series=(4, 7), noise=1.0, subtlety=1.0
+    )
     phantom_ct.write_rsna_phantom(tmp_path / "a", workers=1, **kwargs)
     phantom_ct.write_rsna_phantom(tmp_path / "b", workers=2, **kwargs)
     phantom_ct.write_rsna_phantom(tmp_path / "c", workers=1, **{**kwargs, "seed": 12})
@@ -267,7 +269,14 @@ def test_written_labels_are_the_patients_bleeds_contiguous_along_z(phantom):
 def test_written_prevalence_close_to_rsna_stage2(tmp_path):
     """A few hundred patients' worth of slices, written: per-slice label rates as in RSNA."""
     stats = phantom_ct.write_rsna_phantom(
-        tmp_path, num_patients=120, image_size=32, slices_per_series=(16, 20), seed=8, workers=2
+        tmp_path,
+        num_patients=120,
+        image_size=32,
+        slices_per_series=(16, 20),
+        noise=1.0,
+        subtlety=1.0,
+        seed=8,
+        workers=2,
     )
     prevalence = stats["prevalence"]
     assert 0.09 <= prevalence["any"] <= 0.20
@@ -281,7 +290,9 @@ def test_label_prevalence_close_to_rsna_stage2():
     totals, slices, positive_types = np.zeros(6), 0, 0
     runs = collections.defaultdict(list)
     for index in range(600):
-        patient = phantom_ct.draw_patient(21, index, image_size=32)
+        patient = phantom_ct.draw_patient(
+            21, index, image_size=32, slices_per_series=(16, 32), subtlety=1.0
+        )
         table = patient.labels()
         totals += table.sum(axis=0)
         slices += len(table)
@@ -309,10 +320,12 @@ def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
-def _patients_with(subtype: str, count: int, image_size: int, **kwargs):
+def _patients_with(subtype: str, count: int, image_size: int):
     found = []
     for index in range(2000):
-        patient = phantom_ct.draw_patient(5, index, image_size=image_size, **kwargs)
+        patient = phantom_ct.draw_patient(
+            5, index, image_size=image_size, slices_per_series=(16, 32), subtlety=1.0
+        )
         if any(b.subtype == subtype for b in patient.bleeds):
             found.append(patient)
             if len(found) == count:
@@ -348,7 +361,7 @@ def test_epidural_blood_lies_against_the_bone():
         grid = HeadGrid(patient.head, image_size=128, pixel_spacing=patient.pixel_spacing)
         labelled = patient.labels()[:, 0]
         for k in range(patient.num_slices):
-            hu = phantom_ct.render_slice(patient, k, grid=grid)
+            hu = phantom_ct.render_slice(patient, k, noise=1.0, grid=grid)
             blood = (hu >= 50) & (hu <= 90) & _dilate(hu > 300, 2)
             counts[bool(labelled[k])].append(int(blood.sum()))
     # Unlabelled slices have a few from partial volume at the inner table.
@@ -364,7 +377,11 @@ def test_subtlety_makes_bleeds_smaller_and_fainter():
     sizes = []
     for subtlety in (0.5, 3.0):
         again = phantom_ct.draw_patient(
-            patient.seed, patient.index, image_size=64, subtlety=subtlety
+            patient.seed,
+            patient.index,
+            image_size=64,
+            slices_per_series=(16, 32),
+            subtlety=subtlety,
         )
         (changed,) = [b for b in again.bleeds if b.subtype == "intraparenchymal"]
         assert (changed.first, changed.last) == (bleed.first, bleed.last)  # same labels
@@ -376,7 +393,7 @@ def test_subtlety_makes_bleeds_smaller_and_fainter():
 
 def test_series_goes_from_skull_base_to_vertex():
     """The head outline grows then shrinks; the ventricles show in the middle slices."""
-    patient = phantom_ct.draw_patient(0, 1, image_size=64, slices_per_series=(24, 24))
+    patient = phantom_ct.draw_patient(0, 1, image_size=64, slices_per_series=(24, 24), subtlety=1.0)
     grid = HeadGrid(patient.head, image_size=64, pixel_spacing=patient.pixel_spacing)
     slices = [render_hu(grid, k, (), noise=0.0) for k in range(24)]
     area = np.array([np.sum(s > -500) for s in slices])
@@ -387,9 +404,12 @@ def test_series_goes_from_skull_base_to_vertex():
 
 
 def test_bad_arguments_raise_config_errors(tmp_path):
+    knobs = dict(image_size=32, slices_per_series=(4, 7), noise=1.0, subtlety=1.0, seed=0)
     with pytest.raises(ConfigError, match="num_patients"):
-        phantom_ct.write_rsna_phantom(tmp_path, num_patients=0)
+        phantom_ct.write_rsna_phantom(tmp_path, num_patients=0, **knobs)
     with pytest.raises(ConfigError, match="slices_per_series"):
-        phantom_ct.write_rsna_phantom(tmp_path, num_patients=1, slices_per_series=(8, 4))
+        phantom_ct.write_rsna_phantom(
+            tmp_path, num_patients=1, **{**knobs, "slices_per_series": (8, 4)}
+        )
     with pytest.raises(ValueError, match="encoding"):
         phantom_ct.encode_hu(np.zeros((4, 4), np.float32), "unsigned8")

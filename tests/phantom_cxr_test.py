@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from synthjax.core.errors import ConfigError
-from synthjax.data import phantom_cxr
 from synthjax.data.chexpert import CHEXPERT_LABELS
 from synthjax.data.image_ops import box_pyramid, resize_square
+from synthjax.data.phantoms.cxr import writer as phantom_cxr
 
 EXPECTED_COLUMNS = [
     "Path",
@@ -45,7 +45,15 @@ def _read(path):
 def small_phantom(tmp_path_factory):
     root = tmp_path_factory.mktemp("phantom")
     stats = phantom_cxr.write_chexpert_phantom(
-        root, num_patients=12, image_size=64, valid_patients=3, lateral_fraction=0.3, seed=3
+        root,
+        num_patients=12,
+        image_size=64,
+        valid_patients=3,
+        lateral_fraction=0.3,
+        seed=3,
+        noise=1.0,
+        subtlety=1.0,
+        anatomy_variation=1.0,
     )
     return root, stats
 
@@ -78,7 +86,9 @@ def test_layout_and_csv_match_chexpert_small(small_phantom):
 
 
 def test_same_seed_same_bytes(tmp_path):
-    kwargs = dict(num_patients=4, image_size=32, seed=11)
+    kwargs = dict(
+        num_patients=4, image_size=32, seed=11, noise=1.0, subtlety=1.0, anatomy_variation=1.0
+    )
     phantom_cxr.write_chexpert_phantom(tmp_path / "a", **kwargs)
     phantom_cxr.write_chexpert_phantom(tmp_path / "b", **kwargs)
     phantom_cxr.write_chexpert_phantom(tmp_path / "c", **{**kwargs, "seed": 12})
@@ -109,7 +119,15 @@ def test_label_draws_follow_the_real_table():
 
 
 def test_written_prevalence_roughly_follows_the_table(tmp_path):
-    stats = phantom_cxr.write_chexpert_phantom(tmp_path, num_patients=150, image_size=32)
+    stats = phantom_cxr.write_chexpert_phantom(
+        tmp_path,
+        num_patients=150,
+        image_size=32,
+        seed=0,
+        noise=1.0,
+        subtlety=1.0,
+        anatomy_variation=1.0,
+    )
     table = phantom_cxr.load_label_table()
     expected = table.probabilities @ table.combinations
     got = np.array([stats["label_prevalence"][name] for name in CHEXPERT_LABELS])
@@ -147,7 +165,7 @@ def _render(label_severity, *, size=256, subtlety=1.0, seed=5):
     for name, value in label_severity.items():
         severity[CHEXPERT_LABELS.index(name)] = value
     return phantom_cxr.render_frontal(
-        detector, anatomy, layout, severity, np.random.default_rng(1), subtlety=subtlety
+        detector, anatomy, layout, severity, np.random.default_rng(1), noise=1.0, subtlety=subtlety
     )
 
 
@@ -186,7 +204,10 @@ def test_small_images_render_too():
 
 
 def test_bad_knobs_are_refused(tmp_path):
+    knobs = dict(
+        num_patients=2, image_size=32, seed=0, noise=1.0, subtlety=1.0, anatomy_variation=1.0
+    )
     with pytest.raises(ConfigError, match="lateral_fraction"):
-        phantom_cxr.write_chexpert_phantom(tmp_path, num_patients=2, lateral_fraction=0.9)
+        phantom_cxr.write_chexpert_phantom(tmp_path, **knobs, lateral_fraction=0.9)
     with pytest.raises(ConfigError, match="subtlety"):
-        phantom_cxr.write_chexpert_phantom(tmp_path, num_patients=2, subtlety=0.0)
+        phantom_cxr.write_chexpert_phantom(tmp_path, **{**knobs, "subtlety": 0.0})

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from synthjax.core.workdir import SPLITS
-from synthjax.data import chexpert, phantom_cxr
+from synthjax.data import chexpert
 from synthjax.data.loader import load_source
+from synthjax.data.phantoms.cxr import writer as phantom_cxr
 
 RESOLUTION, BASE = 16, 64
 
@@ -20,7 +21,15 @@ RESOLUTION, BASE = 16, 64
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory):
     root = tmp_path_factory.mktemp("raw")
-    phantom_cxr.write_chexpert_phantom(root, num_patients=300, image_size=BASE, seed=3)
+    phantom_cxr.write_chexpert_phantom(
+        root,
+        num_patients=300,
+        image_size=BASE,
+        seed=3,
+        noise=1.0,
+        subtlety=1.0,
+        anatomy_variation=1.0,
+    )
     return root
 
 

@@ -16,8 +16,9 @@ from pydicom.pixels import apply_modality_lut
 
 from synthjax.core.errors import DataNotFoundError
 from synthjax.core.workdir import SPLITS
-from synthjax.data import dicom, phantom_ct, rsna_ich
+from synthjax.data import builder, dicom, rsna_ich
 from synthjax.data.loader import load_source
+from synthjax.data.phantoms.ct import writer as phantom_ct
 
 RESOLUTION, BASE = 16, 64
 LABEL_ROWS = rsna_ich.CSV_LABELS  # the six per-slice rows, in the file's order
@@ -134,7 +135,14 @@ def _inject(root, template_id):
 def raw(tmp_path_factory):
     root = tmp_path_factory.mktemp("rsna")
     phantom_ct.write_rsna_phantom(
-        root, num_patients=40, image_size=BASE, slices_per_series=(6, 10), seed=2, workers=2
+        root,
+        num_patients=40,
+        image_size=BASE,
+        slices_per_series=(6, 10),
+        noise=1.0,
+        subtlety=1.0,
+        seed=2,
+        workers=2,
     )
     clean_ids = sorted({r[0].rsplit("_", 1)[0] for r in _read_csv(root)})
     template_id = clean_ids[0]
@@ -183,7 +191,7 @@ def test_every_slice_is_accounted_for(raw, built):
         assert listed[slice_id] == reason
     records = _all_records(dataset_dir)
     assert len(records) == counts["kept"]
-    text = rsna_ich.format_report(report)
+    text = builder.format_report(report)
     assert "slices read" in text and "truncated_pixel_data" in text
 
 

@@ -15,8 +15,8 @@ from synthjax import schema
 from synthjax.core import config_files
 from synthjax.core.errors import ConfigError
 from synthjax.core.workdir import Run
-from synthjax.data import prepare
 from synthjax.data.subsets import select_subset
+from synthjax.stages import prepare
 
 CHEXPERT_TABLE = (
     Path(__file__).parents[2] / "shared" / "data" / ("chexpert_frontal_label_combinations.csv")

@@ -111,12 +111,15 @@ def test_a_killed_worker_fails_the_map_within_a_minute():
 
 _KILL_IN_PREPARE = """
 import os, signal, sys, time
-from synthjax.data import chexpert, phantom_cxr
+from synthjax.data import builder, chexpert
+from synthjax.data.phantoms.cxr import writer as phantom_cxr
 from synthjax.core.errors import SynthjaxError
 
 raw, data = sys.argv[1], sys.argv[2]
-phantom_cxr.write_chexpert_phantom(raw, num_patients=30, image_size=32, seed=4)
-decode_row = chexpert.decode_row
+phantom_cxr.write_chexpert_phantom(
+    raw, num_patients=30, image_size=32, seed=4, noise=1.0, subtlety=1.0, anatomy_variation=1.0
+)
+decode_row = builder.decode_row
 
 def dying_decode(row, **kwargs):
     # Forked workers see this module-level patch; the parent never calls it.
@@ -124,7 +127,7 @@ def dying_decode(row, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
     return decode_row(row, **kwargs)
 
-chexpert.decode_row = dying_decode
+builder.decode_row = dying_decode
 started = time.monotonic()
 try:
     chexpert.prepare_chexpert(raw, data, resolution=8, base_resolution=32, workers=2)

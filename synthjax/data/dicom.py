@@ -1,5 +1,8 @@
 """CT DICOM files -> Hounsfield units -> windowed 8-bit channels.
 
+Also `display_values`: any single-frame grayscale DICOM (the folder builder's) -> 8-bit
+display values, through the same modality LUT and windows.
+
 Data flow: a slice file -> `read_header` (tags only, for planning: patient, series, position)
 -> `read_hu` (pixels through the modality LUT, with the RSNA wrap fixed) -> `window_channels`
 (one uint8 channel per display window) -> the builders' resize and box pyramid.
@@ -36,7 +39,10 @@ from collections.abc import Sequence
 import numpy as np
 import pydicom
 import pydicom.errors
+from pydicom.multival import MultiValue
+from pydicom.pixels import apply_modality_lut
 
+from synthjax.data.image_ops import stretch
 from synthjax.data.workers import BadInput
 
 # name -> (centre, width) in HU. brain/subdural/bone are the three windows radiologists read
@@ -246,12 +252,9 @@ def read_hu(path: str | os.PathLike, *, modality: str = "CT") -> np.ndarray:
         stored = ds.pixel_array
     except Exception as error:  # an unsupported or broken encoding
         raise BadInput("corrupt_dicom", f"{path}: {type(error).__name__}: {error}") from None
-    if stored.ndim != 2 or min(stored.shape) < MIN_SIDE:
+    if stored.ndim != 2:
         raise BadInput("wrong_dimensions", f"{path}: pixel array of shape {stored.shape}")
-    if max(stored.shape) > MAX_ASPECT * min(stored.shape):
-        raise BadInput(
-            "wrong_dimensions", f"{path}: {stored.shape[0]}x{stored.shape[1]} is far from square"
-        )
+    check_shape(*stored.shape, path)
     return pad_square(stored_to_hu(stored, ds, path))
 
 
@@ -279,3 +282,76 @@ def window(hu: np.ndarray, center: float, width: float) -> np.ndarray:
 def window_channels(hu: np.ndarray, windows: Sequence[str]) -> np.ndarray:
     """float32[H, W] HU -> float32[H, W, len(windows)] in 0..255, one channel per window."""
     return np.stack([window(hu, *WINDOWS[name]) for name in windows], axis=-1)
+
+
+def check_shape(height: int, width: int, path: str | os.PathLike) -> None:
+    """Refuses (`wrong_dimensions`) a slice under MIN_SIDE a side or beyond MAX_ASPECT:1."""
+    if min(height, width) < MIN_SIDE:
+        raise BadInput(
+            "wrong_dimensions", f"{path}: {height}x{width} is under {MIN_SIDE} px a side"
+        )
+    if max(height, width) > MAX_ASPECT * min(height, width):
+        raise BadInput(
+            "wrong_dimensions",
+            f"{path}: {height}x{width} is further from square than {MAX_ASPECT}:1",
+        )
+
+
+def _first_number(value) -> float | None:
+    """The first value of a possibly multi-valued numeric element, if finite."""
+    if isinstance(value, (MultiValue, list, tuple)):
+        value = value[0] if len(value) else None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
+
+
+def display_values(ds: pydicom.Dataset, path: str, dicom_window: str) -> np.ndarray:
+    """A single-frame grayscale DICOM of any modality -> float32[H, W] display values, 0..255.
+
+    `dicom_window`: 'file' (the file's own first WindowCenter/WindowWidth, or min..max when it
+    has none), 'minmax' (always the image's min..max) or a name from WINDOWS (that window in
+    HU). MONOCHROME1 is inverted so that dense tissue is bright. The folder builder's DICOM
+    reader; CT slices for the RSNA builder go through `read_hu` instead.
+
+    Raises:
+      BadInput: corrupt_image (no or undecodable pixel data), wrong_dimensions (multi-frame,
+        colour, not 2-D, too small or too far from square), no_rescale (a CT without a
+        defined HU scale, unless the window is 'minmax'; see `dicom.rescale`).
+    """
+    if "PixelData" not in ds:
+        raise BadInput("corrupt_image", f"{path}: DICOM without pixel data")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    if frames != 1 or samples != 1 or photometric not in ("", "MONOCHROME1", "MONOCHROME2"):
+        raise BadInput(
+            "wrong_dimensions",
+            f"{path}: {frames} frame(s) of {samples} sample(s), {photometric or 'no'} "
+            "photometric interpretation; only single-frame grayscale images are used",
+        )
+    try:
+        stored = ds.pixel_array
+    except Exception as error:  # truncated or in an encoding pydicom cannot decode here
+        raise BadInput("corrupt_image", f"{path}: {type(error).__name__}: {error}") from None
+    if stored.ndim != 2:
+        raise BadInput("wrong_dimensions", f"{path}: pixel array of shape {stored.shape}")
+    check_shape(*stored.shape, path)
+    modality = str(ds.get("Modality", "")).strip().upper()
+    if modality == "CT" and dicom_window != "minmax" and "ModalityLUTSequence" not in ds:
+        rescale(ds, stored, path)  # refuses a CT whose HU are not defined
+    values = np.asarray(apply_modality_lut(stored, ds), np.float32)
+    if dicom_window in WINDOWS:
+        shown = window(values, *WINDOWS[dicom_window])
+    else:
+        center = _first_number(ds.get("WindowCenter"))
+        width = _first_number(ds.get("WindowWidth"))
+        if dicom_window == "file" and center is not None and width is not None and width > 0:
+            shown = window(values, center, width)
+        else:
+            shown = stretch(values)
+    if photometric == "MONOCHROME1":  # stored with dense tissue dark
+        shown = 255.0 - shown
+    return shown

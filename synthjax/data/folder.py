@@ -7,9 +7,9 @@ each file decoded to 8-bit display values, padded to square with black, resized 
 resolution and 2x2 box-downsampled to the stored one) -> `data_dir/folder/<config>/1.0.0/`
 -> the same loader as every other dataset.
 
-The builder is the CheXpert one (`synthjax.data.chexpert`) with a generic reading of the
-source: the per-split statistics, the report and its reuse rules are shared, so
-`chexpert.format_report` prints the report. Every CSV row and every image file in the folder
+The builder is `synthjax.data.builder.SourceBuilder` with a generic reading of the source:
+the per-split statistics, the report and its reuse rules are shared, so
+`builder.format_report` prints the report. Every CSV row and every image file in the folder
 that no row names is accounted for: kept, or skipped under one counted reason (SKIP_REASONS,
 first that applies) and listed in the report. The `id` feature is the image path relative to
 `manual_dir`, for the private side only.
@@ -37,7 +37,6 @@ are refused (`wrong_dimensions`).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import functools
 import hashlib
@@ -45,41 +44,36 @@ import io
 import json
 import os
 from collections.abc import Callable, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pydicom
 import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
-from pydicom.multival import MultiValue
-from pydicom.pixels import apply_modality_lut
 
 from synthjax.core.errors import ConfigError, DataNotFoundError
-from synthjax.data import chexpert, dicom
-from synthjax.data.chexpert import (
+from synthjax.core.workdir import SPLITS
+from synthjax.data import builds, dicom, image_ops
+from synthjax.data.builder import (
     REPORT_FILE,
-    SPLITS,
-    Boundary,
+    SourceBuilder,
     SourceRow,
     Tally,
     check_pyramid_sizes,
-    format_report,
     patient_split,
 )
+from synthjax.data.folder_labels import (
+    FIELD,
+    LabelTable,
+    label_signature,
+    layout_help,
+    parse_label_cell,
+    read_label_table,
+)
 from synthjax.data.image_ops import box_pyramid
-from synthjax.data.shards import image_features
+from synthjax.data.source_files import Boundary
 from synthjax.data.workers import BadInput
-
-__all__ = [
-    "SKIP_REASONS",
-    "FolderConfig",
-    "FolderDataset",
-    "format_report",
-    "parse_label_cell",
-    "prepare_folder",
-    "read_label_table",
-]
 
 # Each skipped CSV row (or unlabelled file) is counted once, under the first reason that
 # applies, in this order. contradictory_labels is the duplicate_image whose labels differ.
@@ -99,9 +93,6 @@ SKIP_REASONS = (
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm")
 DICOM_WINDOWS = ("file", "minmax", *dicom.WINDOWS)
 UNLABELLED_KEY = "image files without a CSV row"
-_TRUE = frozenset({"1", "1.0", "true", "yes"})
-_FALSE = frozenset({"0", "0.0", "false", "no", ""})
-_FIELD = "--config.dataset.folder"
 
 
 def config_name(
@@ -201,188 +192,21 @@ class FolderConfig(tfds.core.BuilderConfig):
 # Finding the data, reading the CSV
 
 
-def _layout_help(labels_csv: str) -> str:
-    return (
-        f"Put a CSV with a header row at <FOLDER>/{labels_csv}: one row per image, with a "
-        "column of image paths (relative to <FOLDER>, or absolute, of files inside <FOLDER>; "
-        "PNG, JPEG or DICOM), a "
-        "column of patient ids (the split is by patient) and one 0/1 column per label. Pass "
-        f"--config.dataset.manual_dir=<FOLDER>, and name the CSV and its columns with "
-        f"{_FIELD}.labels_csv, {_FIELD}.image_column, {_FIELD}.patient_column and "
-        f"{_FIELD}.label_columns."
-    )
-
-
 def find_dataset_root(manual_dir: str | os.PathLike, labels_csv: str = "labels.csv") -> epath.Path:
     """`manual_dir` as an absolute path, once it is known to hold `labels_csv`."""
     root = epath.Path(os.path.abspath(os.fspath(manual_dir)))
     if not root.is_dir():
         raise DataNotFoundError(
-            f"folder dataset not found: {root} is not a folder.\n{_layout_help(labels_csv)}"
+            f"folder dataset not found: {root} is not a folder.\n{layout_help(labels_csv)}"
         )
     if not (root / labels_csv).is_file():
         found = sorted(p.name for p in root.glob("*.csv"))
         raise DataNotFoundError(
             f"folder dataset: no {labels_csv} in {root} (CSV files there: {found or 'none'}). "
-            f"If the labels are in another file, set {_FIELD}.labels_csv=<name>.\n"
-            + _layout_help(labels_csv)
+            f"If the labels are in another file, set {FIELD}.labels_csv=<name>.\n"
+            + layout_help(labels_csv)
         )
     return root
-
-
-@dataclasses.dataclass(frozen=True)
-class LabelTable:
-    """The labels CSV: header, data rows (lists of cells) and where the named columns are."""
-
-    path: epath.Path
-    header: tuple[str, ...]
-    rows: list[list[str]]
-    image_index: int
-    patient_index: int
-    label_indices: tuple[int, ...]
-    label_names: tuple[str, ...]  # CSV order
-
-
-def _csv_text(path: epath.Path) -> str:
-    data = path.read_bytes()
-    # A spreadsheet (xlsx is a zip, xls an OLE file) or UTF-16 text (a NUL in every other
-    # byte). A stray NUL in one damaged row is that row's problem, counted like any other.
-    head = data[:65536]
-    if head[:4] in (b"PK\x03\x04", b"\xd0\xcf\x11\xe0") or head.count(0) > len(head) // 10:
-        raise DataNotFoundError(
-            f"{path} is not a CSV file (it holds binary data, e.g. a spreadsheet). Export it "
-            f"as CSV with a header row, or point {_FIELD}.labels_csv=<name> at the CSV."
-        )
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
-
-
-def read_label_table(
-    root: epath.Path,
-    labels_csv: str,
-    image_column: str,
-    patient_column: str,
-    label_columns: str | Sequence[str],
-) -> LabelTable:
-    """Reads the labels CSV and finds its image, patient and label columns.
-
-    label_columns: comma-separated names (or a sequence of names); '' = every column other
-    than the image and patient ones. Label names come back in CSV order. Header names and
-    cells are stripped of surrounding spaces; a header line without commas but with
-    semicolons or tabs is read with that delimiter.
-
-    Raises:
-      DataNotFoundError: not a CSV, no header, missing or repeated columns, no label
-        column; the message lists the columns found and the config field to set.
-      ConfigError: the same column named for two roles.
-    """
-    path = root / labels_csv
-    text = _csv_text(path)
-    first_line = text.split("\n", 1)[0]
-    delimiter = ","
-    if "," not in first_line:
-        delimiter = ";" if ";" in first_line else ("\t" if "\t" in first_line else ",")
-    try:
-        # newline='': a stray carriage return ends a row instead of failing the parse
-        lines = io.StringIO(text, newline="")
-        rows = [row for row in csv.reader(lines, delimiter=delimiter) if row]
-    except csv.Error as error:
-        raise DataNotFoundError(f"{path} is not a readable CSV file: {error}") from None
-    if not rows:
-        raise DataNotFoundError(
-            f"{path} is empty: it needs a header row.\n{_layout_help(labels_csv)}"
-        )
-    header = tuple(h.strip() for h in rows[0])
-    if image_column == patient_column:
-        raise ConfigError(
-            "dataset.folder.patient_column",
-            f"the same column {image_column!r} as dataset.folder.image_column",
-            "name the column of patient ids",
-        )
-    if isinstance(label_columns, str):
-        wanted = [n.strip() for n in label_columns.split(",") if n.strip()]
-    else:
-        wanted = list(label_columns)
-    for name in wanted:
-        if name in (image_column, patient_column):
-            raise ConfigError(
-                "dataset.folder.label_columns",
-                f"{name!r} is also the image or patient column",
-                "list only the 0/1 label columns",
-            )
-    fixes = []
-    if image_column not in header:
-        fixes.append((image_column, f"{_FIELD}.image_column=<column of image paths>"))
-    if patient_column not in header:
-        fixes.append((patient_column, f"{_FIELD}.patient_column=<column of patient ids>"))
-    missing_labels = [n for n in wanted if n not in header]
-    if missing_labels:
-        fixes.append(
-            (", ".join(missing_labels), f"{_FIELD}.label_columns=<comma-separated label columns>")
-        )
-    if fixes:
-        raise DataNotFoundError(
-            f"{path} has no column(s) {[name for name, _ in fixes]}; the columns found are "
-            f"{list(header)}. Set " + " and ".join(fix for _, fix in fixes) + "."
-        )
-    if wanted:
-        label_names = tuple(h for h in header if h in wanted)
-    else:
-        label_names = tuple(h for h in header if h not in (image_column, patient_column))
-    used = (image_column, patient_column, *label_names)
-    repeated = sorted({h for h in header if h in used and header.count(h) > 1})
-    if repeated:
-        raise DataNotFoundError(
-            f"{path} has more than one column named {repeated}; the columns found are "
-            f"{list(header)}. Rename them so each is unique."
-        )
-    if not label_names:
-        raise DataNotFoundError(
-            f"{path} has no label columns: the columns found are {list(header)}, of which "
-            f"{image_column!r} holds image paths and {patient_column!r} patient ids. Add one "
-            f"0/1 column per label, or set {_FIELD}.label_columns=<comma-separated columns>."
-        )
-    return LabelTable(
-        path=path,
-        header=header,
-        rows=rows[1:],
-        image_index=header.index(image_column),
-        patient_index=header.index(patient_column),
-        label_indices=tuple(header.index(n) for n in label_names),
-        label_names=label_names,
-    )
-
-
-def parse_label_cell(cell: str | None) -> float | None:
-    """A label cell -> 1.0, 0.0, or None when it is neither.
-
-    1: '1', '1.0', 'true', 'yes' (any case) or any number equal to 1. 0: '0', '0.0', 'false',
-    'no', any number equal to 0, or a blank cell (a label nobody marked is absent). A cell a
-    short row does not have (None) is neither.
-    """
-    if cell is None:
-        return None
-    text = cell.strip().lower()
-    if text in _TRUE:
-        return 1.0
-    if text in _FALSE:
-        return 0.0
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if value in (0.0, 1.0) else None
-
-
-def _label_signature(cells: Sequence[str | None]) -> tuple:
-    """Cells compared for duplicate rows: parsed where possible, else the raw lowercase text."""
-    out = []
-    for cell in cells:
-        value = parse_label_cell(cell)
-        out.append(value if value is not None else (cell or "").strip().lower())
-    return tuple(out)
 
 
 def find_unlabelled(root: epath.Path, referenced: set[str]) -> list[str]:
@@ -438,7 +262,7 @@ def plan_rows(
             )
             continue
         if key is not None:
-            signature = _label_signature(label_cells)
+            signature = label_signature(label_cells)
             if key in seen:
                 first_signature, first_number = seen[key]
                 reason = (
@@ -481,88 +305,8 @@ def plan_rows(
     return plans
 
 
-def source_fingerprint(root: epath.Path, labels_csv: str = "labels.csv") -> dict[str, dict]:
-    """Content hash and modification time of the labels CSV (the images are not hashed)."""
-    return chexpert.source_fingerprint(root, (labels_csv,))
-
-
 # ---------------------------------------------------------------------------------------------
 # Decoding one file (runs in worker processes)
-
-
-def _check_shape(height: int, width: int, path: str) -> None:
-    if min(height, width) < dicom.MIN_SIDE:
-        raise BadInput(
-            "wrong_dimensions", f"{path}: {height}x{width} is under {dicom.MIN_SIDE} px a side"
-        )
-    if max(height, width) > dicom.MAX_ASPECT * min(height, width):
-        raise BadInput(
-            "wrong_dimensions",
-            f"{path}: {height}x{width} is further from square than {dicom.MAX_ASPECT}:1",
-        )
-
-
-def stretch(values: np.ndarray) -> np.ndarray:
-    """The image's own min..max -> 0..255, float32 (a constant image becomes 0)."""
-    values = values.astype(np.float32)
-    low, high = float(values.min()), float(values.max())
-    if not high > low:
-        return np.zeros_like(values)
-    return (values - np.float32(low)) * np.float32(255.0 / (high - low))
-
-
-def _first_number(value) -> float | None:
-    if isinstance(value, (MultiValue, list, tuple)):
-        value = value[0] if len(value) else None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if np.isfinite(number) else None
-
-
-def dicom_display(ds: pydicom.Dataset, path: str, dicom_window: str) -> np.ndarray:
-    """A single-frame grayscale DICOM -> float32[H, W] display values in 0..255.
-
-    Raises:
-      BadInput: corrupt_image (no or undecodable pixel data), wrong_dimensions (multi-frame,
-        colour, not 2-D, too small or too far from square), no_rescale (a CT without a
-        defined HU scale, unless the window is 'minmax'; see `dicom.rescale`).
-    """
-    if "PixelData" not in ds:
-        raise BadInput("corrupt_image", f"{path}: DICOM without pixel data")
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
-    if frames != 1 or samples != 1 or photometric not in ("", "MONOCHROME1", "MONOCHROME2"):
-        raise BadInput(
-            "wrong_dimensions",
-            f"{path}: {frames} frame(s) of {samples} sample(s), {photometric or 'no'} "
-            "photometric interpretation; only single-frame grayscale images are used",
-        )
-    try:
-        stored = ds.pixel_array
-    except Exception as error:  # truncated or in an encoding pydicom cannot decode here
-        raise BadInput("corrupt_image", f"{path}: {type(error).__name__}: {error}") from None
-    if stored.ndim != 2:
-        raise BadInput("wrong_dimensions", f"{path}: pixel array of shape {stored.shape}")
-    _check_shape(*stored.shape, path)
-    modality = str(ds.get("Modality", "")).strip().upper()
-    if modality == "CT" and dicom_window != "minmax" and "ModalityLUTSequence" not in ds:
-        dicom.rescale(ds, stored, path)  # refuses a CT whose HU are not defined
-    values = np.asarray(apply_modality_lut(stored, ds), np.float32)
-    if dicom_window in dicom.WINDOWS:
-        display = dicom.window(values, *dicom.WINDOWS[dicom_window])
-    else:
-        center = _first_number(ds.get("WindowCenter"))
-        width = _first_number(ds.get("WindowWidth"))
-        if dicom_window == "file" and center is not None and width is not None and width > 0:
-            display = dicom.window(values, center, width)
-        else:
-            display = stretch(values)
-    if photometric == "MONOCHROME1":  # stored with dense tissue dark
-        display = 255.0 - display
-    return display
 
 
 def read_display(
@@ -589,44 +333,16 @@ def read_display(
             raise BadInput("corrupt_image", f"{path}: not DICOM: {error}") from None
         if not has_preamble and "PixelData" not in ds:
             raise BadInput("corrupt_image", f"{path}: not DICOM (no DICM preamble, no pixels)")
-        return dicom_display(ds, path, dicom_window)[:, :, None]
+        return dicom.display_values(ds, path, dicom_window)[:, :, None]
     image = Image.open(io.BytesIO(data))
-    _check_shape(image.height, image.width, path)
+    dicom.check_shape(image.height, image.width, path)
     image.draft("RGB" if channels == 3 else "L", (draft_size, draft_size))
     image.load()
     if image.mode.startswith("I") or image.mode == "F":  # 16-bit (or wider) grayscale
-        return stretch(np.asarray(image))[:, :, None]
+        return image_ops.stretch(np.asarray(image))[:, :, None]
     if channels == 3 and image.mode not in ("L", "LA", "1", "I", "F"):
         return np.asarray(image.convert("RGB"), np.float32)
     return np.asarray(image.convert("L"), np.float32)[:, :, None]
-
-
-def pad_to_square(display: np.ndarray) -> np.ndarray:
-    """float32[H, W, C] centred on a black float32[S, S, C], S = max(H, W).
-
-    Black after windowing, for every modality (`dicom.pad_square` pads CT with air before
-    windowing, which would skew a min..max stretch of other modalities).
-    """
-    height, width = display.shape[:2]
-    if height == width:
-        return display
-    side = max(height, width)
-    out = np.zeros((side, side, display.shape[2]), np.float32)
-    top, left = (side - height) // 2, (side - width) // 2
-    out[top : top + height, left : left + width] = display
-    return out
-
-
-def resize_display(square: np.ndarray, size: int) -> np.ndarray:
-    """float32[S, S, C] in 0..255 -> uint8[size, size, C] (Lanczos on floats, then rounded)."""
-    channels = []
-    for c in range(square.shape[2]):
-        channel = np.ascontiguousarray(square[:, :, c], np.float32)
-        if channel.shape != (size, size):
-            resized = Image.fromarray(channel).resize((size, size), Image.Resampling.LANCZOS)
-            channel = np.asarray(resized, np.float32)
-        channels.append(np.clip(np.rint(channel), 0, 255).astype(np.uint8))
-    return np.stack(channels, axis=-1)
 
 
 def decode_folder_row(
@@ -636,7 +352,7 @@ def decode_folder_row(
     display = read_display(
         row.file, channels=channels, dicom_window=dicom_window, draft_size=base_resolution
     )
-    base = resize_display(pad_to_square(display), base_resolution)
+    base = image_ops.resize_square(image_ops.pad_to_square(display), base_resolution)
     if base.shape[2] != channels:  # a grayscale source stored as RGB
         base = np.repeat(base, channels, axis=2)
     return box_pyramid(base, resolution)
@@ -646,16 +362,21 @@ def decode_folder_row(
 # The TFDS builder
 
 
-class FolderDataset(chexpert.Chexpert, skip_registration=True):
+class FolderDataset(SourceBuilder, skip_registration=True):
     """A researcher's own labelled images at one resolution, split 80/10/10 by patient.
 
-    Shares the statistics, the report and the reuse rules with the CheXpert builder; reads a
-    generic labels CSV and PNG/JPEG/DICOM files. Not registered with TFDS; use
-    `prepare_folder`.
+    Reads a generic labels CSV and PNG/JPEG/DICOM files; the statistics, the report and the
+    reuse rules are the shared ones. Not registered with TFDS; use `prepare_folder`.
     """
 
     name = "folder"
     TITLE = "Folder dataset"
+    SKIP_REASONS: ClassVar[tuple[str, ...]] = SKIP_REASONS
+    REPORT_UNIT = "images"
+    EMPTY_SPLIT_WHY = (
+        "too few patients for an 80/10/10 patient split (about 10 or more are needed, 30+ "
+        "to be safe)"
+    )
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {
         "1.0.0": "Labels CSV + PNG/JPEG/DICOM, patient split, black square padding, box pyramid.",
@@ -671,43 +392,24 @@ class FolderDataset(chexpert.Chexpert, skip_registration=True):
     def LABELS(self) -> tuple[str, ...]:  # the base class names it so; here per config
         return self.builder_config.label_names
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        config = self.builder_config
-        r = config.resolution
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=(
-                f"Labelled images from {config.labels_csv}, {config.channels} channel(s), "
-                f"DICOM window {config.dicom_window}, padded square, box-downsampled."
-            ),
-            features=image_features((r, r, config.channels), len(config.label_names)),
-            metadata=tfds.core.MetadataDict(
-                label_names=list(config.label_names),
-                channels=config.channels,
-                dicom_window=config.dicom_window,
-            ),
-        )
+    def find_root(self, manual_dir: str | os.PathLike) -> epath.Path:
+        return find_dataset_root(manual_dir, self.builder_config.labels_csv)
 
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    def index_files(self) -> tuple[str, ...]:
+        """The labels CSV (the images are not hashed)."""
+        return (self.builder_config.labels_csv,)
+
+    def plan(self, root: epath.Path) -> dict[str, list[SourceRow]]:
         config = self.builder_config
-        root = find_dataset_root(dl_manager.manual_dir, config.labels_csv)
-        self._tally = Tally(SKIP_REASONS)
-        self._root = root
         table = read_label_table(
             root, config.labels_csv, config.image_column, config.patient_column, config.label_names
         )
-        plans = plan_rows(
+        return plan_rows(
             root,
             table,
             drop_no_positive=config.drop_no_positive,
-            tally=self._tally,
+            tally=self.tally,
             allow_outside_paths=config.allow_outside_paths,
-        )
-        return self.split_generators(
-            plans,
-            unit="image",
-            why="too few patients for an 80/10/10 patient split (about 10 or more are "
-            "needed, 30+ to be safe)",
         )
 
     def decoder(self) -> Callable[[SourceRow], np.ndarray]:
@@ -720,30 +422,23 @@ class FolderDataset(chexpert.Chexpert, skip_registration=True):
             resolution=config.resolution,
         )
 
-    def settings(self) -> dict:
+    def channels(self) -> int:
+        return self.builder_config.channels
+
+    def description(self) -> str:
+        config = self.builder_config
+        return (
+            f"Labelled images from {config.labels_csv}, {config.channels} channel(s), "
+            f"DICOM window {config.dicom_window}, padded square, box-downsampled."
+        )
+
+    def metadata(self) -> dict[str, Any]:
         config = self.builder_config
         return {
-            "resolution": config.resolution,
+            **super().metadata(),
             "channels": config.channels,
             "dicom_window": config.dicom_window,
-            "drop_no_positive": config.drop_no_positive,
-            "base_resolution": config.base_resolution,
-            "labels_csv": config.labels_csv,
-            "image_column": config.image_column,
-            "patient_column": config.patient_column,
-            "label_columns": config.label_columns,
-            "label_names": list(config.label_names),
-            "allow_outside_paths": config.allow_outside_paths,
-            "source": os.fspath(self._root),
         }
-
-    def fingerprint(self) -> dict[str, dict]:
-        return source_fingerprint(self._root, self.builder_config.labels_csv)
-
-    def report(self) -> dict:
-        report = super().report()
-        report["unit"] = "images"
-        return report
 
 
 # ---------------------------------------------------------------------------------------------
@@ -798,7 +493,7 @@ def prepare_folder(
         that leads outside manual_dir (`..`, elsewhere on disk, a symlink out) skips its row
         as `outside_manual_dir` without opening the file.
       patient_column: its column of patient ids; the 80/10/10 split hashes them
-        (`chexpert.patient_split`), so no patient is in two splits.
+        (`builder.patient_split`), so no patient is in two splits.
       label_columns: comma-separated label columns ('' = every column but the image and
         patient ones); the stored label names are these in CSV order. Cells are 1/0 (also
         1.0/0.0, true/false, yes/no in any case); a blank cell is 0; anything else skips the
@@ -811,7 +506,7 @@ def prepare_folder(
       workers: processes decoding images (0 = every available core).
 
     Returns:
-      (dataset_dir, report), as `chexpert.prepare_chexpert`, with report["unit"] = "images":
+      (dataset_dir, report), as `builds.prepare_with_reuse`, with report["unit"] = "images":
       `rows_read` has the CSV rows and the image files no row names; `counts` has each of them
       by outcome (kept + each of SKIP_REASONS = both totals); `bad_rows` lists the skipped
       ones. The config name encodes every setting that changes the data, e.g.
@@ -859,12 +554,25 @@ def prepare_folder(
         label_names=label_names,
         allow_outside_paths=allow_outside_paths,
     )
-    return chexpert.prepare_with_reuse(
-        FolderDataset,
-        config,
-        os.path.abspath(os.fspath(manual_dir)),
-        data_dir,
-        find_root=functools.partial(find_dataset_root, labels_csv=labels_csv),
-        fingerprint=functools.partial(source_fingerprint, labels_csv=labels_csv),
-        workers=workers,
+    manual_dir = os.path.abspath(os.fspath(manual_dir))
+    return builds.prepare_with_reuse(FolderDataset, config, manual_dir, data_dir, workers=workers)
+
+
+# What the registry (`synthjax.data.registry`) reads.
+BUILDER = FolderDataset
+DOWNLOAD = None  # the researcher's own images
+MANUAL_DIR = "your folder of images with its labels.csv"
+PREPARE = prepare_folder
+# prepare_folder's settings beyond the common ones, by their place in `config.dataset`.
+SETTINGS = {
+    name: f"folder.{name}"
+    for name in (
+        "labels_csv",
+        "image_column",
+        "patient_column",
+        "label_columns",
+        "channels",
+        "dicom_window",
+        "allow_outside_paths",
     )
+}

@@ -1,14 +1,16 @@
 """Numpy/Pillow image operations shared by the dataset builders and the phantoms.
 
-Data flow: the TFDS builders (`synthjax.data.chexpert`) decode a source file, `resize_square`
-it to the base resolution and `box_pyramid` it down to the stored resolution; the phantoms use
-`gaussian_blur` to make their noise textures. Everything here is plain numpy + Pillow so it
+Data flow: the builders (`synthjax.data.chexpert`, `folder`, `rsna_ich`) decode a source file
+(`stretch`, `pad_to_square` for arbitrary images), `resize_square` it to the base resolution
+and `box_pyramid` it down to the stored resolution; the phantoms use `gaussian_blur` to make
+their noise textures. Everything here is plain numpy + Pillow so it
 runs in any process (builders, grain workers, tests) without JAX.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from etils import epath
 from PIL import Image
 
 
@@ -17,21 +19,86 @@ def is_power_of_two(n: int) -> bool:
     return n >= 1 and (n & (n - 1)) == 0
 
 
-def resize_square(image: Image.Image, size: int) -> np.ndarray:
-    """Resizes a whole grayscale image (no crop) to `size` x `size`.
+def resize_square(
+    image: Image.Image | np.ndarray, size: int, *, exact_box: bool = False
+) -> np.ndarray:
+    """Resizes a whole image (no crop) to `size` x `size`: the one resize of every builder.
 
     Args:
-      image: a Pillow image of any mode and shape; converted to 8-bit grayscale ("L").
+      image: a Pillow image of any mode and shape, converted to 8-bit grayscale ("L") and
+        resized in Pillow's 8-bit arithmetic (JPEG/PNG sources); or display values
+        float32[H, W] / float32[H, W, C] in 0..255, each channel resized in float and
+        rounded once at the end (windowed DICOM, wide PNGs), so no 8-bit rounding happens
+        before the resize.
       size: output side in pixels.
+      exact_box: for float values of a square side that `size` divides, take the mean of
+        each block instead (exact, several times faster, and the filter the pyramid
+        continues with: RSNA's 512 to a base of 256).
 
     Returns:
-      uint8[size, size]. Pillow's resampling filters widen with the scale factor, so
-      downscaling is antialiased; Lanczos keeps edges (lines, pleural margins) sharp.
+      uint8[size, size] (float input keeps its channel axis: uint8[size, size, C]). Pillow's
+      resampling filters widen with the scale factor, so downscaling is antialiased; Lanczos
+      keeps edges (lines, pleural margins) sharp.
     """
-    gray = image.convert("L")
-    if gray.size != (size, size):
-        gray = gray.resize((size, size), Image.Resampling.LANCZOS)
-    return np.asarray(gray, dtype=np.uint8)
+    if isinstance(image, Image.Image):
+        gray = image.convert("L")
+        if gray.size != (size, size):
+            gray = gray.resize((size, size), Image.Resampling.LANCZOS)
+        return np.asarray(gray, dtype=np.uint8)
+    if image.ndim == 3:
+        channels = [
+            resize_square(image[:, :, c], size, exact_box=exact_box) for c in range(image.shape[2])
+        ]
+        return np.stack(channels, axis=-1)
+    side = image.shape[0]
+    if exact_box and image.shape[0] == image.shape[1] and side > size and side % size == 0:
+        f = side // size
+        image = image.reshape(size, f, size, f).mean(axis=(1, 3))
+    elif image.shape != (size, size):
+        resized = Image.fromarray(np.ascontiguousarray(image, np.float32), mode="F").resize(
+            (size, size), Image.Resampling.LANCZOS
+        )
+        image = np.asarray(resized, np.float32)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+def pad_to_square(display: np.ndarray) -> np.ndarray:
+    """float32[H, W, C] centred on a black float32[S, S, C], S = max(H, W).
+
+    Black after windowing, for every modality (`dicom.pad_square` pads CT with air before
+    windowing, which would skew a min..max stretch of other modalities).
+    """
+    height, width = display.shape[:2]
+    if height == width:
+        return display
+    side = max(height, width)
+    out = np.zeros((side, side, display.shape[2]), np.float32)
+    top, left = (side - height) // 2, (side - width) // 2
+    out[top : top + height, left : left + width] = display
+    return out
+
+
+def stretch(values: np.ndarray) -> np.ndarray:
+    """The image's own min..max -> 0..255, float32 (a constant image becomes 0)."""
+    values = values.astype(np.float32)
+    low, high = float(values.min()), float(values.max())
+    if not high > low:
+        return np.zeros_like(values)
+    return (values - np.float32(low)) * np.float32(255.0 / (high - low))
+
+
+def load_pyramid(file: epath.Path, base_resolution: int, resolution: int) -> np.ndarray:
+    """Decodes an image, resizes it to the base resolution, box-downsamples it.
+
+    Returns uint8[resolution, resolution]. For large JPEGs (the full CheXpert download),
+    `draft` lets libjpeg decode directly at a power-of-two reduction that is still at least
+    the base size: several times faster, and no coarser than the resize that follows.
+    """
+    with file.open("rb") as f:
+        image = Image.open(f)
+        image.draft("L", (base_resolution, base_resolution))
+        base = resize_square(image, base_resolution)
+    return box_pyramid(base, resolution)
 
 
 def box_downsample_2x2(image: np.ndarray) -> np.ndarray:

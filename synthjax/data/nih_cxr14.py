@@ -7,12 +7,13 @@ split, resize to the base resolution and 2x2 box pyramid down to the stored one)
 `data_dir/nih_cxr14/<config>/1.0.0/` holding the shards, `dataset_info.json` and
 `prepare_report.json` -> `tfds.builder_from_directory(...).as_data_source()` -> grain.
 
-The builder is the CheXpert one (`synthjax.data.chexpert`) with NIH's reading of the source:
-decoding, the per-split statistics, the report and its reuse rules are shared, so
-`chexpert.format_report` prints either report. Every CSV row is kept or skipped under one
-counted reason (cut short or with extra cells, duplicate image index, unknown finding, not in
-the official split lists, an image that resolves outside the dataset folder through a symlink,
-missing file, no positive label when asked to drop those, corrupt image).
+The builder is `synthjax.data.builder.SourceBuilder` with NIH's reading of the source and
+its default decoding of 8-bit images (`builder.decode_row`): the per-split statistics, the
+report and its reuse rules are shared, so `builder.format_report` prints either report.
+Every CSV row is kept or skipped under one counted reason (cut short or with extra cells,
+duplicate image index, unknown finding, not in the official split lists, an image that
+resolves outside the dataset folder through a symlink, missing file, no positive label when
+asked to drop those, corrupt image).
 """
 
 from __future__ import annotations
@@ -26,28 +27,17 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from synthjax.core.errors import DataNotFoundError
-from synthjax.data import chexpert
-from synthjax.data.chexpert import (
-    SPLITS,
-    Boundary,
+from synthjax.core.workdir import SPLITS
+from synthjax.data import builds
+from synthjax.data.builder import (
+    SourceBuilder,
     SourceRow,
     Tally,
     check_pyramid_sizes,
-    format_report,
+    patient_split,
     patient_uniform,
-    read_csv_rows,
-    read_csv_text,
-    row_shape_problem,
 )
-from synthjax.data.shards import image_features
-
-__all__ = [
-    "NIH_LABELS",
-    "NihCxr14",
-    "NihCxr14Config",
-    "format_report",
-    "prepare_nih_cxr14",
-]
+from synthjax.data.source_files import Boundary, read_csv_rows, read_csv_text, row_shape_problem
 
 NIH_LABELS: tuple[str, ...] = (
     "Atelectasis",
@@ -190,12 +180,12 @@ def hash_split(patient: str, official: bool) -> str:
     """The split of a patient not in the official test list (or of any, without the lists).
 
     official: the patient is in NIH's train_val list, which is split about 8/9 train, 1/9
-    validation; otherwise 80/10/10 as `chexpert.patient_split`. Both hash the patient id
+    validation; otherwise 80/10/10 as `builder.patient_split`. Both hash the patient id
     alone, so no patient crosses splits.
     """
     if official:
         return "validation" if patient_uniform(patient) >= 1.0 - VALIDATION_SHARE else "train"
-    return chexpert.patient_split(patient)
+    return patient_split(patient)
 
 
 def parse_findings(cell: str) -> tuple[np.ndarray | None, list[str]]:
@@ -271,25 +261,23 @@ def plan_rows(
     return plans
 
 
-def source_fingerprint(root: epath.Path) -> dict[str, dict]:
-    """Content hash and modification time of the CSV and the split lists."""
-    return chexpert.source_fingerprint(root, (*CSV_NAMES, TRAIN_VAL_LIST, TEST_LIST))
-
-
 # ---------------------------------------------------------------------------------------------
 # The TFDS builder
 
 
-class NihCxr14(chexpert.Chexpert, skip_registration=True):
+class NihCxr14(SourceBuilder, skip_registration=True):
     """NIH ChestX-ray14 radiographs at one resolution: official test list, patient-hash rest.
 
-    Shares decoding, statistics and the report with the CheXpert builder; only reading the
-    source differs. Not registered with TFDS; construct it directly or use
-    `prepare_nih_cxr14`.
+    Decodes as the CheXpert builder does; only reading the source differs. Not registered
+    with TFDS; construct it directly or use `prepare_nih_cxr14`.
     """
 
     TITLE = "NIH ChestX-ray14"
     LABELS: ClassVar[tuple[str, ...]] = NIH_LABELS
+    SKIP_REASONS: ClassVar[tuple[str, ...]] = SKIP_REASONS
+    DESCRIPTION = "NIH ChestX-ray14 chest radiographs, grayscale, box-downsampled."
+    HOMEPAGE = DOWNLOAD_PAGE
+    CITATION = CITATION
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {
         "1.0.0": "Official test list, patient-hash train/validation, box pyramid.",
@@ -303,36 +291,16 @@ class NihCxr14(chexpert.Chexpert, skip_registration=True):
         "(--config.dataset.manual_dir)."
     )
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        r = self.builder_config.resolution
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="NIH ChestX-ray14 chest radiographs, grayscale, box-downsampled.",
-            features=image_features((r, r, 1), len(NIH_LABELS)),
-            homepage=DOWNLOAD_PAGE,
-            citation=CITATION,
-            metadata=tfds.core.MetadataDict(label_names=list(NIH_LABELS)),
+    def find_root(self, manual_dir: str | os.PathLike) -> epath.Path:
+        return find_dataset_root(manual_dir)
+
+    def index_files(self) -> tuple[str, ...]:
+        return (*CSV_NAMES, TRAIN_VAL_LIST, TEST_LIST)
+
+    def plan(self, root: epath.Path) -> dict[str, list[SourceRow]]:
+        return plan_rows(
+            root, drop_no_positive=self.builder_config.drop_no_positive, tally=self.tally
         )
-
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        config = self.builder_config
-        root = find_dataset_root(dl_manager.manual_dir)
-        self._tally = Tally(SKIP_REASONS)
-        self._root = root
-        plans = plan_rows(root, drop_no_positive=config.drop_no_positive, tally=self._tally)
-        return self.split_generators(plans, unit="image")
-
-    def settings(self) -> dict:
-        config = self.builder_config
-        return {
-            "resolution": config.resolution,
-            "drop_no_positive": config.drop_no_positive,
-            "base_resolution": config.base_resolution,
-            "source": os.fspath(self._root),
-        }
-
-    def fingerprint(self) -> dict[str, dict]:
-        return source_fingerprint(self._root)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,10 +325,9 @@ def prepare_nih_cxr14(
       workers: processes decoding images (0 = every available core).
 
     Returns:
-      (dataset_dir, report), as `chexpert.prepare_chexpert`: `counts` has every CSV row by
+      (dataset_dir, report), as `builds.prepare_with_reuse`: `counts` has every CSV row by
       outcome (kept + each of SKIP_REASONS = rows read), `splits` the images, patients and
-      label prevalence per split; `format_report(report)` prints it. The `id` feature is the
-      NIH image index.
+      label prevalence per split. The `id` feature is the NIH image index.
 
     Raises:
       DataNotFoundError: no Data_Entry_2017.csv under `manual_dir`; the message says where to
@@ -370,12 +337,12 @@ def prepare_nih_cxr14(
     config = NihCxr14Config(
         resolution=resolution, drop_no_positive=drop_no_positive, base_resolution=base_resolution
     )
-    return chexpert.prepare_with_reuse(
-        NihCxr14,
-        config,
-        manual_dir,
-        data_dir,
-        find_root=find_dataset_root,
-        fingerprint=source_fingerprint,
-        workers=workers,
-    )
+    return builds.prepare_with_reuse(NihCxr14, config, manual_dir, data_dir, workers=workers)
+
+
+# What the registry (`synthjax.data.registry`) reads; ATTRIBUTION is above.
+BUILDER = NihCxr14
+DOWNLOAD = f"the NIH Clinical Center ChestX-ray14 page ({DOWNLOAD_PAGE})"
+MANUAL_DIR = f"the folder holding {CSV_NAMES[0]} and images/"
+PREPARE = prepare_nih_cxr14
+SETTINGS: dict[str, str] = {}  # only the common ones

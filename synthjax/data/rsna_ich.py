@@ -1,7 +1,7 @@
 """RSNA Intracranial Hemorrhage Detection as a TFDS dataset: DICOM slices -> windowed shards.
 
 Data flow: `manual_dir` (the Kaggle download: `stage_2_train.csv` + `stage_2_train/*.dcm`, or
-the CT phantom `synthjax.data.phantom_ct` writes in the same layout) -> `prepare_rsna_ich` /
+the CT phantom `synthjax.data.phantoms.ct` writes in the same layout) -> `prepare_rsna_ich` /
 `RsnaIch` (this module: labels from the CSV, tags from each DICOM header, patient split from
 the DICOM PatientID, series order from ImagePositionPatient) -> `synthjax.data.dicom` (HU
 through the modality LUT, RSNA wrap fixed, one 8-bit channel per display window, optionally
@@ -27,37 +27,25 @@ import dataclasses
 import functools
 import os
 from collections.abc import Callable, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
-from PIL import Image
 
 from synthjax.core.errors import ConfigError, DataNotFoundError
-from synthjax.data import chexpert, dicom
-from synthjax.data.chexpert import (
-    SPLITS,
-    Boundary,
+from synthjax.core.workdir import SPLITS
+from synthjax.data import builds, dicom
+from synthjax.data.builder import (
+    SourceBuilder,
     SourceRow,
     Tally,
     check_pyramid_sizes,
-    format_report,
-    parse_csv,
     patient_split,
 )
-from synthjax.data.image_ops import box_pyramid
-from synthjax.data.shards import image_features
+from synthjax.data.image_ops import box_pyramid, resize_square
+from synthjax.data.source_files import Boundary, parse_csv
 from synthjax.data.workers import BadInput, ordered_map
-
-__all__ = [
-    "RSNA_LABELS",
-    "SUBTYPES",
-    "RsnaIch",
-    "RsnaIchConfig",
-    "format_report",
-    "prepare_rsna_ich",
-]
 
 SUBTYPES: tuple[str, ...] = (
     "epidural",
@@ -396,22 +384,6 @@ def plan_rows(
 # Decoding one slice (runs in worker processes)
 
 
-def _resize_channel(channel: np.ndarray, size: int) -> np.ndarray:
-    """float32[H, W] in 0..255 -> uint8[size, size], rounded.
-
-    An integer reduction (RSNA's 512 to a base of 256) is a box mean, exact and several
-    times faster, and the same filter the pyramid continues with; any other size is Lanczos.
-    """
-    side = channel.shape[0]
-    if channel.shape[0] == channel.shape[1] and side > size and side % size == 0:
-        f = side // size
-        channel = channel.reshape(size, f, size, f).mean(axis=(1, 3))
-    elif channel.shape != (size, size):
-        image = Image.fromarray(np.ascontiguousarray(channel, np.float32), mode="F")
-        channel = np.asarray(image.resize((size, size), Image.Resampling.LANCZOS))
-    return np.clip(np.rint(channel), 0, 255).astype(np.uint8)
-
-
 def decode_ct_row(
     row: CtRow, *, windows: Sequence[str], base_resolution: int, resolution: int
 ) -> np.ndarray:
@@ -432,8 +404,9 @@ def decode_ct_row(
             except BadInput:
                 hu = center
         stack.append(hu)
+    # An integer reduction (RSNA's 512 to a base of 256) is the exact box mean.
     channels = [
-        _resize_channel(dicom.window(hu, *dicom.WINDOWS[name]), base_resolution)
+        resize_square(dicom.window(hu, *dicom.WINDOWS[name]), base_resolution, exact_box=True)
         for hu in stack
         for name in windows
     ]
@@ -444,15 +417,20 @@ def decode_ct_row(
 # The TFDS builder
 
 
-class RsnaIch(chexpert.Chexpert, skip_registration=True):
+class RsnaIch(SourceBuilder, skip_registration=True):
     """RSNA brain CT slices, windowed into channels, split 80/10/10 by DICOM PatientID.
 
-    Shares the statistics, the report and the reuse rules with the CheXpert builder; reads
-    DICOM instead of JPEG. Not registered with TFDS; use `prepare_rsna_ich`.
+    Reads DICOM slices (`synthjax.data.dicom`) instead of JPEGs; the statistics, the report
+    and the reuse rules are the shared ones. Not registered with TFDS; use `prepare_rsna_ich`.
     """
 
     TITLE = "RSNA Intracranial Hemorrhage"
     LABELS: ClassVar[tuple[str, ...]] = RSNA_LABELS
+    SKIP_REASONS: ClassVar[tuple[str, ...]] = SKIP_REASONS
+    HOMEPAGE = DOWNLOAD_PAGE
+    CITATION = CITATION
+    UNIT = "slice"
+    REPORT_UNIT = "slices"
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES: ClassVar[dict[str, str]] = {
         "1.0.0": "HU via the modality LUT, RSNA wrap fixed, windowed channels, patient split.",
@@ -466,40 +444,23 @@ class RsnaIch(chexpert.Chexpert, skip_registration=True):
         "(--config.dataset.manual_dir)."
     )
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        config = self.builder_config
-        r = config.resolution
-        channels = num_channels(dicom.parse_windows(config.windows), config.context)
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=(
-                "RSNA Intracranial Hemorrhage Detection head CT slices in HU, windowed "
-                f"({config.windows}; context {config.context}), box-downsampled."
-            ),
-            features=image_features((r, r, channels), len(RSNA_LABELS)),
-            homepage=DOWNLOAD_PAGE,
-            citation=CITATION,
-            metadata=tfds.core.MetadataDict(
-                label_names=list(RSNA_LABELS),
-                windows=config.windows,
-                context=config.context,
-            ),
-        )
+    def find_root(self, manual_dir: str | os.PathLike) -> epath.Path:
+        return find_dataset_root(manual_dir)
 
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    def index_files(self) -> tuple[str, ...]:
+        """The label CSV (the DICOMs are not hashed)."""
+        return (CSV_NAME, *(c for c, _ in ALTERNATIVE_LAYOUTS))
+
+    def plan(self, root: epath.Path) -> dict[str, list[SourceRow]]:
         config = self.builder_config
-        root = find_dataset_root(dl_manager.manual_dir)
-        self._tally = Tally(SKIP_REASONS)
-        self._root = root
-        plans = plan_rows(
+        return plan_rows(
             root,
             context=config.context,
             drop_no_positive=config.drop_no_positive,
-            tally=self._tally,
+            tally=self.tally,
             workers=self.workers,
             pool=self.pool,
         )
-        return self.split_generators(plans, unit="slice")
 
     def decoder(self) -> Callable[[SourceRow], np.ndarray]:
         config = self.builder_config
@@ -510,34 +471,29 @@ class RsnaIch(chexpert.Chexpert, skip_registration=True):
             resolution=config.resolution,
         )
 
-    def settings(self) -> dict:
+    def channels(self) -> int:
         config = self.builder_config
-        return {
-            "resolution": config.resolution,
-            "windows": config.windows,
-            "context": config.context,
-            "drop_no_positive": config.drop_no_positive,
-            "base_resolution": config.base_resolution,
-            "source": os.fspath(self._root),
-        }
+        return num_channels(dicom.parse_windows(config.windows), config.context)
 
-    def fingerprint(self) -> dict[str, dict]:
-        return source_fingerprint(self._root)
+    def description(self) -> str:
+        config = self.builder_config
+        return (
+            "RSNA Intracranial Hemorrhage Detection head CT slices in HU, windowed "
+            f"({config.windows}; context {config.context}), box-downsampled."
+        )
+
+    def metadata(self) -> dict[str, Any]:
+        config = self.builder_config
+        return {**super().metadata(), "windows": config.windows, "context": config.context}
 
     def report(self) -> dict:
         report = super().report()
-        report["unit"] = "slices"
-        report["csv_duplicate_rows"] = self._tally.csv_duplicate_rows
+        report["csv_duplicate_rows"] = self.tally.csv_duplicate_rows
         for stats in report["splits"].values():
             stats["label_prevalence"]["any"] = round(
                 1.0 - stats["label_prevalence"]["no_finding"], 4
             )
         return report
-
-
-def source_fingerprint(root: epath.Path) -> dict[str, dict]:
-    """Content hash and modification time of the label CSV (the DICOMs are not hashed)."""
-    return chexpert.source_fingerprint(root, (CSV_NAME, *(c for c, _ in ALTERNATIVE_LAYOUTS)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -564,7 +520,7 @@ def prepare_rsna_ich(
       workers: processes reading DICOMs (0 = every available core).
 
     Returns:
-      (dataset_dir, report), as `chexpert.prepare_chexpert`; `counts` has every slice (CSV
+      (dataset_dir, report), as `builds.prepare_with_reuse`; `counts` has every slice (CSV
       ids and files without CSV rows) by outcome, and `csv_duplicate_rows` the exact repeats.
       The `id` feature is the slice id (`ID_<sop>`), which stays on the private side.
 
@@ -579,12 +535,13 @@ def prepare_rsna_ich(
         drop_no_positive=drop_no_positive,
         base_resolution=base_resolution,
     )
-    return chexpert.prepare_with_reuse(
-        RsnaIch,
-        config,
-        manual_dir,
-        data_dir,
-        find_root=find_dataset_root,
-        fingerprint=source_fingerprint,
-        workers=workers,
-    )
+    return builds.prepare_with_reuse(RsnaIch, config, manual_dir, data_dir, workers=workers)
+
+
+# What the registry (`synthjax.data.registry`) reads.
+BUILDER = RsnaIch
+DOWNLOAD = f"the Kaggle RSNA Intracranial Hemorrhage Detection competition ({DOWNLOAD_PAGE})"
+MANUAL_DIR = f"the folder holding {CSV_NAME} and {IMAGE_DIR}/"
+PREPARE = prepare_rsna_ich
+# prepare_rsna_ich's settings beyond the common ones, by their place in `config.dataset`.
+SETTINGS = {"windows": "ct.windows", "context": "ct.context"}

@@ -29,7 +29,7 @@ from absl import logging
 
 from synthjax.core import compiler
 from synthjax.core.progress import Progress
-from synthjax.data.pipeline import images_to_float
+from synthjax.data.input_pipeline import images_to_float
 from synthjax.eval import utility
 
 PyTree = Any

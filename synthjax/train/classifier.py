@@ -26,7 +26,7 @@ from absl import logging
 from synthjax.core import compiler, distributed, parallel
 from synthjax.core.checkpoint import state_sha256
 from synthjax.core.workdir import Run
-from synthjax.data import pipeline
+from synthjax.data import input_pipeline as pipeline
 from synthjax.data.loader import ImageSource, load_source
 from synthjax.data.prepared import prepared
 from synthjax.eval import utility

@@ -37,7 +37,7 @@ import numpy as np
 from absl import logging
 
 from synthjax.core import parallel
-from synthjax.data import pipeline
+from synthjax.data import input_pipeline as pipeline
 from synthjax.data.loader import ImageSource
 from synthjax.eval.fidelity import frechet_distance, gaussian_stats
 from synthjax.eval.label_fidelity import conditioning_strength, label_fidelity

@@ -33,7 +33,7 @@ import optax
 from synthjax.core import compiler, distributed, parallel
 from synthjax.core.checkpoint import state_sha256
 from synthjax.core.workdir import Run
-from synthjax.data import pipeline
+from synthjax.data import input_pipeline as pipeline
 from synthjax.data.prepared import prepared
 from synthjax.eval import grids
 from synthjax.models import cpd_gan, dcgan, inception, prog_gan

@@ -26,7 +26,7 @@ from synthjax.core.checkpoint import Checkpointer, StopRequest
 from synthjax.core.errors import Preempted
 from synthjax.core.metrics import MetricsWriter
 from synthjax.core.progress import Progress, itstime
-from synthjax.data import pipeline
+from synthjax.data import input_pipeline as pipeline
 
 State = Any
 Metrics = dict[str, Any]

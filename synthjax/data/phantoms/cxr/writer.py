@@ -9,9 +9,9 @@ This module is the public entry: it holds the label statistics (`load_label_tabl
 `draw_label_values`), the CSV layout and `write_chexpert_phantom`, and re-exports the drawing
 API. Label vectors follow the real joint frequencies of the 14 findings (the packaged table of
 CheXpert frontal label combinations); uncertain (-1) findings are drawn with the per-label rate
-implied by the table's u_ones / u_zeros marginals. The images come from `phantom_anatomy`
-(detector, noise, patient anatomy), `phantom_findings` (finding layouts and renderers) and
-`phantom_render` (frontal and lateral composition).
+implied by the table's u_ones / u_zeros marginals. The images come from `cxr.anatomy`
+(detector, noise, patient anatomy), `cxr.findings` (finding layouts and renderers) and
+`cxr.render` (frontal and lateral composition).
 """
 
 from __future__ import annotations
@@ -29,20 +29,20 @@ from PIL import Image
 from synthjax.core.errors import ConfigError
 from synthjax.core.progress import Progress
 from synthjax.data.chexpert import CHEXPERT_LABELS
-from synthjax.data.phantom_anatomy import (
+from synthjax.data.phantoms.cxr.anatomy import (
     HEIGHT_RATIO,
     Anatomy,
     Detector,
     draw_anatomy,
     study_anatomy,
 )
-from synthjax.data.phantom_findings import (
-    _L,
+from synthjax.data.phantoms.cxr.findings import (
+    LABEL_INDEX,
     UNCERTAIN_SEVERITY,
     FindingLayout,
     draw_layout,
 )
-from synthjax.data.phantom_render import render_frontal, render_lateral
+from synthjax.data.phantoms.cxr.render import render_frontal, render_lateral
 
 __all__ = [
     "CSV_COLUMNS",
@@ -157,11 +157,11 @@ def write_chexpert_phantom(
     root: str | epath.PathLike,
     *,
     num_patients: int,
-    seed: int = 0,
-    image_size: int = 256,
-    noise: float = 1.0,
-    subtlety: float = 1.0,
-    anatomy_variation: float = 1.0,
+    seed: int,
+    image_size: int,
+    noise: float,
+    subtlety: float,
+    anatomy_variation: float,
     lateral_fraction: float = 0.15,
     max_studies_per_patient: int = 3,
     uncertain: bool = True,
@@ -286,7 +286,7 @@ def _write_patient(
         else:
             values = draw_label_values(rng, table, uncertain=not certain_only)
         previous = values
-        has_devices = values[_L["Support Devices"]] != 0
+        has_devices = values[LABEL_INDEX["Support Devices"]] != 0
         ap = bool(rng.random() < (0.93 if has_devices else 0.62))
         this_study = study_anatomy(anatomy, rng, variation=settings["variation"], ap=ap)
         views = ["frontal"] + (["frontal"] if rng.random() < 0.04 else [])
@@ -327,3 +327,15 @@ def _write_patient(
                 ]
             )
     return rows
+
+
+# What the dataset registry (`synthjax.data.registry`) reads.
+FOLDER = "phantom"  # in the workdir, or the name's start under `phantom.dir`
+# Settings beyond the registry's common ones, by their place in `config.dataset.phantom`.
+SETTINGS = {"anatomy_variation": "anatomy_variation"}
+
+
+def write_phantom(root: str | epath.PathLike, settings: dict, *, workers: int) -> dict:
+    """`write_chexpert_phantom` with the registry's settings, in this process."""
+    del workers  # one process writes this phantom
+    return write_chexpert_phantom(root, **settings)

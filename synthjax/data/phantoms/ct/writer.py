@@ -31,7 +31,7 @@ how window centre/width are written (single or multi-valued). The encodings (`EN
                     BitsStored 12, intercept > -100, values v >= 3072 become v - 4096, then
                     slope * v + intercept) gives the rounded HU back.
 
-Labels (drawn in `phantom_ct_anatomy.draw_bleeds`). A patient has a bleed with probability
+Labels (drawn in `ct.anatomy.draw_bleeds`). A patient has a bleed with probability
 `BLEED_RATE` (0.47); a bleeding patient gets one of `_PATTERNS`, clinical combinations of one
 to three types (traumatic subdural with
 subarachnoid, hypertensive intraparenchymal with ventricular extension, aneurysmal
@@ -46,31 +46,28 @@ extents are tuned so per-slice prevalences match the stage-2 train set (any ~14%
 over 8000 drawn patients they come out at 14.1 / 6.0 / 5.0 / 5.0 / 3.4 / 0.44%, with 1.41
 types per positive slice. `write_rsna_phantom` returns what it wrote.
 
-Images come from `phantom_ct_anatomy` (head, bleeds, HU rendering); this module adds the
-scanner, the DICOM encoding and the hospital's files. Patients are written in parallel (one
-series in memory per worker) and every file is a pure function of (seed, patient index), so
-the output does not depend on the number of workers.
+Images come from `ct.anatomy` (head, bleeds, HU rendering) and are encoded by
+`ct.dicom_files`; this module adds the scanners, the patients and the hospital's files.
+Patients are written in parallel (one series in memory per worker) and every file is a pure
+function of (seed, patient index), so the output does not depend on the number of workers.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import io
 import math
 import os
 import time
-from typing import Any
 
 import numpy as np
 import pydicom
 import pydicom.uid
 from etils import epath
-from pydicom.dataset import FileMetaDataset
 
 from synthjax.core.errors import ConfigError
 from synthjax.core.progress import Progress
-from synthjax.data.phantom_ct_anatomy import (
+from synthjax.data.phantoms.ct.anatomy import (
     SUBTYPES,
     Bleed,
     Head,
@@ -79,6 +76,14 @@ from synthjax.data.phantom_ct_anatomy import (
     draw_head,
     render_hu,
     slice_labels,
+)
+from synthjax.data.phantoms.ct.dicom_files import (
+    ENCODINGS,
+    encode_hu,
+    save_dicom,
+    set_slice,
+    slice_dataset,
+    write_ct_dicom,
 )
 from synthjax.data.workers import ordered_map
 
@@ -101,176 +106,8 @@ __all__ = [
 CSV_NAME = "stage_2_train.csv"
 IMAGE_DIR = "stage_2_train"
 LABEL_NAMES = (*SUBTYPES, "any")  # the six CSV rows of a slice, in order
-ENCODINGS = ("unsigned12", "signed16", "unsigned16_slope", "rsna_wrapped")
 
-_PADDING = -2000  # signed16: outside the reconstruction circle
 _MAX_SLICES = 1024  # sop ids are a bijection of patient * _MAX_SLICES + slice
-
-
-# ---------------------------------------------------------------------------------------------
-# Pixel encodings
-
-
-def encode_hu(hu: np.ndarray, encoding: str) -> tuple[np.ndarray, dict[str, Any]]:
-    """HU float32[H, W] -> (stored pixels, DICOM pixel-module fields) for one encoding.
-
-    Stored pixels are uint16[H, W] (PixelRepresentation 0) or int16[H, W] (1). The fields
-    are PixelRepresentation, BitsAllocated, BitsStored, HighBit, RescaleIntercept,
-    RescaleSlope and, for signed16, PixelPaddingValue. See the module docstring for each
-    encoding; reading back through the modality LUT (with the RSNA fix for rsna_wrapped)
-    gives round(HU), clipped to the encoding's range.
-    """
-    rounded = np.rint(hu)
-    if encoding == "unsigned12":
-        stored = np.clip(rounded + 1024, 0, 4095).astype(np.uint16)
-        fields = dict(PixelRepresentation=0, BitsStored=12, RescaleIntercept=-1024)
-    elif encoding == "signed16":
-        stored = np.clip(rounded, -32768, 32767).astype(np.int16)
-        height, width = hu.shape
-        yy = (np.arange(height) + 0.5 - height / 2)[:, None]
-        xx = (np.arange(width) + 0.5 - width / 2)[None, :]
-        stored[yy**2 + xx**2 > (min(height, width) / 2) ** 2] = _PADDING
-        fields = dict(
-            PixelRepresentation=1, BitsStored=16, RescaleIntercept=0, PixelPaddingValue=_PADDING
-        )
-    elif encoding == "unsigned16_slope":
-        stored = np.clip((rounded + 1024) * 2, 0, 65535).astype(np.uint16)
-        fields = dict(PixelRepresentation=0, BitsStored=16, RescaleIntercept=-1024)
-        fields["RescaleSlope"] = 0.5
-    elif encoding == "rsna_wrapped":
-        wrapped = np.remainder(np.clip(rounded, -999, 3000) - 1, 4096)
-        stored = wrapped.astype(np.uint16)
-        fields = dict(PixelRepresentation=0, BitsStored=12, RescaleIntercept=1)
-    else:
-        raise ValueError(f"unknown encoding {encoding!r}; use one of {ENCODINGS}")
-    fields.setdefault("RescaleSlope", 1)
-    fields["BitsAllocated"] = 16
-    fields["HighBit"] = fields["BitsStored"] - 1
-    return stored, fields
-
-
-def _ds_text(value: float) -> str:
-    """A decimal string as scanners write them (at most 16 characters)."""
-    text = f"{value:.6f}".rstrip("0").rstrip(".") if abs(value) < 1e7 else f"{value:.6g}"
-    return text if text not in ("-0", "") else "0"
-
-
-def write_ct_dicom(
-    path: str | os.PathLike,
-    hu: np.ndarray,
-    *,
-    encoding: str,
-    patient_id: str,
-    study_uid: str,
-    series_uid: str,
-    sop_uid: str,
-    position: tuple[float, float, float],
-    pixel_spacing: float,
-    window: tuple[tuple[float, ...], tuple[float, ...]] = ((40.0,), (80.0,)),
-    orientation: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
-    slice_thickness: float = 5.0,
-    instance_number: int = 1,
-) -> None:
-    """Writes one axial CT slice with known HU as a DICOM file (readable without force).
-
-    Args:
-      path: the .dcm file to write.
-      hu: float32[H, W] Hounsfield units; encoded with `encode_hu(hu, encoding)`.
-      encoding: one of ENCODINGS.
-      patient_id, study_uid, series_uid, sop_uid: identifiers (the UIDs must be valid).
-      position: ImagePositionPatient (mm) of the first pixel.
-      pixel_spacing: mm per pixel, rows and columns.
-      window: (centres, widths) of the display windows; one value each is written as a
-        single value, more as a multi-valued element.
-      orientation: ImageOrientationPatient, row then column direction cosines.
-      slice_thickness: SliceThickness (mm).
-      instance_number: InstanceNumber.
-    """
-    stored, fields = encode_hu(hu, encoding)
-    ds = _slice_dataset(
-        stored,
-        fields,
-        patient_id=patient_id,
-        study_uid=study_uid,
-        series_uid=series_uid,
-        sop_uid=sop_uid,
-        position=position,
-        pixel_spacing=pixel_spacing,
-        window=window,
-        orientation=orientation,
-        slice_thickness=slice_thickness,
-        instance_number=instance_number,
-    )
-    _save(ds, path)
-
-
-def _save(ds: pydicom.Dataset, path: str | os.PathLike) -> None:
-    # Serialising to memory first is twice as fast as pydicom's many small file writes.
-    buffer = io.BytesIO()
-    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
-    with open(path, "wb") as f:
-        f.write(buffer.getbuffer())
-
-
-def _slice_dataset(
-    stored,
-    fields,
-    *,
-    patient_id,
-    study_uid,
-    series_uid,
-    sop_uid,
-    position,
-    pixel_spacing,
-    window,
-    orientation,
-    slice_thickness,
-    instance_number,
-) -> pydicom.Dataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = pydicom.uid.CTImageStorage
-    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-    meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = pydicom.uid.CTImageStorage
-    ds.Modality = "CT"
-    ds.PatientID = patient_id
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
-    ds.StudyID = ""
-    ds.ImageOrientationPatient = [_ds_text(v) for v in orientation]
-    ds.SliceThickness = _ds_text(slice_thickness)
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = stored.shape
-    ds.PixelSpacing = [_ds_text(pixel_spacing)] * 2
-    ds.BitsAllocated = fields["BitsAllocated"]
-    ds.BitsStored = fields["BitsStored"]
-    ds.HighBit = fields["HighBit"]
-    ds.PixelRepresentation = fields["PixelRepresentation"]
-    if "PixelPaddingValue" in fields:
-        vr = "SS" if fields["PixelRepresentation"] else "US"
-        ds.add_new(0x00280120, vr, fields["PixelPaddingValue"])
-    centres, widths = window
-    ds.WindowCenter = [_ds_text(c) for c in centres] if len(centres) > 1 else _ds_text(centres[0])
-    ds.WindowWidth = [_ds_text(w) for w in widths] if len(widths) > 1 else _ds_text(widths[0])
-    ds.RescaleIntercept = _ds_text(fields["RescaleIntercept"])
-    ds.RescaleSlope = _ds_text(fields["RescaleSlope"])
-    _set_slice(ds, stored, sop_uid=sop_uid, position=position, instance_number=instance_number)
-    return ds
-
-
-def _set_slice(ds: pydicom.Dataset, stored: np.ndarray, *, sop_uid, position, instance_number):
-    """The elements that differ between the slices of a series (the rest is reused)."""
-    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
-    ds.SOPInstanceUID = sop_uid
-    ds.InstanceNumber = str(instance_number)
-    ds.ImagePositionPatient = [_ds_text(v) for v in position]
-    if "PixelData" in ds:
-        ds.PixelData = stored.astype(stored.dtype.newbyteorder("<")).tobytes()
-    else:
-        ds.add_new(0x7FE00010, "OW", stored.astype(stored.dtype.newbyteorder("<")).tobytes())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,9 +205,9 @@ def draw_patient(
     seed: int,
     index: int,
     *,
-    image_size: int = 256,
-    slices_per_series: tuple[int, int] = (16, 32),
-    subtlety: float = 1.0,
+    image_size: int,
+    slices_per_series: tuple[int, int],
+    subtlety: float,
 ) -> Patient:
     """The patient `write_rsna_phantom` writes as number `index` (from 0) for `seed`."""
     rng = np.random.default_rng([seed, index, 0])
@@ -415,7 +252,7 @@ def draw_patient(
 
 
 def render_slice(
-    patient: Patient, k: int, *, noise: float = 1.0, grid: HeadGrid | None = None
+    patient: Patient, k: int, *, noise: float, grid: HeadGrid | None = None
 ) -> np.ndarray:
     """Ground-truth HU of slice k (from the skull base) as written: float32[size, size].
 
@@ -479,7 +316,7 @@ def _write_patient(settings: _Settings, index: int) -> tuple[list[tuple[str, np.
             instance_number=patient.num_slices - k if patient.count_down else k + 1,
         )
         if ds is None:  # what `write_ct_dicom` writes, built once per series
-            ds = _slice_dataset(
+            ds = slice_dataset(
                 stored,
                 fields,
                 patient_id=patient.patient_id,
@@ -492,9 +329,9 @@ def _write_patient(settings: _Settings, index: int) -> tuple[list[tuple[str, np.
                 **this_slice,
             )
         else:
-            _set_slice(ds, stored, **this_slice)
+            set_slice(ds, stored, **this_slice)
         name = os.path.join(folder, f"ID_{patient.sop_ids[k]}.dcm")
-        _save(ds, name + ".partial")
+        save_dicom(ds, name + ".partial")
         os.replace(name + ".partial", name)
         lines.append((patient.sop_ids[k], labels[k]))
     return lines, patient.encoding
@@ -504,11 +341,11 @@ def write_rsna_phantom(
     root: str | os.PathLike,
     *,
     num_patients: int,
-    image_size: int = 256,
-    slices_per_series: tuple[int, int] = (16, 32),
-    noise: float = 1.0,
-    subtlety: float = 1.0,
-    seed: int = 0,
+    image_size: int,
+    slices_per_series: tuple[int, int],
+    noise: float,
+    subtlety: float,
+    seed: int,
     workers: int | None = None,
 ) -> dict:
     """Writes a phantom RSNA Intracranial Hemorrhage train set under `root`; returns stats.
@@ -583,3 +420,14 @@ def write_rsna_phantom(
         "seconds": round(seconds, 2),
         "slices_per_s": round(slices / max(seconds, 1e-9), 1),
     }
+
+
+# What the dataset registry (`synthjax.data.registry`) reads.
+FOLDER = "phantom_rsna_ich"  # in the workdir, or the name's start under `phantom.dir`
+# Settings beyond the registry's common ones, by their place in `config.dataset.phantom`.
+SETTINGS = {"slices_per_series": ("min_slices", "max_slices")}
+
+
+def write_phantom(root: str | os.PathLike, settings: dict, *, workers: int) -> dict:
+    """`write_rsna_phantom` with the registry's settings (workers: 0 = every core)."""
+    return write_rsna_phantom(root, **settings, workers=workers or None)

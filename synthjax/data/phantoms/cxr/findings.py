@@ -1,14 +1,14 @@
 """Chest radiograph phantom, part 2: where each of the 14 findings goes and how it is drawn.
 
 Holds `FindingLayout` / `draw_layout` (the placement and size of every finding in one image,
-drawn whatever the labels), `_with_geometric_findings` (findings that reshape normal anatomy:
-cardiomegaly, atelectatic volume loss, AP projection) and `_FindingPainter`, one renderer per
+drawn whatever the labels), `with_geometric_findings` (findings that reshape normal anatomy:
+cardiomegaly, atelectatic volume loss, AP projection) and `FindingPainter`, one renderer per
 finding. Each finding has its own visual signature, drawn in numpy from coordinate grids (no
 per-pixel Python) so that a label truly changes the image: learnable at 32x32, but not
 trivially.
 
-Data flow: `phantom_anatomy` (detector, patient) -> this module -> `phantom_render` (composes
-the painted fields with the anatomy into one image) -> `phantom_cxr.write_chexpert_phantom` (the
+Data flow: `cxr.anatomy` (detector, patient) -> this module -> `cxr.render` (composes
+the painted fields with the anatomy into one image) -> `cxr.writer.write_chexpert_phantom` (the
 raw phantom folder: CheXpert-v1.0-small CSVs + JPEGs) -> `synthjax.data.chexpert` (the CheXpert
 TFDS builder) -> array_record shards.
 """
@@ -21,10 +21,10 @@ import math
 import numpy as np
 
 from synthjax.data.chexpert import CHEXPERT_LABELS
-from synthjax.data.phantom_anatomy import Anatomy, _ramp, _rib_phase, _rib_profile
+from synthjax.data.phantoms.cxr.anatomy import Anatomy, ramp, rib_phase_at, rib_profile
 
 UNCERTAIN_SEVERITY = 0.6  # an uncertain finding is drawn, fainter
-_L = {name: i for i, name in enumerate(CHEXPERT_LABELS)}
+LABEL_INDEX = {name: i for i, name in enumerate(CHEXPERT_LABELS)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,9 +122,9 @@ def draw_layout(rng: np.random.Generator) -> FindingLayout:
 # Finding renderers
 
 
-def _with_geometric_findings(anatomy: Anatomy, layout: FindingLayout, s: np.ndarray) -> Anatomy:
+def with_geometric_findings(anatomy: Anatomy, layout: FindingLayout, s: np.ndarray) -> Anatomy:
     """Findings that change the shape of normal anatomy rather than add something to it."""
-    cm, at = s[_L["Cardiomegaly"]], s[_L["Atelectasis"]]
+    cm, at = s[LABEL_INDEX["Cardiomegaly"]], s[LABEL_INDEX["Atelectasis"]]
     side = layout.atelectasis[0]
     # An AP film magnifies the heart (it is far from the detector) and projects the clavicles
     # higher: a real confounder of cardiomegaly.
@@ -149,7 +149,7 @@ def _bezier(p0, p1, p2, n: int = 12) -> np.ndarray:
     return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
 
 
-class _FindingPainter:
+class FindingPainter:
     """Draws the findings of one image into four fields the composer combines.
 
     opacity: fraction of lung air replaced by fluid or tissue (bright where lung was dark);
@@ -184,7 +184,7 @@ class _FindingPainter:
             ("Fracture", self.fracture),
             ("Support Devices", self.support_devices),
         ):
-            strength = float(self.s[_L[name]])
+            strength = float(self.s[LABEL_INDEX[name]])
             if strength > 0:
                 draw(strength)
 
@@ -217,7 +217,7 @@ class _FindingPainter:
             if on:
                 win, d2 = self._blob(x, y, r, r, reach=1.5)
                 edge = max(1.5 * self.cv.px, 0.15 * r) / r
-                self.opacity[win] += (0.95 * k) * _ramp((1.0 - np.sqrt(d2)) / edge)
+                self.opacity[win] += (0.95 * k) * ramp((1.0 - np.sqrt(d2)) / edge)
 
     def edema(self, k: float) -> None:
         """Bilateral perihilar (butterfly) haze, Kerley B lines, prominent vessels."""
@@ -241,11 +241,11 @@ class _FindingPainter:
         a = self.a
         if upper_lobe:
             win = self.cv.window(-0.45, 0.45, a.lung_top - 0.02, 0.5)
-            extent = _ramp((0.45 - self.cv.yp[win]) * (1.0 / 0.004))  # minor fissure
+            extent = ramp((0.45 - self.cv.yp[win]) * (1.0 / 0.004))  # minor fissure
             start = np.array([side * 0.1, 0.44])
         else:
             win = self.cv.window(-0.45, 0.45, 0.5, 0.98)
-            extent = _ramp((self.cv.yp[win] - 0.56) * (1.0 / 0.04))
+            extent = ramp((self.cv.yp[win] - 0.56) * (1.0 / 0.04))
             start = np.array([side * 0.1, 0.56])
         region = extent * self._side(win, side)
         rng, tubes = self.detail, []
@@ -262,19 +262,19 @@ class _FindingPainter:
         """A focal, ill-defined consolidation-like patch with a hazy halo."""
         x, y, r = self.layout.pneumonia
         win, d2 = self._blob(x, y, r, r * 1.1, reach=2.5)
-        core = _ramp((1.0 - d2) * 1.5) * (0.6 + 0.4 * self.mottle[win])
+        core = ramp((1.0 - d2) * 1.5) * (0.6 + 0.4 * self.mottle[win])
         self.opacity[win] += k * (0.6 * core + 0.25 * np.exp(-0.5 * d2))
 
     def atelectasis(self, k: float) -> None:
-        """Plate-like basal opacity; the volume loss itself is in `_with_geometric_findings`."""
+        """Plate-like basal opacity; the volume loss itself is in `with_geometric_findings`."""
         side, height, tilt = self.layout.atelectasis
         dome_y = self.a.diaphragm_right if side < 0 else self.a.diaphragm_left
         xc, yc = side * 0.21, dome_y - height
         win = self.cv.window(xc - 0.14, xc + 0.14, yc - 0.06, dome_y + 0.05)
         x, y = self.cv.xp[win], self.cv.yp[win]
-        plate = _ramp(1.0 - np.abs(y - yc - tilt * (x - xc)) * (1.0 / 0.013))
-        plate *= _ramp((0.1 - np.abs(x - xc)) * 40.0)
-        basal = _ramp(1.0 - (self.dome[win] - y) * (1.0 / 0.07)) * self._side(win, side)
+        plate = ramp(1.0 - np.abs(y - yc - tilt * (x - xc)) * (1.0 / 0.013))
+        plate *= ramp((0.1 - np.abs(x - xc)) * 40.0)
+        basal = ramp(1.0 - (self.dome[win] - y) * (1.0 / 0.07)) * self._side(win, side)
         self.opacity[win] += k * (0.8 * plate + 0.3 * basal)
 
     def pneumothorax(self, k: float) -> None:
@@ -288,13 +288,13 @@ class _FindingPainter:
             (y - a.lung_center_y - 0.8 * depth) / half_h
         ) ** 2
         on_side = self._side(win, side)
-        rim = _ramp((inner - 1.0) * 20.0) * on_side
+        rim = ramp((inner - 1.0) * 20.0) * on_side
         self.lucency[win] += 0.35 * k * rim
-        collapsed = _ramp((1.0 - inner) * 3.0) * on_side
+        collapsed = ramp((1.0 - inner) * 3.0) * on_side
         self.opacity[win] += 0.12 * k * collapsed
         self.markings[win] *= 1.0 - np.minimum(rim * (1.5 * k), 1.0)
         line_width = 2.4 * self.cv.px / half_w
-        line = _ramp(1.0 - np.abs(inner - 1.0) / line_width) * on_side * self.lung[win]
+        line = ramp(1.0 - np.abs(inner - 1.0) / line_width) * on_side * self.lung[win]
         self.overlay[win] += 0.12 * k * line
 
     def pleural_effusion(self, k: float) -> None:
@@ -306,8 +306,8 @@ class _FindingPainter:
             level = dome_y - depth
             win = self.cv.window(-0.47, 0.47, level - 0.12, dome_y + 0.2)
             ax, y = np.abs(self.cv.xp[win]), self.cv.yp[win]
-            meniscus = level - 0.09 * _ramp((ax - 0.12) * 4.0) ** 2
-            fluid = _ramp((y - meniscus) * (1.0 / 0.025)) * self._side(win, side)
+            meniscus = level - 0.09 * ramp((ax - 0.12) * 4.0) ** 2
+            fluid = ramp((y - meniscus) * (1.0 / 0.025)) * self._side(win, side)
             self.opacity[win] += 0.8 * k * fluid
 
     def pleural_other(self, k: float) -> None:
@@ -317,17 +317,17 @@ class _FindingPainter:
         win = self.cv.window(-0.47, 0.47, top - 0.03, top + 0.3)
         ax, y = np.abs(self.cv.xp[win]), self.cv.yp[win]
         depth_in_ellipse = 2.0 * thickness / a.lung_half_width
-        band = _ramp((self.ellipse[win] - 1.0 + depth_in_ellipse) / (0.4 * depth_in_ellipse))
-        band *= _ramp((ax - a.lung_offset) * 20.0)
+        band = ramp((self.ellipse[win] - 1.0 + depth_in_ellipse) / (0.4 * depth_in_ellipse))
+        band *= ramp((ax - a.lung_offset) * 20.0)
         if side != 0:
             band *= self._side(win, side)
-        band *= _ramp((y - top) * 40.0) * _ramp((top + 0.26 - y) * 40.0)
+        band *= ramp((y - top) * 40.0) * ramp((top + 0.26 - y) * 40.0)
         self.opacity[win] += 0.9 * k * band
         wall_x = a.lung_offset + 0.93 * a.lung_half_width
         for wall_side in (-1.0, 1.0) if side == 0 else (side,):
             for dy in (0.07, 0.18):
                 pwin, d2 = self._blob(wall_side * wall_x, top + dy, 0.012, 0.028, reach=1.5)
-                self.overlay[pwin] += 0.2 * k * _ramp((1.0 - d2) * 3.0)
+                self.overlay[pwin] += 0.2 * k * ramp((1.0 - d2) * 3.0)
 
     def fracture(self, k: float) -> None:
         """Displaced fractures (step and gap) of 1-3 adjacent ribs, with healing callus."""
@@ -339,13 +339,13 @@ class _FindingPainter:
         win = self.cv.window(side * x_abs - 0.07, side * x_abs + 0.07, y - 0.06, y_last + 0.06)
         ax, yy = np.abs(self.cv.xp[win]), self.cv.yp[win]
         on_side = self._side(win, side)
-        phase = _rib_phase(a, ax, yy)
-        near = _ramp((yy - y + 0.05) * 20.0) * _ramp((y_last + 0.05 - yy) * 20.0) * on_side
-        step = 0.35 * _ramp((ax - x_abs) / (1.5 * px)) * near
-        gap = _ramp(1.0 - np.abs(ax - x_abs) / (1.5 * px)) * near
-        broken = _rib_profile(phase + step) * (1.0 - 0.85 * gap)
+        phase = rib_phase_at(a, ax, yy)
+        near = ramp((yy - y + 0.05) * 20.0) * ramp((y_last + 0.05 - yy) * 20.0) * on_side
+        step = 0.35 * ramp((ax - x_abs) / (1.5 * px)) * near
+        gap = ramp(1.0 - np.abs(ax - x_abs) / (1.5 * px)) * near
+        broken = rib_profile(phase + step) * (1.0 - 0.85 * gap)
         blend = min(k, 1.0)
-        self.fractured_ribs = (win, (1.0 - blend) * _rib_profile(phase) + blend * broken)
+        self.fractured_ribs = (win, (1.0 - blend) * rib_profile(phase) + blend * broken)
         for rib in range(count):
             y_rib = y + rib * a.rib_spacing
             callus = np.exp(-(((ax - x_abs) / 0.035) ** 2 + ((yy - y_rib) / 0.025) ** 2))

@@ -5,7 +5,7 @@ Holds `Head` / `draw_head` (one patient's skull, brain and ventricles), `Bleed` 
 `slice_labels` (the per-slice multi-hot labels those events imply) and `render_hu` (one axial
 slice in Hounsfield units, float32, before any DICOM encoding).
 
-Data flow: this module -> `phantom_ct` (scanners, DICOM encodings, the RSNA Intracranial
+Data flow: this module -> `ct.writer` (scanners, DICOM encodings, the RSNA Intracranial
 Hemorrhage layout: `stage_2_train.csv` + one DICOM per slice) -> the CT builder, which reads it
 as it reads the real download.
 
@@ -199,7 +199,7 @@ class Bleed:
 # Patients with a bleed: which types together, and how often. Trauma gives subdural with
 # subarachnoid (and contusions); hypertensive bleeds rupture into the ventricles; aneurysms
 # fill the cisterns and often the ventricles. Weights tuned so per-slice label prevalences
-# match the RSNA stage-2 train set (see the `phantom_ct` docstring).
+# match the RSNA stage-2 train set (see the `ct.writer` docstring).
 _PATTERNS: tuple[tuple[tuple[str, ...], float], ...] = (
     (("subdural",), 0.11),
     (("subdural", "subarachnoid"), 0.09),
@@ -241,9 +241,7 @@ def _slice_run(
     return int(ok[nearest]), int(ok[nearest + 1])
 
 
-def draw_bleeds(
-    rng: np.random.Generator, head: Head, *, subtlety: float = 1.0
-) -> tuple[Bleed, ...]:
+def draw_bleeds(rng: np.random.Generator, head: Head, *, subtlety: float) -> tuple[Bleed, ...]:
     """Draws the patient's bleeds (none for most patients), each over a run of slices.
 
     `subtlety` > 1 makes lesions smaller and fainter (nearer brain density), < 1 larger and
@@ -885,7 +883,7 @@ def render_hu(
     index: int,
     bleeds: tuple[Bleed, ...] = (),
     *,
-    noise: float = 1.0,
+    noise: float,
     rng: np.random.Generator | None = None,
 ) -> np.ndarray:
     """Slice `index` of the series in Hounsfield units: float32[size, size].

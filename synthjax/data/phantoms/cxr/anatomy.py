@@ -2,12 +2,12 @@
 
 Holds `Detector` (pixel grids and precomputed noise textures for one image size), `Anatomy`
 with `draw_anatomy` / `study_anatomy` (one patient's body, pose and exposure, and its small
-changes between studies), `_Canvas` (patient coordinates of every pixel, windows into them,
+changes between studies), `Canvas` (patient coordinates of every pixel, windows into them,
 polyline rasterising) and the normal-anatomy fields every image starts from: ribs, spine,
 clavicles, trachea, gastric air, breasts.
 
-Data flow: this module -> `phantom_findings` (what each finding adds or changes) ->
-`phantom_render` (composes one frontal or lateral image) -> `phantom_cxr.write_chexpert_phantom`
+Data flow: this module -> `cxr.findings` (what each finding adds or changes) ->
+`cxr.render` (composes one frontal or lateral image) -> `cxr.writer.write_chexpert_phantom`
 (the raw phantom folder: CheXpert-v1.0-small CSVs + JPEGs) -> `synthjax.data.chexpert` (the
 CheXpert TFDS builder) -> array_record shards.
 
@@ -28,7 +28,7 @@ from synthjax.data.image_ops import gaussian_blur
 HEIGHT_RATIO = 1.2  # CheXpert-small frontal images are ~320 wide and ~390 high.
 
 
-def _ramp(t: np.ndarray) -> np.ndarray:
+def ramp(t: np.ndarray) -> np.ndarray:
     """clip(t, 0, 1): the cheap soft edge used for every mask."""
     return np.clip(t, 0.0, 1.0)
 
@@ -67,7 +67,7 @@ class Detector:
         # Vessel-like texture: the zero crossings of smooth noise form a branching network of
         # thin lines; stretched vertically because lung vessels run mostly cranio-caudally.
         fine = _smooth_noise(rng, full, scale=0.006 * width, scale_y=0.03 * width)
-        ridges = _ramp(1.0 - np.abs(fine) * 1.2) ** 2
+        ridges = ramp(1.0 - np.abs(fine) * 1.2) ** 2
         self.vessels = ((ridges - ridges.mean()) / (ridges.std() + 1e-6)).astype(np.float32)
 
     def crop(self, bank: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -218,7 +218,7 @@ def study_anatomy(
 # Patient coordinates and normal anatomy
 
 
-class _Canvas:
+class Canvas:
     """Patient coordinates of every working-grid pixel for one image, and windows into them."""
 
     pivot_y = 0.55  # patients rotate and scale about the middle of the chest
@@ -274,44 +274,44 @@ class _Canvas:
         return np.asarray(layer, dtype=np.float32) * (1.0 / 255.0)
 
 
-def _rib_profile(phase: np.ndarray) -> np.ndarray:
+def rib_profile(phase: np.ndarray) -> np.ndarray:
     """Rib bands (1 on bone) from a rib phase field; about 45% of each period is rib."""
-    return _ramp((np.cos(2.0 * np.pi * phase) - 0.15) * 2.5)
+    return ramp((np.cos(2.0 * np.pi * phase) - 0.15) * 2.5)
 
 
-def _rib_phase(anatomy: Anatomy, ax: np.ndarray, yp: np.ndarray) -> np.ndarray:
+def rib_phase_at(anatomy: Anatomy, ax: np.ndarray, yp: np.ndarray) -> np.ndarray:
     """Posterior ribs rise from the spine, then curve down towards the lateral chest wall."""
     return (yp + 0.5 * ax - 1.6 * ax * ax) / anatomy.rib_spacing + anatomy.rib_phase
 
 
-def _spine_and_clavicles(cv: _Canvas, a: Anatomy) -> np.ndarray:
+def spine_and_clavicles(cv: Canvas, a: Anatomy) -> np.ndarray:
     """Bone other than ribs (brightness to add), float32[H, W]."""
     bone = np.zeros_like(cv.xp)
     win = cv.window(-0.08, 0.08, 0.0, 1.3)
     x, y = cv.xp[win], cv.yp[win]
     vertebrae = 0.75 + 0.25 * np.cos(y * (2.0 * np.pi / 0.05))
-    bone[win] += 0.05 * _ramp((0.045 - np.abs(x)) * 80.0) * vertebrae
+    bone[win] += 0.05 * ramp((0.045 - np.abs(x)) * 80.0) * vertebrae
     win = cv.window(-0.45, 0.45, a.clavicle_y - 0.12, a.clavicle_y + 0.06)
     x, y = np.abs(cv.xp[win]), cv.yp[win]
     centre = a.clavicle_y - 0.15 * x + 0.35 * (x - 0.18) ** 2
-    clavicle = _ramp(1.0 - np.abs(y - centre) * (1.0 / 0.017))
-    bone[win] += 0.16 * clavicle * _ramp((x - 0.03) * 50.0) * _ramp((0.4 - x) * 30.0)
+    clavicle = ramp(1.0 - np.abs(y - centre) * (1.0 / 0.017))
+    bone[win] += 0.16 * clavicle * ramp((x - 0.03) * 50.0) * ramp((0.4 - x) * 30.0)
     return bone
 
 
-def _soft_tissue_extras(cv: _Canvas, a: Anatomy) -> np.ndarray:
+def soft_tissue_extras(cv: Canvas, a: Anatomy) -> np.ndarray:
     """Trachea and gastric air (darker), breasts (brighter), float32[H, W]."""
     extra = np.zeros_like(cv.xp)
     win = cv.window(-0.05, 0.05, 0.0, 0.32)
     x, y = cv.xp[win], cv.yp[win]
-    extra[win] -= 0.1 * _ramp((0.018 - np.abs(x)) * 150.0) * _ramp((0.3 - y) * 40.0)
+    extra[win] -= 0.1 * ramp((0.018 - np.abs(x)) * 150.0) * ramp((0.3 - y) * 40.0)
     gx, gy = 0.15, a.diaphragm_left + 0.07
     win = cv.window(gx - 0.07, gx + 0.07, gy - 0.05, gy + 0.05)
     d2 = ((cv.xp[win] - gx) / 0.055) ** 2 + ((cv.yp[win] - gy) / 0.032) ** 2
-    extra[win] -= 0.1 * _ramp((1.0 - d2) * 4.0)
+    extra[win] -= 0.1 * ramp((1.0 - d2) * 4.0)
     if a.breast > 0:
         win = cv.window(-0.46, 0.46, 0.72, 1.2)
         x, y = np.abs(cv.xp[win]), cv.yp[win]
         d2 = ((x - 0.27) / 0.15) ** 2 + ((y - 0.9) / (0.16 * a.breast + 0.02)) ** 2
-        extra[win] += 0.07 * a.breast * _ramp((1.0 - d2) * 2.0) * _ramp((y - 0.78) * 20.0)
+        extra[win] += 0.07 * a.breast * ramp((1.0 - d2) * 2.0) * ramp((y - 0.78) * 20.0)
     return extra
