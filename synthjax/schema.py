@@ -31,7 +31,6 @@ from synthjax.train.schedule import build_schedule
 GAN_ARCHS = ("cpd", "prog", "dcgan")  # synthjax.train.gan (its model builders)
 FD_FEATURES = ("classifier", "inception")  # synthjax.train.fd_monitor
 ADA_CENTERS = ("auto", "zero", "midpoint")  # synthjax.train.gan (`ada_center`)
-CT_CONTEXTS = (0, 1, 2)  # synthjax.data.rsna_ich (neighbouring slices per side)
 
 
 def require(ok: bool, field: str, problem: str, fix: str) -> None:
@@ -126,10 +125,11 @@ def check_dataset(ds: ml_collections.ConfigDict) -> None:
 
 def check_ct(ct: ml_collections.ConfigDict) -> None:
     from synthjax.data.dicom import parse_windows  # numpy + pydicom only
+    from synthjax.data.rsna_ich import CONTEXTS
 
     require_parsed("dataset.ct.windows", "e.g. 'brain,subdural,bone'", parse_windows, ct.windows)
     require(
-        ct.context in CT_CONTEXTS,
+        ct.context in CONTEXTS,
         "dataset.ct.context",
         f"{ct.context} is not 0, 1 or 2",
         "use 0 (the slice alone) or 1 (with the slices above and below)",

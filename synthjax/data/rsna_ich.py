@@ -100,6 +100,9 @@ def config_name(
     return f"r{resolution}-{'+'.join(windows)}-c{context}-{keep}-b{base}"
 
 
+CONTEXTS = (0, 1, 2)  # neighbouring slices stacked per side
+
+
 def num_channels(windows: Sequence[str], context: int) -> int:
     return len(windows) * (2 * context + 1)
 
@@ -131,7 +134,7 @@ class RsnaIchConfig(tfds.core.BuilderConfig):
             raise ConfigError(
                 "dataset.ct.windows", str(error), "e.g. 'brain,subdural,bone'"
             ) from None
-        if self.context not in (0, 1, 2):
+        if self.context not in CONTEXTS:
             raise ConfigError(
                 "dataset.ct.context", f"got {self.context}", "use 0, 1 or 2 slices per side"
             )
