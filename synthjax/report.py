@@ -12,7 +12,7 @@ from typing import Any
 
 REPORT_VERSION = 3
 
-# The verdict's thresholds. An automated reader with an AUROC above EASY_TO_TELL, or a
+# The verdict's thresholds. A discrimination test AUROC above EASY_TO_TELL, or a
 # synthetic set whose precision or recall falls below HALF of the real baseline's, is a
 # caveat, not a refusal: a useful, private dataset may still look synthetic.
 EASY_TO_TELL = 0.9
@@ -39,8 +39,8 @@ def verdict(report: dict[str, Any]) -> dict[str, Any]:
     Refusals: the memorization audit failed (and no override), the synthetic-trained
     classifier is not measurably better than chance (TSTR mean AUROC interval reaching 0.5),
     or the synthetic images do not show their labels (label fidelity's interval reaching 0.5).
-    Caveats: a reader tells real from synthetic easily, or fidelity is far below the real
-    baseline. Stages that did not run make their check 'not measured', which refuses.
+    Caveats: the discrimination test tells real from synthetic easily, or fidelity is far
+    below the real baseline. Stages that did not run make their check 'not measured', which refuses.
     """
     refusals, caveats, passes = [], [], []
     privacy = report.get("privacy")
@@ -89,9 +89,9 @@ def verdict(report: dict[str, Any]) -> dict[str, Any]:
             f"their own labels is {lf:.3f}{_fmt_ci(lf_ci)} (TRTR on real test images: "
             f"{_fmt(report.get('trtr_auroc_mean'))})"
         )
-    c2st = (report.get("discrimination") or {}).get("per_resolution") or []
-    if c2st:
-        native = max(c2st, key=lambda r: r["resolution"])
+    per_resolution = (report.get("discrimination") or {}).get("per_resolution") or []
+    if per_resolution:
+        native = max(per_resolution, key=lambda r: r["resolution"])
         lo = native["auroc_ci"][0]
         if lo is not None and lo > EASY_TO_TELL:
             caveats.append(

@@ -15,7 +15,7 @@
 - Label fidelity: the real-trained classifier's per-label AUROC on the synthetic test
   images against the label vectors they were generated from, with a bootstrap interval
   (`label_fidelity.py`): 0.5 = the labels left no trace in the images.
-- Discrimination: the classifier two-sample test (`discrimination.py`) on real held-out vs
+- Discrimination: the discrimination test (`discrimination.py`) on real held-out vs
   synthetic images, at each resolution.
 - Privacy: the memorization audit that `synthesize` recorded in DATASET_CARD.json.
 """
@@ -221,7 +221,7 @@ def _images(source, indices) -> np.ndarray:
 
 
 def discrimination_results(run: Run) -> dict[str, Any]:
-    """The two-sample test on real held-out (validation + test) vs synthetic images."""
+    """The discrimination test on real held-out (validation + test) vs synthetic images."""
     cfg, data = run.config, prepared(run)
     c2st = cfg.evaluate.c2st
     real_refs = [(s, int(i)) for s in ("validation", "test") for i in data.subset.indices[s]]
@@ -233,7 +233,7 @@ def discrimination_results(run: Run) -> dict[str, Any]:
     synth = np.stack(
         [synth_sources[synth_refs[j][0]][synth_refs[j][1]]["image"] for j in synth_pick]
     )
-    return discrimination.two_sample_test(
+    return discrimination.discrimination_test(
         real,
         synth,
         resolutions=discrimination.resolutions_for(cfg.dataset.resolution, tuple(c2st.resolutions)),

@@ -3,7 +3,7 @@
 Gathers every stage's `summary.json` into `report.json` (machine-readable: notebooks and
 sweeps read it) and `report.md` (tables, figures, and the release verdict with its
 reasons, `synthjax/report.py`), and draws the figures (`report_figures.py`): per-label
-AUROC, ROC curves, FD and PRDC bars, the two-sample test's ROC curves; the memorization
+AUROC, ROC curves, FD and PRDC bars, the discrimination test's ROC curves; the memorization
 audit's closest-pairs grids are linked from `synthesize/` (they show real training images
 and stay there).
 """
