@@ -23,7 +23,7 @@ from etils import epath
 
 from synthjax.core.workdir import Run
 from synthjax.data.prepared import prepared
-from synthjax.eval import utility
+from synthjax.eval.auc import roc_curve
 
 _REAL, _SYNTH = "#4c72b0", "#dd8452"
 
@@ -89,7 +89,7 @@ def plot_roc(run: Run, report: dict[str, Any], path) -> bool:
             ("real", _REAL, row["trtr_auroc"]),
             ("synthetic", _SYNTH, row["tstr_auroc"]),
         ):
-            curve = utility.roc_curve(preds[kind]["labels"][:, k], preds[kind]["probs"][:, k])
+            curve = roc_curve(preds[kind]["labels"][:, k], preds[kind]["probs"][:, k])
             tag = "TRTR" if kind == "real" else "TSTR"
             ax.plot(curve["fpr"], curve["tpr"], color=color, label=f"{tag} {_value(auc):.3f}")
         ax.plot([0, 1], [0, 1], color="gray", lw=0.6, ls="--")

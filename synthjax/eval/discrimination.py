@@ -33,7 +33,7 @@ from absl import logging
 from synthjax.core import compiler
 from synthjax.core.progress import Progress
 from synthjax.data.pipeline import images_to_float
-from synthjax.eval import utility
+from synthjax.eval import auc
 
 PyTree = Any
 
@@ -235,7 +235,7 @@ def _test_at(
         loss = float(loss_array)
         progress.update(step, loss=loss)
     scores = _predict(state[0], test_images, batch_size)
-    boot = utility.bootstrap_auroc(
+    boot = auc.bootstrap_auroc(
         test_labels[:, None],
         scores[:, None],
         num_resamples=settings.num_resamples,
@@ -254,7 +254,7 @@ def _test_at(
         "train_steps": train_steps,
         "final_train_loss": loss,
         "wall_s": time.perf_counter() - start,
-        "roc": utility.roc_curve(test_labels, scores, MAX_ROC_POINTS),
+        "roc": auc.roc_curve(test_labels, scores, MAX_ROC_POINTS),
     }
     low, high = result["auroc_ci"]
     logging.info(
