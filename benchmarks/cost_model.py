@@ -10,9 +10,9 @@ accelerator is then
 
 for the peak the vendor states and an MFU (the fraction of the peak reached) between
 `--mfu-low` and `--mfu-high`. These are estimates: the MFU of these steps on those chips
-has not been measured (on 2 CPU cores the cpD-GAN step reaches 7-35%, README
-"Performance"). Memory from a CPU compile is a guide to a GPU's or TPU's, not its
-measure (other compilers fuse and schedule differently).
+has not been measured (what it reaches on 2 CPU cores is in benchmarks/README.md). Memory
+from a CPU compile is a guide to a GPU's or TPU's, not its measure (other compilers fuse
+and schedule differently).
 
     python benchmarks/cost_model.py --config configs/cxr_256.py --per-device 20
 """
