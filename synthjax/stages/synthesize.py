@@ -119,17 +119,15 @@ def _write_draft(
                         ),
                     )
             progress.update(s + 1)
-    distributed.barrier("synthesize: every draft shard written")
-    if run.is_host0:
-        shards.write_metadata(
-            draft_dir,
-            name=DRAFT_NAME,
-            features=features,
-            shard_lengths=shard_lengths,
-            label_names=prepared(run).label_names,
-            description="synthesize's draft: unshuffled, unaudited; never released",
-        )
-    distributed.barrier("synthesize: draft metadata written")
+    _write_metadata(
+        run,
+        draft_dir,
+        DRAFT_NAME,
+        features,
+        shard_lengths,
+        "synthesize's draft: unshuffled, unaudited; never released",
+        which="draft ",
+    )
     return draft_dir
 
 
@@ -171,18 +169,28 @@ def _write_release(run: Run, draft, replaced, dropped) -> dict[str, np.ndarray]:
             shards.write_shard(
                 shards.shard_path(out_dir, DATASET_NAME, split, s, num_shards), features, records()
             )
-    distributed.barrier("synthesize: every shard written")
+    _write_metadata(
+        run, out_dir, DATASET_NAME, features, shard_lengths, synthesize.description(cfg)
+    )
+    return final_labels
+
+
+def _write_metadata(
+    run: Run, directory, name: str, features, shard_lengths, description: str, which: str = ""
+) -> None:
+    """The dataset's metadata, by host 0 once every host has written its shards (`which`:
+    "draft " names the draft in the barriers)."""
+    distributed.barrier(f"synthesize: every {which}shard written")
     if run.is_host0:
         shards.write_metadata(
-            out_dir,
-            name=DATASET_NAME,
+            directory,
+            name=name,
             features=features,
             shard_lengths=shard_lengths,
             label_names=prepared(run).label_names,
-            description=synthesize.description(cfg),
+            description=description,
         )
-    distributed.barrier("synthesize: metadata written")
-    return final_labels
+    distributed.barrier(f"synthesize: {which}metadata written")
 
 
 def _save_release_grid(run: Run, labels: np.ndarray, rows: int = 8, cols: int = 8) -> None:
