@@ -8,6 +8,7 @@ stage's `summary.json` into `report.json` and draws the figures (`report_figures
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 REPORT_VERSION = 3
@@ -31,6 +32,11 @@ def _fmt_p(p: float | None) -> str:
     if p is None:
         return "n/a"
     return f"{p:.2g}" if p >= 1e-4 else "<1e-4"
+
+
+def _table(header: str, rows: Iterable[str]) -> list[str]:
+    """A markdown table: `header` (`| a | b |`), its separator row, then `rows`."""
+    return [header, "|" + "---|" * (header.count("|") - 1), *rows]
 
 
 def verdict(report: dict[str, Any]) -> dict[str, Any]:
@@ -139,17 +145,18 @@ def _utility_lines(r: dict[str, Any]) -> list[str]:
         "reported as they are; AUPRC's chance level is the label's prevalence. DeLong p: "
         "DeLong's paired test of TRTR vs TSTR AUROC.",
         "",
-        "| label | test positives | TRTR AUROC | TSTR AUROC | gap | DeLong p | TRTR AUPRC | "
-        "TSTR AUPRC |",
-        "|---|---|---|---|---|---|---|---|",
+        *_table(
+            "| label | test positives | TRTR AUROC | TSTR AUROC | gap | DeLong p | TRTR AUPRC | "
+            "TSTR AUPRC |",
+            (
+                f"| {row['label']} | {row['positives']} | {_fmt(row['trtr_auroc'])}"
+                f"{_fmt_ci(row['trtr_ci'])} | {_fmt(row['tstr_auroc'])}{_fmt_ci(row['tstr_ci'])} "
+                f"| {_fmt(row['gap'])}{_fmt_ci(row['gap_ci'])} | {_fmt_p(row.get('delong_p'))} "
+                f"| {_fmt(row.get('trtr_auprc'))} | {_fmt(row.get('tstr_auprc'))} |"
+                for row in r["per_label"]
+            ),
+        ),
     ]
-    for row in r["per_label"]:
-        lines.append(
-            f"| {row['label']} | {row['positives']} | {_fmt(row['trtr_auroc'])}"
-            f"{_fmt_ci(row['trtr_ci'])} | {_fmt(row['tstr_auroc'])}{_fmt_ci(row['tstr_ci'])} "
-            f"| {_fmt(row['gap'])}{_fmt_ci(row['gap_ci'])} | {_fmt_p(row.get('delong_p'))} "
-            f"| {_fmt(row.get('trtr_auprc'))} | {_fmt(row.get('tstr_auprc'))} |"
-        )
     if r["labels_excluded"]:
         excluded = ", ".join(f"{k} ({v})" for k, v in r["labels_excluded"].items())
         need = r.get("min_positives")
@@ -160,15 +167,16 @@ def _utility_lines(r: dict[str, Any]) -> list[str]:
             "",
             "Per label combination (one-vs-rest AUROC of the combination's log-probability):",
             "",
-            "| combination | test images | TRTR | TSTR | DeLong p |",
-            "|---|---|---|---|---|",
+            *_table(
+                "| combination | test images | TRTR | TSTR | DeLong p |",
+                (
+                    f"| {row['combination']} | {row['test_images']} | {_fmt(row['trtr_auroc'])}"
+                    f"{_fmt_ci(row['trtr_ci'])} | {_fmt(row['tstr_auroc'])}"
+                    f"{_fmt_ci(row['tstr_ci'])} | {_fmt_p(row['delong_p'])} |"
+                    for row in r["per_combination"]
+                ),
+            ),
         ]
-        for row in r["per_combination"]:
-            lines.append(
-                f"| {row['combination']} | {row['test_images']} | {_fmt(row['trtr_auroc'])}"
-                f"{_fmt_ci(row['trtr_ci'])} | {_fmt(row['tstr_auroc'])}"
-                f"{_fmt_ci(row['tstr_ci'])} | {_fmt_p(row['delong_p'])} |"
-            )
     return [*lines, ""]
 
 
@@ -187,14 +195,15 @@ def _label_fidelity_lines(r: dict[str, Any]) -> list[str]:
         f"Mean: **{_fmt(r['label_fidelity_auroc_mean'])}"
         f"{_fmt_ci(r.get('label_fidelity_auroc_mean_ci'))}**",
         "",
-        "| label | label fidelity | TRTR on real test images |",
-        "|---|---|---|",
+        *_table(
+            "| label | label fidelity | TRTR on real test images |",
+            (
+                f"| {name} | {_fmt(row['auroc'])}{_fmt_ci(row.get('auroc_ci'))} | "
+                f"{_fmt(trtr.get(name))} |"
+                for name, row in per_label.items()
+            ),
+        ),
     ]
-    for name, row in per_label.items():
-        lines.append(
-            f"| {name} | {_fmt(row['auroc'])}{_fmt_ci(row.get('auroc_ci'))} | "
-            f"{_fmt(trtr.get(name))} |"
-        )
     return [*lines, ""]
 
 
@@ -208,23 +217,20 @@ def _fidelity_lines(fid: dict[str, Any] | None) -> list[str]:
         f"synthetic test images. The real baseline compares {fid['num_real_baseline']} real "
         "validation images with the real test images: what a perfect generator would score.",
         "",
-        "| | FD (lower is better) | precision | recall | density | coverage |",
-        "|---|---|---|---|---|---|",
     ]
-
-    def row(name, m):
-        return (
+    rows = [("synthetic", fid["overall"]), ("real baseline", fid["overall"]["real_baseline"])]
+    if "inception" in fid:
+        rows.append(("synthetic (Inception)", fid["inception"]))
+        rows.append(("real baseline (Inception)", fid["inception"]["real_baseline"]))
+    rows += [(f"{c['combination']} ({c['num_real']} real)", c) for c in fid["per_combination"]]
+    lines += _table(
+        "| | FD (lower is better) | precision | recall | density | coverage |",
+        (
             f"| {name} | {_fmt(m['fd'], 2)} | {_fmt(m['precision'])} | {_fmt(m['recall'])} "
             f"| {_fmt(m['density'])} | {_fmt(m['coverage'])} |"
-        )
-
-    lines.append(row("synthetic", fid["overall"]))
-    lines.append(row("real baseline", fid["overall"]["real_baseline"]))
-    if "inception" in fid:
-        lines.append(row("synthetic (Inception)", fid["inception"]))
-        lines.append(row("real baseline (Inception)", fid["inception"]["real_baseline"]))
-    for c in fid["per_combination"]:
-        lines.append(row(f"{c['combination']} ({c['num_real']} real)", c))
+            for name, m in rows
+        ),
+    )
     return [*lines, ""]
 
 
@@ -236,14 +242,15 @@ def _discrimination_lines(d: dict[str, Any] | None) -> list[str]:
         "",
         d.get("protocol", ""),
         "",
-        "| resolution | test images (real + synthetic) | AUROC (95% CI) | accuracy |",
-        "|---|---|---|---|",
+        *_table(
+            "| resolution | test images (real + synthetic) | AUROC (95% CI) | accuracy |",
+            (
+                f"| {r['resolution']}x{r['resolution']} | {r['test_real']} + {r['test_fake']} | "
+                f"{_fmt(r['auroc'])}{_fmt_ci(r['auroc_ci'])} | {_fmt(r['accuracy'])} |"
+                for r in d["per_resolution"]
+            ),
+        ),
     ]
-    for r in d["per_resolution"]:
-        lines.append(
-            f"| {r['resolution']}x{r['resolution']} | {r['test_real']} + {r['test_fake']} | "
-            f"{_fmt(r['auroc'])}{_fmt_ci(r['auroc_ci'])} | {_fmt(r['accuracy'])} |"
-        )
     return [*lines, "", "0.5 = indistinguishable; 1.0 = told apart every time.", ""]
 
 
@@ -270,18 +277,19 @@ def _privacy_lines(p: dict[str, Any] | None) -> list[str]:
         f"training image than all but {p['percentile']:g}% of held-out images are (replaced "
         f"before release). Tests one-sided, alpha {p.get('alpha', 0.01):g} over all.",
         "",
-        "| space | copies (held-out below floor) | seen share (chance) | memorization p | "
-        "close (held-out) | median distance ratio (synthetic / held-out) |",
-        "|---|---|---|---|---|---|",
+        *_table(
+            "| space | copies (held-out below floor) | seen share (chance) | memorization p | "
+            "close (held-out) | median distance ratio (synthetic / held-out) |",
+            (
+                f"| {name} | {s['copies']} ({s['heldout_below_floor']}) | "
+                f"{100 * s['seen_share']:.1f}% ({100 * s['seen_share_expected']:.1f}%) | "
+                f"{_fmt_p(s['seen_p_value'])} | "
+                f"{100 * s['close_rate']:.2f}% ({100 * s['heldout_close_rate']:.2f}%) | "
+                f"{_fmt(s['median_distance_ratio'])} |"
+                for name, s in p["spaces"].items()
+            ),
+        ),
     ]
-    for name, s in p["spaces"].items():
-        lines.append(
-            f"| {name} | {s['copies']} ({s['heldout_below_floor']}) | "
-            f"{100 * s['seen_share']:.1f}% ({100 * s['seen_share_expected']:.1f}%) | "
-            f"{_fmt_p(s['seen_p_value'])} | "
-            f"{100 * s['close_rate']:.2f}% ({100 * s['heldout_close_rate']:.2f}%) | "
-            f"{_fmt(s['median_distance_ratio'])} |"
-        )
     lines += ["", *[f"- {reason}" for reason in p["reasons"]], ""]
     return lines
 
@@ -306,10 +314,13 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines += ["## Figures", ""]
         lines += [f"![{name}]({path})" for name, path in report["figures"].items()]
         lines.append("")
-    lines += ["| stage | wall time (s) | state_sha256 |", "|---|---|---|"]
-    for stage, wall in report["wall_s"].items():
-        sha = report["state_sha256"][stage]
-        lines.append(f"| {stage} | {_fmt(wall, 1)} | `{(sha or '')[:16]}` |")
+    lines += _table(
+        "| stage | wall time (s) | state_sha256 |",
+        (
+            f"| {stage} | {_fmt(wall, 1)} | `{(report['state_sha256'][stage] or '')[:16]}` |"
+            for stage, wall in report["wall_s"].items()
+        ),
+    )
     if report.get("attribution"):
         lines += ["", report["attribution"]]
     return "\n".join(lines) + "\n"
