@@ -83,13 +83,14 @@ def time_steps(step, state, args: tuple, *, steps: int, rounds: int) -> dict[str
     return {"step_s": best, "programs": step._cache_size(), "finite": finite}
 
 
-def gan_row(cfg, arch: str, resolution: int, batch: int, mesh, args) -> dict[str, Any]:
-    """The GAN train step of `arch` at `resolution` (its final phase for prog-GAN)."""
-    step, state, inputs = step_setup.gan_step(cfg, resolution, batch, mesh, arch=arch)
+def step_row(name: str, built: tuple, resolution: int, batch: int, args) -> dict[str, Any]:
+    """One row of the table: the program's cost and the step's timing. `built` is
+    (jitted step, state, inputs), as `step_setup` builds them."""
+    step, state, inputs = built
     flops, mib, compile_s = step_setup.program_stats(step, state, *inputs)
     timing = time_steps(step, state, inputs, steps=args.steps, rounds=args.rounds)
     return {
-        "step": f"gan {arch}",
+        "step": name,
         "resolution": resolution,
         "batch": batch,
         "flops": flops,
@@ -97,22 +98,18 @@ def gan_row(cfg, arch: str, resolution: int, batch: int, mesh, args) -> dict[str
         "compile_s": compile_s,
         **timing,
     }
+
+
+def gan_row(cfg, arch: str, resolution: int, batch: int, mesh, args) -> dict[str, Any]:
+    """The GAN train step of `arch` at `resolution` (its final phase for prog-GAN)."""
+    built = step_setup.gan_step(cfg, resolution, batch, mesh, arch=arch)
+    return step_row(f"gan {arch}", built, resolution, batch, args)
 
 
 def classifier_row(cfg, resolution: int, batch: int, mesh, args) -> dict[str, Any]:
     """The classifier's train step (its config's architecture) at `resolution`."""
-    step, state, inputs = step_setup.classifier_step(cfg, resolution, batch, mesh)
-    flops, mib, compile_s = step_setup.program_stats(step, state, *inputs)
-    timing = time_steps(step, state, inputs, steps=args.steps, rounds=args.rounds)
-    return {
-        "step": f"classifier {cfg.classifier.arch}",
-        "resolution": resolution,
-        "batch": batch,
-        "flops": flops,
-        "mib": mib,
-        "compile_s": compile_s,
-        **timing,
-    }
+    built = step_setup.classifier_step(cfg, resolution, batch, mesh)
+    return step_row(f"classifier {cfg.classifier.arch}", built, resolution, batch, args)
 
 
 def torch_rows(cfg, resolution: int, batch: int, args) -> list[dict[str, Any]]:
