@@ -34,6 +34,11 @@ def _fmt_p(p: float | None) -> str:
     return f"{p:.2g}" if p >= 1e-4 else "<1e-4"
 
 
+def _section(title: str, *paragraphs: str) -> list[str]:
+    """A `## title` and its paragraphs, each followed by a blank line."""
+    return [f"## {title}", ""] + [line for p in paragraphs for line in (p, "")]
+
+
 def _table(header: str, rows: Iterable[str]) -> list[str]:
     """A markdown table: `header` (`| a | b |`), its separator row, then `rows`."""
     return [header, "|" + "---|" * (header.count("|") - 1), *rows]
@@ -130,8 +135,7 @@ def _verdict_lines(v: dict[str, Any]) -> list[str]:
 
 def _utility_lines(r: dict[str, Any]) -> list[str]:
     lines = [
-        "## Utility: a classifier trained on synthetic data, tested on real data",
-        "",
+        *_section("Utility: a classifier trained on synthetic data, tested on real data"),
         "| | mean test AUROC (95% CI) | mean test AUPRC (95% CI) |",
         "|---|---|---|",
         f"| TRTR (trained on real) | {_fmt(r['trtr_auroc_mean'])}{_fmt_ci(r['trtr_auroc_mean_ci'])}"
@@ -186,15 +190,15 @@ def _label_fidelity_lines(r: dict[str, Any]) -> list[str]:
         return []
     trtr = {row["label"]: row["trtr_auroc"] for row in r.get("per_label", [])}
     lines = [
-        "## Label fidelity: do synthetic images show the labels they were generated from?",
-        "",
-        "The real-trained classifier scores the synthetic test images; its AUROC against the "
-        "label vectors they were generated from is the label fidelity (0.5: the labels left "
-        "no trace). Its TRTR AUROC on real test images is what a perfect generator reaches.",
-        "",
-        f"Mean: **{_fmt(r['label_fidelity_auroc_mean'])}"
-        f"{_fmt_ci(r.get('label_fidelity_auroc_mean_ci'))}**",
-        "",
+        *_section(
+            "Label fidelity: do synthetic images show the labels they were generated from?",
+            "The real-trained classifier scores the synthetic test images; its AUROC against "
+            "the label vectors they were generated from is the label fidelity (0.5: the labels "
+            "left no trace). Its TRTR AUROC on real test images is what a perfect generator "
+            "reaches.",
+            f"Mean: **{_fmt(r['label_fidelity_auroc_mean'])}"
+            f"{_fmt_ci(r.get('label_fidelity_auroc_mean_ci'))}**",
+        ),
         *_table(
             "| label | label fidelity | TRTR on real test images |",
             (
@@ -210,14 +214,12 @@ def _label_fidelity_lines(r: dict[str, Any]) -> list[str]:
 def _fidelity_lines(fid: dict[str, Any] | None) -> list[str]:
     if not fid:
         return []
-    lines = [
-        "## Fidelity: synthetic vs real test images",
-        "",
+    lines = _section(
+        "Fidelity: synthetic vs real test images",
         f"In the {fid['feature_space']}; {fid['num_real']} real and {fid['num_synthetic']} "
         f"synthetic test images. The real baseline compares {fid['num_real_baseline']} real "
         "validation images with the real test images: what a perfect generator would score.",
-        "",
-    ]
+    )
     rows = [("synthetic", fid["overall"]), ("real baseline", fid["overall"]["real_baseline"])]
     if "inception" in fid:
         rows.append(("synthetic (Inception)", fid["inception"]))
@@ -238,10 +240,10 @@ def _discrimination_lines(d: dict[str, Any] | None) -> list[str]:
     if not d:
         return []
     lines = [
-        "## Discrimination: an automated reader (classifier two-sample test)",
-        "",
-        d.get("protocol", ""),
-        "",
+        *_section(
+            "Discrimination: an automated reader (classifier two-sample test)",
+            d.get("protocol", ""),
+        ),
         *_table(
             "| resolution | test images (real + synthetic) | AUROC (95% CI) | accuracy |",
             (
@@ -268,15 +270,15 @@ def _privacy_lines(p: dict[str, Any] | None) -> list[str]:
     if not p:
         return []
     lines = [
-        "## Privacy: memorization audit",
-        "",
-        f"Every synthetic image ({p['audited_synthetic']}) against {p['train']} training "
-        f"and {p['heldout']} real held-out images. A copy lies below the floor, where near "
-        "copies of training images lie. Seen share: how often a synthetic image's nearest "
-        "real image is a training one, against chance (memorization). Close: nearer a "
-        f"training image than all but {p['percentile']:g}% of held-out images are (replaced "
-        f"before release). Tests one-sided, alpha {p.get('alpha', 0.01):g} over all.",
-        "",
+        *_section(
+            "Privacy: memorization audit",
+            f"Every synthetic image ({p['audited_synthetic']}) against {p['train']} training "
+            f"and {p['heldout']} real held-out images. A copy lies below the floor, where near "
+            "copies of training images lie. Seen share: how often a synthetic image's nearest "
+            "real image is a training one, against chance (memorization). Close: nearer a "
+            f"training image than all but {p['percentile']:g}% of held-out images are (replaced "
+            f"before release). Tests one-sided, alpha {p.get('alpha', 0.01):g} over all.",
+        ),
         *_table(
             "| space | copies (held-out below floor) | seen share (chance) | memorization p | "
             "close (held-out) | median distance ratio (synthetic / held-out) |",
