@@ -24,33 +24,10 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from step_setup import gan_step  # this folder's module
 
-from synthjax.core import compiler, config_files, parallel
+from synthjax.core import config_files, parallel
 from synthjax.core.checkpoint import Checkpointer
-from synthjax.train import gan
-
-
-def _setup(cfg, resolution: int, batch: int, mesh):
-    cfg = cfg.copy_and_resolve_references()
-    cfg.gan.batch_size = batch
-    cfg.gan.train_steps = 10**9
-    setup = gan.gan_setup(cfg, num_labels=14, image_shape=(resolution, resolution, 1))
-    replicated = parallel.replicated(mesh)
-    state = compiler.jit(setup.init, out_shardings=replicated)()
-    step = compiler.jit(
-        gan.make_train_step(cfg.gan, setup.models, setup.optimizer, setup.schedule.final),
-        donate_argnums=0,
-    )
-    rng = np.random.default_rng(resolution)
-    batch_arrays = parallel.to_global(
-        {
-            "image": rng.integers(0, 256, (batch, resolution, resolution, 1)).astype(np.uint8),
-            "labels": (rng.random((batch, 14)) < 0.3).astype(np.float32),
-        },
-        mesh,
-    )
-    table = jax.device_put((rng.random((256, 14)) < 0.3).astype(np.float32), replicated)
-    return step, state, batch_arrays, table
 
 
 def _stall(step, state, batch, table, directory: Path, *, async_save: bool, steps: int):
@@ -98,7 +75,7 @@ def main() -> None:
     )
     print(f"{'res':>5} {'mode':>8} {'step s':>8} {'stall s':>16} {'stall/step':>11} {'MiB':>8}")
     for resolution in [int(r) for r in args.resolutions.split(",")]:
-        step, state, batch, table = _setup(cfg, resolution, args.batch, mesh)
+        step, state, (batch, table) = gan_step(cfg, resolution, args.batch, mesh)
         state, m = step(state, batch, table)  # compile
         jax.block_until_ready(m)
         results = {True: [], False: []}

@@ -10,9 +10,9 @@ accelerator is then
 
 for the peak the vendor states and an MFU (the fraction of the peak reached) between
 `--mfu-low` and `--mfu-high`. These are estimates: the MFU of these steps on those chips
-has not been measured (on 2 CPU cores the cpD-GAN step reaches 7-35%, README
-"Performance"). Memory from a CPU compile is a guide to a GPU's or TPU's, not its
-measure (other compilers fuse and schedule differently).
+has not been measured (what it reaches on 2 CPU cores is in benchmarks/README.md). Memory
+from a CPU compile is a guide to a GPU's or TPU's, not its measure (other compilers fuse
+and schedule differently).
 
     python benchmarks/cost_model.py --config configs/cxr_256.py --per-device 20
 """
@@ -22,11 +22,9 @@ from __future__ import annotations
 import argparse
 
 import jax
-import jax.numpy as jnp
-from train_step import NUM_LABELS, _batch, _program_stats, gan_step  # this folder's script
+from step_setup import classifier_step, gan_step, program_stats  # this folder's module
 
-from synthjax.core import compiler, config_files, parallel
-from synthjax.train import classifier
+from synthjax.core import config_files, parallel
 
 # Dense peak TFLOP/s per chip as the vendors state them: bf16 (and fp32 where the GAN runs
 # in float32, its default: `gan.bf16_resolution = 0`), with the HBM per chip in GiB.
@@ -40,20 +38,6 @@ HARDWARE = (
     ("TPU v5e-8 (v5litepod-8)", 8, 197.0, 197.0, 16),
     ("TPU v6e-8", 8, 918.0, 918.0, 32),
 )
-
-
-def _classifier_stats(cfg, resolution: int, batch: int, mesh) -> tuple[float, float, float]:
-    model = classifier.build_model(cfg, NUM_LABELS)
-    optimizer = classifier.make_optimizer(cfg.classifier.learning_rate)
-    state = compiler.jit(
-        lambda: classifier.init_state(cfg.seed, model, optimizer, (resolution, resolution, 1)),
-        out_shardings=parallel.replicated(mesh),
-    )()
-    step = compiler.jit(
-        lambda s, d, w: classifier.train_step(s, d, w, model=model, optimizer=optimizer),
-        donate_argnums=0,
-    )
-    return _program_stats(step, state, _batch(batch, resolution, 1, mesh), jnp.ones(NUM_LABELS))
 
 
 def main() -> None:
@@ -77,13 +61,14 @@ def main() -> None:
     )
     steps = []
     for arch in args.archs.split(","):
-        step, state, inputs = gan_step(cfg, arch, resolution, batch, mesh)
-        flops, mib, compile_s = _program_stats(step, state, *inputs)
+        step, state, inputs = gan_step(cfg, resolution, batch, mesh, arch=arch)
+        flops, mib, compile_s = program_stats(step, state, *inputs)
         steps.append((f"gan {arch}", flops / batch / 1e9, mib, compile_s, "gan"))
         print(f"  compiled gan {arch} in {compile_s:.0f} s", flush=True)
         del step, state, inputs
     if not args.skip_classifier:
-        flops, mib, compile_s = _classifier_stats(cfg, resolution, batch, mesh)
+        step, state, inputs = classifier_step(cfg, resolution, batch, mesh)
+        flops, mib, compile_s = program_stats(step, state, *inputs)
         steps.append(
             (f"classifier {cfg.classifier.arch}", flops / batch / 1e9, mib, compile_s, "cls")
         )

@@ -24,34 +24,15 @@ import time
 
 import jax
 import numpy as np
+from step_setup import gan_step  # this folder's module
 
-from synthjax.core import compiler, config_files, parallel
-from synthjax.train import gan
+from synthjax.core import config_files, parallel
 
 
 def _step_program(cfg, arch: str, resolution: int, bf16_from: int, batch: int, mesh):
-    cfg = cfg.copy_and_resolve_references()
-    cfg.gan.arch = arch
-    cfg.gan.bf16_resolution = bf16_from
-    cfg.gan.batch_size = batch
-    cfg.gan.prog.batch_sizes = ",".join(f"{2**k}:{batch}" for k in range(2, 11))
-    cfg.gan.train_steps = 10**9  # only the final phase's program is timed
-    setup = gan.gan_setup(cfg, num_labels=14, image_shape=(resolution, resolution, 1))
-    replicated = parallel.replicated(mesh)
-    state = compiler.jit(setup.init, out_shardings=replicated)()
-    step = compiler.jit(
-        gan.make_train_step(cfg.gan, setup.models, setup.optimizer, setup.schedule.final),
-        donate_argnums=0,
+    step, state, (batch_arrays, table) = gan_step(
+        cfg, resolution, batch, mesh, arch=arch, bf16_resolution=bf16_from
     )
-    rng = np.random.default_rng(resolution)
-    batch_arrays = parallel.to_global(
-        {
-            "image": rng.integers(0, 256, (batch, resolution, resolution, 1)).astype(np.uint8),
-            "labels": (rng.random((batch, 14)) < 0.3).astype(np.float32),
-        },
-        mesh,
-    )
-    table = jax.device_put((rng.random((256, 14)) < 0.3).astype(np.float32), replicated)
     compiled = step.lower(state, batch_arrays, table).compile()
     memory = compiled.memory_analysis()
     mib = float("nan")

@@ -57,7 +57,9 @@ def _gan_sampler(run: Run):
     from synthjax import synthesize
 
     fn = compiler.jit(
-        functools.partial(synthesize._generate, models=models, latent_dim=run.config.gan.latent_dim)
+        functools.partial(
+            synthesize.draw_images, models=models, latent_dim=run.config.gan.latent_dim
+        )
     )
     batch = run.config.synthesize.batch_size
 

@@ -1,7 +1,7 @@
 """Benchmark: where the GAN train step spends its time, op by op.
 
 `train_step.py` says how fast the step is; this says where its time goes. It compiles the
-real jitted GAN step (`train_step.gan_step`, the quickstart's sizes unless `--config`),
+real jitted GAN step (`step_setup.gan_step`, the quickstart's sizes unless `--config`),
 runs `--steps` of it under the JAX profiler, and matches every timed XLA operation of the
 trace to its instruction in the compiled program (same name), which carries the JAX
 operation and the model scope it came from (`metadata op_name`). It prints:
@@ -36,10 +36,10 @@ from pathlib import Path
 
 import jax
 
-from synthjax.core import config_files, parallel
+from synthjax.core import parallel
 
 sys.path.insert(0, str(Path(__file__).parent))
-import train_step  # the GAN step as train_step.py builds and times it
+import step_setup  # the GAN step as train_step.py builds and times it
 
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = .*?\b([a-z\-]+)\(")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
@@ -145,27 +145,18 @@ def trace_durations(logdir: Path) -> collections.Counter:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="configs/quickstart.py")
-    parser.add_argument(
-        "--recipe",
-        default="study",
-        choices=("study", "synthjax"),
-        help="GAN recipe (study: the step the PyTorch twin reproduces and earlier rows timed)",
-    )
+    step_setup.add_step_flags(parser)
     parser.add_argument("--arch", default="cpd", choices=("cpd", "prog"))
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--top", type=int, default=15)
-    parser.add_argument("--conv-lowering", default="", help="override the config's")
-    parser.add_argument("--fmap-max", type=int, default=0, help="override the config's")
     args = parser.parse_args()
-    cfg = config_files.load(args.config)
-    cfg.gan.recipe = args.recipe
-    cfg.conv_lowering = args.conv_lowering or cfg.conv_lowering
-    cfg.gan.fmap_max = args.fmap_max or cfg.gan.fmap_max
+    cfg = step_setup.step_config(args)
     mesh = parallel.make_mesh(-1)
-    step, state, inputs = train_step.gan_step(cfg, args.arch, args.resolution, args.batch, mesh)
+    step, state, inputs = step_setup.gan_step(
+        cfg, args.resolution, args.batch, mesh, arch=args.arch
+    )
     program = instructions(step.lower(state, *inputs).compile().as_text())
     for _ in range(2):  # warm up (the first call compiles)
         state, metrics = step(state, *inputs)

@@ -34,7 +34,6 @@ Sizes come from `--config` (default: the quickstart's narrow networks). The batc
 from __future__ import annotations
 
 import argparse
-import functools
 import resource
 import sys
 import time
@@ -44,12 +43,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import step_setup  # this folder's module
 
-from synthjax.core import compiler, config_files, parallel
+from synthjax.core import compiler, parallel
 from synthjax.models.layers import resolve_conv_lowering
-from synthjax.train import classifier, gan
-
-NUM_LABELS = 14
 
 
 def matmul_peak(sizes: tuple[int, ...] = (1024, 2048), seconds: float = 1.0) -> dict[int, float]:
@@ -69,23 +66,6 @@ def matmul_peak(sizes: tuple[int, ...] = (1024, 2048), seconds: float = 1.0) -> 
     return out
 
 
-def _program_stats(jitted, *args) -> tuple[float, float, float]:
-    """(flops, MiB, compile seconds) of the program `jitted` compiles for `args`: XLA's
-    analyses, and the time to trace, lower and compile it."""
-    start = time.perf_counter()
-    compiled = jitted.lower(*args).compile()
-    seconds = time.perf_counter() - start
-    analysis = compiled.cost_analysis()
-    if isinstance(analysis, list | tuple):  # older JAX: one dict per device program
-        analysis = analysis[0]
-    memory = compiled.memory_analysis()
-    mib = float("nan")
-    if memory is not None:
-        total = memory.argument_size_in_bytes + memory.output_size_in_bytes
-        mib = (total + memory.temp_size_in_bytes - memory.alias_size_in_bytes) / 2**20
-    return float(analysis.get("flops", float("nan"))), mib, seconds
-
-
 def time_steps(step, state, args: tuple, *, steps: int, rounds: int) -> dict[str, Any]:
     """Calls `state = step(state, *args)[0]` repeatedly: best seconds per step over
     `rounds` of `steps` (after a warm-up call), and the number of programs `step` compiled
@@ -103,78 +83,33 @@ def time_steps(step, state, args: tuple, *, steps: int, rounds: int) -> dict[str
     return {"step_s": best, "programs": step._cache_size(), "finite": finite}
 
 
-def _batch(batch: int, resolution: int, channels: int, mesh) -> dict[str, jax.Array]:
-    rng = np.random.default_rng(resolution)
-    return parallel.to_global(
-        {
-            "image": rng.integers(0, 256, (batch, resolution, resolution, channels), np.uint8),
-            "labels": (rng.random((batch, NUM_LABELS)) < 0.3).astype(np.float32),
-        },
-        mesh,
-    )
-
-
-def gan_step(cfg, arch: str, resolution: int, batch: int, mesh) -> tuple[Any, Any, tuple]:
-    """(jitted step, state, (batch, label table)): the GAN train step of `arch` at
-    `resolution` (its final phase for prog-GAN), the state donated at every call."""
-    cfg = cfg.copy_and_resolve_references()
-    cfg.gan.arch = arch
-    cfg.gan.batch_size = batch
-    cfg.gan.prog.batch_sizes = ",".join(f"{2**k}:{batch}" for k in range(2, 11))
-    cfg.gan.train_steps = 10**9  # only the final phase's program is timed
-    setup = gan.gan_setup(cfg, num_labels=NUM_LABELS, image_shape=(resolution, resolution, 1))
-    replicated = parallel.replicated(mesh)
-    state = compiler.jit(setup.init, out_shardings=replicated)()
-    step = compiler.jit(
-        gan.make_train_step(cfg.gan, setup.models, setup.optimizer, setup.schedule.final),
-        donate_argnums=0,
-    )
-    data = _batch(batch, resolution, 1, mesh)
-    table = jax.device_put((np.random.default_rng(0).random((256, 14)) < 0.3).astype(np.float32))
-    return step, state, (data, table)
+def step_row(name: str, built: tuple, resolution: int, batch: int, args) -> dict[str, Any]:
+    """One row of the table: the program's cost and the step's timing. `built` is
+    (jitted step, state, inputs), as `step_setup` builds them."""
+    step, state, inputs = built
+    flops, mib, compile_s = step_setup.program_stats(step, state, *inputs)
+    timing = time_steps(step, state, inputs, steps=args.steps, rounds=args.rounds)
+    return {
+        "step": name,
+        "resolution": resolution,
+        "batch": batch,
+        "flops": flops,
+        "mib": mib,
+        "compile_s": compile_s,
+        **timing,
+    }
 
 
 def gan_row(cfg, arch: str, resolution: int, batch: int, mesh, args) -> dict[str, Any]:
     """The GAN train step of `arch` at `resolution` (its final phase for prog-GAN)."""
-    step, state, inputs = gan_step(cfg, arch, resolution, batch, mesh)
-    flops, mib, compile_s = _program_stats(step, state, *inputs)
-    timing = time_steps(step, state, inputs, steps=args.steps, rounds=args.rounds)
-    return {
-        "step": f"gan {arch}",
-        "resolution": resolution,
-        "batch": batch,
-        "flops": flops,
-        "mib": mib,
-        "compile_s": compile_s,
-        **timing,
-    }
+    built = step_setup.gan_step(cfg, resolution, batch, mesh, arch=arch)
+    return step_row(f"gan {arch}", built, resolution, batch, args)
 
 
 def classifier_row(cfg, resolution: int, batch: int, mesh, args) -> dict[str, Any]:
     """The classifier's train step (its config's architecture) at `resolution`."""
-    model = classifier.build_model(cfg, NUM_LABELS)
-    optimizer = classifier.make_optimizer(cfg.classifier.learning_rate)
-    init = functools.partial(
-        classifier.init_state, cfg.seed, model, optimizer, (resolution, resolution, 1)
-    )
-    state = compiler.jit(init, out_shardings=parallel.replicated(mesh))()
-    step = compiler.jit(
-        functools.partial(classifier.train_step, model=model, optimizer=optimizer),
-        donate_argnums=0,
-    )
-    data = _batch(batch, resolution, 1, mesh)
-    weights = jnp.ones(NUM_LABELS, jnp.float32)
-    flops, mib, compile_s = _program_stats(step, state, data, weights)
-    timing = time_steps(step, state, (data, weights), steps=args.steps, rounds=args.rounds)
-    return {
-        "step": f"classifier {cfg.classifier.arch}",
-        "resolution": resolution,
-        "batch": batch,
-        "flops": flops,
-        "mib": mib,
-        "compile_s": compile_s,
-        **timing,
-    }
+    built = step_setup.classifier_step(cfg, resolution, batch, mesh)
+    return step_row(f"classifier {cfg.classifier.arch}", built, resolution, batch, args)
 
 
 def torch_rows(cfg, resolution: int, batch: int, args) -> list[dict[str, Any]]:
@@ -192,7 +127,7 @@ def torch_rows(cfg, resolution: int, batch: int, args) -> list[dict[str, Any]]:
         try:
             step = torch_cpd_gan.make_train_step(
                 resolution,
-                NUM_LABELS,
+                step_setup.NUM_LABELS,
                 batch,
                 latent_dim=cfg.gan.latent_dim,
                 fmap_base=cfg.gan.fmap_base,
@@ -266,31 +201,20 @@ def print_table(rows: list[dict[str, Any]], peak: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="configs/quickstart.py")
-    parser.add_argument(
-        "--recipe",
-        default="study",
-        choices=("study", "synthjax"),
-        help="GAN recipe (study: the step the PyTorch twin reproduces and earlier rows timed)",
-    )
+    step_setup.add_step_flags(parser)
     parser.add_argument("--resolutions", default="32,64,128,256")
     parser.add_argument("--archs", default="cpd,prog")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--classifier-batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--conv-lowering", default="", help="override the config's")
-    parser.add_argument("--fmap-max", type=int, default=0, help="override the config's")
     parser.add_argument("--skip-classifier", action="store_true")
     parser.add_argument("--skip-torch", action="store_true")
     parser.add_argument(
         "--torch-resolutions", default="32", help="where PyTorch is timed (compiling is slow)"
     )
     args = parser.parse_args()
-    cfg = config_files.load(args.config)
-    cfg.gan.recipe = args.recipe
-    cfg.conv_lowering = args.conv_lowering or cfg.conv_lowering
-    cfg.gan.fmap_max = args.fmap_max or cfg.gan.fmap_max
+    cfg = step_setup.step_config(args)
     mesh = parallel.make_mesh(-1)
     peaks = matmul_peak()
     peak = max(peaks.values())

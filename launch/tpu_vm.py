@@ -17,6 +17,9 @@ What it does, each action printed before it runs (`--dry-run` prints them and st
 4. every `--poll-seconds` asks for the VM's state, whether the job still runs on the workers
    (`bash ~/synthjax-job.sh status`) and whether every stage wrote its summary.json.
 
+The job script and the install command are in `launch/tpu_job.py`; how an attempt ended
+(preempted, failed, refused) is read by `launch/tpu_endings.py`.
+
 Stop the launcher (Ctrl-C, a dropped connection) at any time: the job keeps running, and the
 same command started again finds it and goes on watching. When the job has ended:
 - the run is finished: done (`--delete-when-done` deletes the VM);
@@ -38,11 +41,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 from launch import common
+from launch.tpu_endings import Worker, classify, describe, parse_status
+from launch.tpu_job import ARCHIVE, SCRIPT, install_command, job_arguments, job_script
 
 # The runtime image (TPU software version) for JAX per TPU generation, as in the Cloud TPU
 # documentation's table of TPU software versions; all of them ship Python 3.10.
@@ -54,10 +58,6 @@ RUNTIMES = (
     ("v3-", "tpu-ubuntu2204-base"),
     ("v2-", "tpu-ubuntu2204-base"),
 )
-PYTHON_VERSION = "3.11"
-VENV = "~/synthjax-venv"
-SCRIPT = "synthjax-job.sh"
-ARCHIVE = "synthjax.tar.gz"
 # VM states after which the VM must be deleted (if still listed) and created again.
 GONE = ("PREEMPTED", "TERMINATED", "STOPPED", "NOT_FOUND")
 # Polls for which some workers' jobs may have ended while others still run (a process that
@@ -65,7 +65,6 @@ GONE = ("PREEMPTED", "TERMINATED", "STOPPED", "NOT_FOUND")
 STRAGGLER_POLLS = 10
 # Attempts in a row whose copy or install failed before the launcher gives up.
 LAUNCH_FAILURES = 3
-PREEMPTED_MESSAGE = "rerun the same command"
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -117,171 +116,6 @@ def runtime_version(accelerator_type: str) -> str:
         f"--accelerator-type {accelerator_type!r}: no default runtime image for this TPU "
         "generation; give one with --version"
     )
-
-
-# --- what runs on the workers -----------------------------------------------------------------
-
-
-def install_command() -> str:
-    """Unpacks the checkout and installs it into a Python 3.11 venv made by uv, as this user.
-
-    uv comes from the image's pip (`--user`: no root needed) and downloads a CPython 3.11 it
-    manages; a venv that already has Python 3.11 or later is kept. `constraints.txt` pins the
-    versions when the checkout has one.
-    """
-    uv = "~/.local/bin/uv"
-    python = f"{VENV}/bin/python"
-    has_python = f"{python} -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null"
-    return " && ".join(
-        [
-            "rm -rf ~/synthjax",
-            "mkdir -p ~/synthjax",
-            f"tar -xzf ~/{ARCHIVE} -C ~/synthjax",
-            "cd ~/synthjax",
-            "python3 -m pip install --user --quiet uv",
-            f"{{ {has_python} || {{ rm -rf {VENV} && "
-            f"{uv} venv --python {PYTHON_VERSION} {VENV}; }}; }}",
-            f"{uv} pip install --python {python} -e '.[tpu,gcs]'"
-            " $( [ -f constraints.txt ] && echo -c constraints.txt )",
-            f"{python} --version",
-        ]
-    )
-
-
-JOB_SCRIPT = r"""#!/bin/bash
-# The synthjax job on one TPU VM worker, detached from the SSH session that starts it.
-#   bash synthjax-job.sh start K   start attempt K in the background and return at once
-#   bash synthjax-job.sh status    one line: state=none|running|exited|lost, exit code, attempt
-#   bash synthjax-job.sh stop      SIGTERM to the job (it saves a checkpoint), wait for its end
-# Its output goes to $RUN/job.log, copied to LOGS/attemptK/WORKER.log every EVERY seconds and
-# when it ends, with WORKER.tail (its last lines) and WORKER.exit (its exit status).
-set -u
-LOGS=@LOGS@
-EVERY=@EVERY@
-RUN="$HOME/synthjax-run"
-host=$(hostname)
-case "$host" in
-  *-w-[0-9]*) WORKER="worker${host##*-w-}" ;;
-  *) WORKER="$host" ;;
-esac
-
-say() { echo "synthjax-job $WORKER $*"; }
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
-upload() { gcloud storage cp "$1" "$2" >/dev/null 2>&1 || echo "could not copy $1 to $2" >&2; }
-
-copy_log() {  # every $EVERY seconds until the job has ended
-  while :; do
-    for ((i = 0; i < EVERY; i++)); do
-      [ -f "$RUN/ended" ] && return
-      sleep 1
-    done
-    upload "$RUN/job.log" "$1.log"
-  done
-}
-
-run() {  # detached: the job, its log copied while it runs, then its log, tail and exit status
-  local dest="$LOGS/attempt$1/$WORKER" job code copier
-  cd "$HOME/synthjax" || exit 1
-  PYTHONUNBUFFERED=1 @JOB@ < /dev/null > "$RUN/job.log" 2>&1 &
-  job=$!
-  echo "$job" > "$RUN/job.pid"
-  trap 'kill -TERM "$job" 2>/dev/null' TERM HUP INT
-  copy_log "$dest" &
-  copier=$!
-  wait "$job"
-  code=$?
-  while kill -0 "$job" 2>/dev/null; do  # a signal ended the wait, not the job
-    wait "$job"
-    code=$?
-  done
-  touch "$RUN/ended"
-  wait "$copier"
-  tail -n @TAIL@ "$RUN/job.log" > "$RUN/job.tail"
-  echo "$code" > "$RUN/job.exit"
-  upload "$RUN/job.log" "$dest.log"
-  upload "$RUN/job.tail" "$dest.tail"
-  upload "$RUN/job.exit" "$dest.exit"
-  mv "$RUN/job.exit" "$RUN/exit"  # last: `status` says exited once the copies are made
-}
-
-start() {
-  if alive "$RUN/wrapper.pid" && [ ! -f "$RUN/exit" ]; then
-    say "state=running attempt=$(cat "$RUN/attempt") (already running: not started again)"
-    return 0
-  fi
-  rm -rf "$RUN" && mkdir -p "$RUN" || exit 1
-  echo "$1" > "$RUN/attempt"
-  echo "$LOGS" > "$RUN/logs"
-  nohup setsid -w bash "$0" run "$1" < /dev/null > "$RUN/wrapper.log" 2>&1 &
-  echo "$!" > "$RUN/wrapper.pid"
-  say "state=started attempt=$1"
-}
-
-status() {
-  if [ ! -f "$RUN/attempt" ]; then
-    say "state=none"
-    return 0
-  fi
-  local about="attempt=$(cat "$RUN/attempt") logs=$(cat "$RUN/logs")"
-  if [ -f "$RUN/exit" ]; then
-    say "state=exited code=$(cat "$RUN/exit") $about"
-  elif alive "$RUN/wrapper.pid"; then
-    say "state=running $about"
-  else
-    say "state=lost $about"  # ended without a word: the VM restarted, or it was killed
-  fi
-}
-
-stop() {
-  alive "$RUN/job.pid" && kill -TERM "$(cat "$RUN/job.pid")"
-  for ((i = 0; i < 600; i++)); do
-    alive "$RUN/wrapper.pid" || break
-    sleep 1
-  done
-  status
-}
-
-case "${1:-}" in
-  start) start "$2" ;;
-  run) run "$2" ;;
-  status) status ;;
-  stop) stop ;;
-  *) echo "usage: $0 start ATTEMPT | status | stop" >&2; exit 2 ;;
-esac
-"""
-
-
-def job_script(
-    job: Sequence[str],
-    logs: str,
-    *,
-    python: str = '"$HOME/synthjax-venv/bin/python"',
-    every: int = 60,
-    tail_lines: int = 200,
-) -> str:
-    """The script each worker runs the job with (`start`, `status`, `stop`; see its header).
-
-    Args:
-      job: the job's arguments after the interpreter (`-m synthjax.main ...`).
-      logs: where the logs go, `WORKDIR/logs`.
-      python: the interpreter, as shell text (the default expands on the worker).
-      every: seconds between copies of the log while the job runs.
-      tail_lines: the log's last lines kept apart, for the launcher's failure test.
-    """
-    return (
-        JOB_SCRIPT.replace("@LOGS@", common.shell([logs]))
-        .replace("@EVERY@", str(int(every)))
-        .replace("@TAIL@", str(int(tail_lines)))
-        .replace("@JOB@", f"{python} {common.shell(job)}")
-    )
-
-
-def job_arguments(args: argparse.Namespace) -> list[str]:
-    """`-m synthjax.main --config=... --workdir=gs://... --distributed=on`."""
-    command = common.main_command(
-        args.config, args.workdir, args.override, extra=["--distributed=on"]
-    )
-    return command[1:]
 
 
 # --- gcloud commands --------------------------------------------------------------------------
@@ -383,129 +217,11 @@ def last_attempt_in_bucket(cmds: dict[str, list[str]]) -> int:
     return max(map(int, found), default=0)
 
 
-# --- the workers' state and how an attempt ended ----------------------------------------------
-
-
-@dataclass(frozen=True)
-class Worker:
-    """One worker's line of `synthjax-job.sh status`."""
-
-    name: str
-    state: str  # none, running, exited (with `code`), lost (ended without an exit status)
-    attempt: int = 0
-    code: int | None = None
-    logs: str | None = None
-
-
-def parse_status(text: str) -> list[Worker]:
-    """The workers' status lines (`synthjax-job worker0 state=running attempt=2 logs=...`),
-    one per worker; other output (gcloud's own messages) is ignored."""
-    workers = {}
-    for line in text.splitlines():
-        match = re.match(r"synthjax-job (\S+) (.*)", line.strip())
-        if not match:
-            continue
-        fields = dict(f.split("=", 1) for f in match[2].split() if "=" in f)
-        workers[match[1]] = Worker(
-            name=match[1],
-            state=fields.get("state", "none"),
-            attempt=_integer(fields.get("attempt")) or 0,
-            code=_integer(fields.get("code")),
-            logs=fields.get("logs"),
-        )
-    return [workers[name] for name in sorted(workers)]
-
-
-def _integer(text: str | None) -> int | None:
-    try:
-        return int(text) if text is not None else None
-    except ValueError:
-        return None
-
-
 def job_status(cmds: dict[str, list[str]]) -> list[Worker] | None:
     """Every worker's job, or None when the workers could not all be reached."""
     answer = probe(cmds["status"])
     workers = parse_status(answer.stdout) if answer.returncode == 0 else []
     return workers or None
-
-
-def failure_signature(log_tail: str) -> tuple[str, int | None]:
-    """(the error, the step) of a failed job, from the end of its log.
-
-    The error is the final line of the last traceback (`ValueError: ...`), else the last
-    `error: ...` line synthjax prints, else the last line; memory addresses are blanked so
-    that the same error compares equal. The step is the last one the log names (`step N`,
-    or a progress line's `N/total (x%)`), None if none.
-    """
-    lines = [line.rstrip() for line in log_tail.splitlines()]
-    return _normalise(_error_line(lines)), _last_step(lines)
-
-
-def _error_line(lines: list[str]) -> str:
-    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent")]
-    if starts:
-        for line in lines[starts[-1] + 1 :]:
-            if line and not line[0].isspace():
-                return line
-    pattern = re.compile(r"(error: |[A-Za-z_][\w.]*(Error|Exception): )")
-    flagged = [line.strip() for line in lines if pattern.match(line.strip())]
-    if flagged:
-        return flagged[-1]
-    filled = [line.strip() for line in lines if line.strip()]
-    return filled[-1] if filled else "(an empty log)"
-
-
-def _normalise(error: str) -> str:
-    return re.sub(r"0x[0-9a-fA-F]+", "0x?", error).strip()
-
-
-def _last_step(lines: list[str]) -> int | None:
-    pattern = re.compile(r"\bstep (\d+)\b|\b(\d+)/\d+ \(\d+(?:\.\d+)?%\)")
-    for line in reversed(lines):
-        found = pattern.findall(line)
-        if found:
-            named, progress = found[-1]
-            return int(named or progress)
-    return None
-
-
-@dataclass(frozen=True)
-class Ending:
-    """How an attempt ended: preempted (relaunch), failed (relaunch unless it repeats), or
-    refused (the job refused its config: stop)."""
-
-    kind: str
-    worker: str | None = None
-    signature: tuple[str, int | None] | None = None
-
-
-def classify(ended: Sequence[Worker], tail_of: Callable[[Worker], str]) -> Ending:
-    """How an attempt ended, from its workers' exit statuses and (for failures) log tails.
-
-    Exit status 2 (config refused) on any worker: refused. Another exit status from 1 to 127
-    on any worker: failed, with that worker's signature. Every worker exited 0 and the log
-    does not say to rerun: failed too (it stopped without finishing, and not for a signal).
-    Otherwise (killed by a signal, saved after SIGTERM or SIGHUP, lost with the VM):
-    preempted.
-    """
-    refused = [w for w in ended if w.code == 2]
-    if refused:
-        return Ending("refused", refused[0].name, failure_signature(tail_of(refused[0])))
-    failed = [w for w in ended if w.code is not None and 0 < w.code < 128]
-    if failed:
-        return Ending("failed", failed[0].name, failure_signature(tail_of(failed[0])))
-    if ended and all(w.code == 0 for w in ended):
-        tail = tail_of(ended[0])
-        if PREEMPTED_MESSAGE not in tail.lower():
-            step = failure_signature(tail)[1]
-            return Ending("failed", ended[0].name, ("exited 0 before the run finished", step))
-    return Ending("preempted")
-
-
-def describe(signature: tuple[str, int | None]) -> str:
-    error, step = signature
-    return f"{error} (at step {step})" if step is not None else f"{error} (no step logged)"
 
 
 # --- the launcher -----------------------------------------------------------------------------

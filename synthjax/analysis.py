@@ -20,7 +20,7 @@ or from the shell, which prints the table (and the runs not finished yet) and sa
 A row holds the run's resolved config flattened to dotted columns (`gan.arch`,
 `dataset.num_classes`, ...), the headline numbers of `report.json` (`trtr_auroc_mean`,
 `tstr_auroc_mean`, `label_fidelity_auroc_mean`, `auroc_gap` and their `_lo` / `_hi`
-interval ends, AUPRC, FD, PRDC, the automated reader's AUROC at the run's resolution, the
+interval ends, AUPRC, FD, PRDC, the discrimination test's AUROC at the run's resolution, the
 copy rate, the verdict, per-label AUROC as `trtr_auroc.<label>` / `tstr_auroc.<label>` /
 `label_fidelity.<label>`), and each stage's `wall_s` and
 `state_sha256` (`wall_s.gan`, ...). A run that has not reached its report still gets a row,
@@ -93,9 +93,9 @@ def report_columns(report: dict[str, Any]) -> dict[str, Any]:
     for name in ("fd", "precision", "recall", "density", "coverage"):
         row[f"fidelity.{name}"] = fid.get(name, np.nan)
         row[f"fidelity.baseline_{name}"] = (fid.get("real_baseline") or {}).get(name, np.nan)
-    c2st = (report.get("discrimination") or {}).get("per_resolution") or []
-    if c2st:
-        native = max(c2st, key=lambda r: r["resolution"])
+    per_resolution = (report.get("discrimination") or {}).get("per_resolution") or []
+    if per_resolution:  # the column keeps the name of its config block, evaluate.c2st
+        native = max(per_resolution, key=lambda r: r["resolution"])
         row["c2st_auroc"] = native["auroc"]
         _interval(row, "c2st_auroc", native.get("auroc_ci"))
     privacy = report.get("privacy") or {}

@@ -51,7 +51,7 @@ NOT_RELEASED = "<not released: shows real images>"
 MANIFEST = "MANIFEST.json"
 SYNTHETIC_DIR = "synthetic"
 CARD = "DATASET_CARD.json"
-# Audited images of the release (`synthesize._save_release_grid`), the one picture of them.
+# Audited images of the release (`synthjax.stages.synthesize`), the one picture of them.
 RELEASE_GRID = "samples.png"
 # What `shards.write_metadata` (tfds.folder_dataset.write_metadata) writes beside the shards.
 # Not the loader's `labels-<split>.npy` caches: the loader rebuilds them from the shards.

@@ -1,23 +1,19 @@
-"""The `report` stage: the verdict and the numbers a person reads first.
+"""The report's verdict and text: the numbers a person reads first.
 
-Gathers every stage's `summary.json` into `report.json` (machine-readable: notebooks and
-sweeps read it) and `report.md` (tables, figures, and the release verdict with its
-reasons), and draws the figures (`report_figures.py`): per-label AUROC, ROC curves, FD and
-PRDC bars, the two-sample test's ROC curves; the memorization audit's closest-pairs grids
-are linked from `synthesize/` (they show real training images and stay there).
+`verdict` decides 'release', 'release with caveats' or 'do not release' from the numbers
+of `report.json`, and `report_markdown` writes `report.md` from them (tables, figures, the
+verdict with its reasons). The `report` stage (`synthjax/stages/report.py`) gathers every
+stage's `summary.json` into `report.json` and draws the figures (`report_figures.py`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
-
-from synthjax import report_figures
-from synthjax.core.workdir import Run, read_json, write_json_atomic
-from synthjax.data.prepared import prepared
 
 REPORT_VERSION = 3
 
-# The verdict's thresholds. An automated reader with an AUROC above EASY_TO_TELL, or a
+# The verdict's thresholds. A discrimination test AUROC above EASY_TO_TELL, or a
 # synthetic set whose precision or recall falls below HALF of the real baseline's, is a
 # caveat, not a refusal: a useful, private dataset may still look synthetic.
 EASY_TO_TELL = 0.9
@@ -38,14 +34,24 @@ def _fmt_p(p: float | None) -> str:
     return f"{p:.2g}" if p >= 1e-4 else "<1e-4"
 
 
+def _section(title: str, *paragraphs: str) -> list[str]:
+    """A `## title` and its paragraphs, each followed by a blank line."""
+    return [f"## {title}", ""] + [line for p in paragraphs for line in (p, "")]
+
+
+def _table(header: str, rows: Iterable[str]) -> list[str]:
+    """A markdown table: `header` (`| a | b |`), its separator row, then `rows`."""
+    return [header, "|" + "---|" * (header.count("|") - 1), *rows]
+
+
 def verdict(report: dict[str, Any]) -> dict[str, Any]:
     """'release', 'release with caveats' or 'do not release', with the reasons.
 
     Refusals: the memorization audit failed (and no override), the synthetic-trained
     classifier is not measurably better than chance (TSTR mean AUROC interval reaching 0.5),
     or the synthetic images do not show their labels (label fidelity's interval reaching 0.5).
-    Caveats: a reader tells real from synthetic easily, or fidelity is far below the real
-    baseline. Stages that did not run make their check 'not measured', which refuses.
+    Caveats: the discrimination test tells real from synthetic easily, or fidelity is far
+    below the real baseline. Stages that did not run make their check 'not measured', which refuses.
     """
     refusals, caveats, passes = [], [], []
     privacy = report.get("privacy")
@@ -94,9 +100,9 @@ def verdict(report: dict[str, Any]) -> dict[str, Any]:
             f"their own labels is {lf:.3f}{_fmt_ci(lf_ci)} (TRTR on real test images: "
             f"{_fmt(report.get('trtr_auroc_mean'))})"
         )
-    c2st = (report.get("discrimination") or {}).get("per_resolution") or []
-    if c2st:
-        native = max(c2st, key=lambda r: r["resolution"])
+    per_resolution = (report.get("discrimination") or {}).get("per_resolution") or []
+    if per_resolution:
+        native = max(per_resolution, key=lambda r: r["resolution"])
         lo = native["auroc_ci"][0]
         if lo is not None and lo > EASY_TO_TELL:
             caveats.append(
@@ -116,57 +122,6 @@ def verdict(report: dict[str, Any]) -> dict[str, Any]:
     return {"decision": decision, "refusals": refusals, "caveats": caveats, "passed": passes}
 
 
-def build_report(run: Run) -> dict[str, Any]:
-    cfg = run.config
-    stages = {s: run.summary(s) for s in cfg.stages if s != "report" and run.finished(s)}
-    if "evaluate" not in stages and run.finished("evaluate"):
-        stages["evaluate"] = run.summary("evaluate")
-    ev = stages.get("evaluate", {})
-    report = {
-        "report_version": REPORT_VERSION,
-        "dataset": cfg.dataset.name,
-        "phantom": bool(stages.get("prepare", {}).get("phantom", False)),
-        "attribution": stages.get("prepare", {}).get("attribution"),
-        "resolution": cfg.dataset.resolution,
-        "num_classes": len(prepared(run).subset.combos),
-        "gan_arch": cfg.gan.arch,
-        "seed": cfg.seed,
-        "images": stages.get("prepare", {}).get("images"),
-        "gan_kimg": stages.get("gan", {}).get("kimg"),
-    }
-    for key in (
-        "trtr_auroc_mean",
-        "trtr_auroc_mean_ci",
-        "tstr_auroc_mean",
-        "tstr_auroc_mean_ci",
-        "auroc_gap",
-        "auroc_gap_ci",
-        "trtr_auprc_mean",
-        "trtr_auprc_mean_ci",
-        "tstr_auprc_mean",
-        "tstr_auprc_mean_ci",
-    ):
-        report[key] = ev.get(key)
-    lf = ev.get("label_fidelity") or {}
-    report["label_fidelity_auroc_mean"] = lf.get("auroc_mean")
-    report["label_fidelity_auroc_mean_ci"] = lf.get("auroc_mean_ci")
-    report["label_fidelity_per_label"] = lf.get("per_label")
-    report["per_label"] = ev.get("per_label", [])
-    report["per_combination"] = ev.get("per_combination", [])
-    report["labels_excluded"] = ev.get("labels_excluded", {})
-    report["min_positives"] = ev.get("min_positives")
-    report["fidelity"] = ev.get("fidelity")
-    report["discrimination"] = ev.get("discrimination")
-    report["privacy"] = ev.get("privacy")
-    if report["privacy"] is None and run.synthetic_dir.joinpath("DATASET_CARD.json").exists():
-        report["privacy"] = read_json(run.synthetic_dir / "DATASET_CARD.json").get("privacy")
-    report["verdict"] = verdict(report)
-    report["wall_s"] = {s: v.get("wall_s") for s, v in stages.items()}
-    report["state_sha256"] = {s: v.get("state_sha256") for s, v in stages.items()}
-    report["figures"] = {}
-    return report
-
-
 def _verdict_lines(v: dict[str, Any]) -> list[str]:
     lines = [f"## Verdict: **{v['decision']}**", ""]
     for title, items in (
@@ -180,8 +135,7 @@ def _verdict_lines(v: dict[str, Any]) -> list[str]:
 
 def _utility_lines(r: dict[str, Any]) -> list[str]:
     lines = [
-        "## Utility: a classifier trained on synthetic data, tested on real data",
-        "",
+        *_section("Utility: a classifier trained on synthetic data, tested on real data"),
         "| | mean test AUROC (95% CI) | mean test AUPRC (95% CI) |",
         "|---|---|---|",
         f"| TRTR (trained on real) | {_fmt(r['trtr_auroc_mean'])}{_fmt_ci(r['trtr_auroc_mean_ci'])}"
@@ -195,17 +149,18 @@ def _utility_lines(r: dict[str, Any]) -> list[str]:
         "reported as they are; AUPRC's chance level is the label's prevalence. DeLong p: "
         "DeLong's paired test of TRTR vs TSTR AUROC.",
         "",
-        "| label | test positives | TRTR AUROC | TSTR AUROC | gap | DeLong p | TRTR AUPRC | "
-        "TSTR AUPRC |",
-        "|---|---|---|---|---|---|---|---|",
+        *_table(
+            "| label | test positives | TRTR AUROC | TSTR AUROC | gap | DeLong p | TRTR AUPRC | "
+            "TSTR AUPRC |",
+            (
+                f"| {row['label']} | {row['positives']} | {_fmt(row['trtr_auroc'])}"
+                f"{_fmt_ci(row['trtr_ci'])} | {_fmt(row['tstr_auroc'])}{_fmt_ci(row['tstr_ci'])} "
+                f"| {_fmt(row['gap'])}{_fmt_ci(row['gap_ci'])} | {_fmt_p(row.get('delong_p'))} "
+                f"| {_fmt(row.get('trtr_auprc'))} | {_fmt(row.get('tstr_auprc'))} |"
+                for row in r["per_label"]
+            ),
+        ),
     ]
-    for row in r["per_label"]:
-        lines.append(
-            f"| {row['label']} | {row['positives']} | {_fmt(row['trtr_auroc'])}"
-            f"{_fmt_ci(row['trtr_ci'])} | {_fmt(row['tstr_auroc'])}{_fmt_ci(row['tstr_ci'])} "
-            f"| {_fmt(row['gap'])}{_fmt_ci(row['gap_ci'])} | {_fmt_p(row.get('delong_p'))} "
-            f"| {_fmt(row.get('trtr_auprc'))} | {_fmt(row.get('tstr_auprc'))} |"
-        )
     if r["labels_excluded"]:
         excluded = ", ".join(f"{k} ({v})" for k, v in r["labels_excluded"].items())
         need = r.get("min_positives")
@@ -216,15 +171,16 @@ def _utility_lines(r: dict[str, Any]) -> list[str]:
             "",
             "Per label combination (one-vs-rest AUROC of the combination's log-probability):",
             "",
-            "| combination | test images | TRTR | TSTR | DeLong p |",
-            "|---|---|---|---|---|",
+            *_table(
+                "| combination | test images | TRTR | TSTR | DeLong p |",
+                (
+                    f"| {row['combination']} | {row['test_images']} | {_fmt(row['trtr_auroc'])}"
+                    f"{_fmt_ci(row['trtr_ci'])} | {_fmt(row['tstr_auroc'])}"
+                    f"{_fmt_ci(row['tstr_ci'])} | {_fmt_p(row['delong_p'])} |"
+                    for row in r["per_combination"]
+                ),
+            ),
         ]
-        for row in r["per_combination"]:
-            lines.append(
-                f"| {row['combination']} | {row['test_images']} | {_fmt(row['trtr_auroc'])}"
-                f"{_fmt_ci(row['trtr_ci'])} | {_fmt(row['tstr_auroc'])}"
-                f"{_fmt_ci(row['tstr_ci'])} | {_fmt_p(row['delong_p'])} |"
-            )
     return [*lines, ""]
 
 
@@ -234,53 +190,49 @@ def _label_fidelity_lines(r: dict[str, Any]) -> list[str]:
         return []
     trtr = {row["label"]: row["trtr_auroc"] for row in r.get("per_label", [])}
     lines = [
-        "## Label fidelity: do synthetic images show the labels they were generated from?",
-        "",
-        "The real-trained classifier scores the synthetic test images; its AUROC against the "
-        "label vectors they were generated from is the label fidelity (0.5: the labels left "
-        "no trace). Its TRTR AUROC on real test images is what a perfect generator reaches.",
-        "",
-        f"Mean: **{_fmt(r['label_fidelity_auroc_mean'])}"
-        f"{_fmt_ci(r.get('label_fidelity_auroc_mean_ci'))}**",
-        "",
-        "| label | label fidelity | TRTR on real test images |",
-        "|---|---|---|",
+        *_section(
+            "Label fidelity: do synthetic images show the labels they were generated from?",
+            "The real-trained classifier scores the synthetic test images; its AUROC against "
+            "the label vectors they were generated from is the label fidelity (0.5: the labels "
+            "left no trace). Its TRTR AUROC on real test images is what a perfect generator "
+            "reaches.",
+            f"Mean: **{_fmt(r['label_fidelity_auroc_mean'])}"
+            f"{_fmt_ci(r.get('label_fidelity_auroc_mean_ci'))}**",
+        ),
+        *_table(
+            "| label | label fidelity | TRTR on real test images |",
+            (
+                f"| {name} | {_fmt(row['auroc'])}{_fmt_ci(row.get('auroc_ci'))} | "
+                f"{_fmt(trtr.get(name))} |"
+                for name, row in per_label.items()
+            ),
+        ),
     ]
-    for name, row in per_label.items():
-        lines.append(
-            f"| {name} | {_fmt(row['auroc'])}{_fmt_ci(row.get('auroc_ci'))} | "
-            f"{_fmt(trtr.get(name))} |"
-        )
     return [*lines, ""]
 
 
 def _fidelity_lines(fid: dict[str, Any] | None) -> list[str]:
     if not fid:
         return []
-    lines = [
-        "## Fidelity: synthetic vs real test images",
-        "",
+    lines = _section(
+        "Fidelity: synthetic vs real test images",
         f"In the {fid['feature_space']}; {fid['num_real']} real and {fid['num_synthetic']} "
         f"synthetic test images. The real baseline compares {fid['num_real_baseline']} real "
         "validation images with the real test images: what a perfect generator would score.",
-        "",
+    )
+    rows = [("synthetic", fid["overall"]), ("real baseline", fid["overall"]["real_baseline"])]
+    if "inception" in fid:
+        rows.append(("synthetic (Inception)", fid["inception"]))
+        rows.append(("real baseline (Inception)", fid["inception"]["real_baseline"]))
+    rows += [(f"{c['combination']} ({c['num_real']} real)", c) for c in fid["per_combination"]]
+    lines += _table(
         "| | FD (lower is better) | precision | recall | density | coverage |",
-        "|---|---|---|---|---|---|",
-    ]
-
-    def row(name, m):
-        return (
+        (
             f"| {name} | {_fmt(m['fd'], 2)} | {_fmt(m['precision'])} | {_fmt(m['recall'])} "
             f"| {_fmt(m['density'])} | {_fmt(m['coverage'])} |"
-        )
-
-    lines.append(row("synthetic", fid["overall"]))
-    lines.append(row("real baseline", fid["overall"]["real_baseline"]))
-    if "inception" in fid:
-        lines.append(row("synthetic (Inception)", fid["inception"]))
-        lines.append(row("real baseline (Inception)", fid["inception"]["real_baseline"]))
-    for c in fid["per_combination"]:
-        lines.append(row(f"{c['combination']} ({c['num_real']} real)", c))
+            for name, m in rows
+        ),
+    )
     return [*lines, ""]
 
 
@@ -288,18 +240,19 @@ def _discrimination_lines(d: dict[str, Any] | None) -> list[str]:
     if not d:
         return []
     lines = [
-        "## Discrimination: an automated reader (classifier two-sample test)",
-        "",
-        d.get("protocol", ""),
-        "",
-        "| resolution | test images (real + synthetic) | AUROC (95% CI) | accuracy |",
-        "|---|---|---|---|",
+        *_section(
+            "Discrimination: an automated reader (classifier two-sample test)",
+            d.get("protocol", ""),
+        ),
+        *_table(
+            "| resolution | test images (real + synthetic) | AUROC (95% CI) | accuracy |",
+            (
+                f"| {r['resolution']}x{r['resolution']} | {r['test_real']} + {r['test_fake']} | "
+                f"{_fmt(r['auroc'])}{_fmt_ci(r['auroc_ci'])} | {_fmt(r['accuracy'])} |"
+                for r in d["per_resolution"]
+            ),
+        ),
     ]
-    for r in d["per_resolution"]:
-        lines.append(
-            f"| {r['resolution']}x{r['resolution']} | {r['test_real']} + {r['test_fake']} | "
-            f"{_fmt(r['auroc'])}{_fmt_ci(r['auroc_ci'])} | {_fmt(r['accuracy'])} |"
-        )
     return [*lines, "", "0.5 = indistinguishable; 1.0 = told apart every time.", ""]
 
 
@@ -317,27 +270,28 @@ def _privacy_lines(p: dict[str, Any] | None) -> list[str]:
     if not p:
         return []
     lines = [
-        "## Privacy: memorization audit",
-        "",
-        f"Every synthetic image ({p['audited_synthetic']}) against {p['train']} training "
-        f"and {p['heldout']} real held-out images. A copy lies below the floor, where near "
-        "copies of training images lie. Seen share: how often a synthetic image's nearest "
-        "real image is a training one, against chance (memorization). Close: nearer a "
-        f"training image than all but {p['percentile']:g}% of held-out images are (replaced "
-        f"before release). Tests one-sided, alpha {p.get('alpha', 0.01):g} over all.",
-        "",
-        "| space | copies (held-out below floor) | seen share (chance) | memorization p | "
-        "close (held-out) | median distance ratio (synthetic / held-out) |",
-        "|---|---|---|---|---|---|",
+        *_section(
+            "Privacy: memorization audit",
+            f"Every synthetic image ({p['audited_synthetic']}) against {p['train']} training "
+            f"and {p['heldout']} real held-out images. A copy lies below the floor, where near "
+            "copies of training images lie. Seen share: how often a synthetic image's nearest "
+            "real image is a training one, against chance (memorization). Close: nearer a "
+            f"training image than all but {p['percentile']:g}% of held-out images are (replaced "
+            f"before release). Tests one-sided, alpha {p.get('alpha', 0.01):g} over all.",
+        ),
+        *_table(
+            "| space | copies (held-out below floor) | seen share (chance) | memorization p | "
+            "close (held-out) | median distance ratio (synthetic / held-out) |",
+            (
+                f"| {name} | {s['copies']} ({s['heldout_below_floor']}) | "
+                f"{100 * s['seen_share']:.1f}% ({100 * s['seen_share_expected']:.1f}%) | "
+                f"{_fmt_p(s['seen_p_value'])} | "
+                f"{100 * s['close_rate']:.2f}% ({100 * s['heldout_close_rate']:.2f}%) | "
+                f"{_fmt(s['median_distance_ratio'])} |"
+                for name, s in p["spaces"].items()
+            ),
+        ),
     ]
-    for name, s in p["spaces"].items():
-        lines.append(
-            f"| {name} | {s['copies']} ({s['heldout_below_floor']}) | "
-            f"{100 * s['seen_share']:.1f}% ({100 * s['seen_share_expected']:.1f}%) | "
-            f"{_fmt_p(s['seen_p_value'])} | "
-            f"{100 * s['close_rate']:.2f}% ({100 * s['heldout_close_rate']:.2f}%) | "
-            f"{_fmt(s['median_distance_ratio'])} |"
-        )
     lines += ["", *[f"- {reason}" for reason in p["reasons"]], ""]
     return lines
 
@@ -362,21 +316,13 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines += ["## Figures", ""]
         lines += [f"![{name}]({path})" for name, path in report["figures"].items()]
         lines.append("")
-    lines += ["| stage | wall time (s) | state_sha256 |", "|---|---|---|"]
-    for stage, wall in report["wall_s"].items():
-        sha = report["state_sha256"][stage]
-        lines.append(f"| {stage} | {_fmt(wall, 1)} | `{(sha or '')[:16]}` |")
+    lines += _table(
+        "| stage | wall time (s) | state_sha256 |",
+        (
+            f"| {stage} | {_fmt(wall, 1)} | `{(report['state_sha256'][stage] or '')[:16]}` |"
+            for stage, wall in report["wall_s"].items()
+        ),
+    )
     if report.get("attribution"):
         lines += ["", report["attribution"]]
     return "\n".join(lines) + "\n"
-
-
-def run_stage(run: Run) -> dict[str, Any]:
-    report = build_report(run)
-    if run.is_host0:
-        # Relative to the workdir, so report.md renders wherever the workdir is copied.
-        report["figures"] = report_figures.draw_all(run, report)
-        write_json_atomic(run.workdir / "report.json", report)
-        (run.workdir / "report.md").write_text(report_markdown(report))
-        print(report_markdown(report), flush=True)
-    return {"step": 0, "state_sha256": None, "verdict": report["verdict"]["decision"]}

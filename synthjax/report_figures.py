@@ -4,7 +4,7 @@
 - report_roc.png: per-label ROC curves of both classifiers on the real test split;
 - report_fidelity.png: FD and precision / recall / density / coverage, synthetic vs the
   real baseline, overall and per label combination;
-- report_c2st.png: the automated reader's ROC curves and AUROC per resolution;
+- report_c2st.png: the discrimination test's ROC curves and AUROC per resolution;
 - the memorization audit's closest-pairs grids, already in `synthesize/` (linked only).
 """
 
@@ -23,7 +23,7 @@ from etils import epath
 
 from synthjax.core.workdir import Run
 from synthjax.data.prepared import prepared
-from synthjax.eval import utility
+from synthjax.eval.auc import roc_curve
 
 _REAL, _SYNTH = "#4c72b0", "#dd8452"
 
@@ -89,7 +89,7 @@ def plot_roc(run: Run, report: dict[str, Any], path) -> bool:
             ("real", _REAL, row["trtr_auroc"]),
             ("synthetic", _SYNTH, row["tstr_auroc"]),
         ):
-            curve = utility.roc_curve(preds[kind]["labels"][:, k], preds[kind]["probs"][:, k])
+            curve = roc_curve(preds[kind]["labels"][:, k], preds[kind]["probs"][:, k])
             tag = "TRTR" if kind == "real" else "TSTR"
             ax.plot(curve["fpr"], curve["tpr"], color=color, label=f"{tag} {_value(auc):.3f}")
         ax.plot([0, 1], [0, 1], color="gray", lw=0.6, ls="--")
@@ -142,7 +142,7 @@ def plot_fidelity(report: dict[str, Any], path) -> bool:
     return True
 
 
-def plot_c2st(report: dict[str, Any], path) -> bool:
+def plot_discrimination(report: dict[str, Any], path) -> bool:
     rows = (report.get("discrimination") or {}).get("per_resolution") or []
     if not rows:
         return False
@@ -173,11 +173,12 @@ def plot_c2st(report: dict[str, Any], path) -> bool:
 def draw_all(run: Run, report: dict[str, Any]) -> dict[str, str]:
     """Draws what the report has data for; {figure name: path relative to the workdir}."""
     out = {}
+    # The names and files are report.json's `figures` (a contract): kept as they were.
     for name, file, draw in (
         ("per-label AUROC", "report_auroc.png", lambda p: plot_auroc(report, p)),
         ("ROC curves", "report_roc.png", lambda p: plot_roc(run, report, p)),
         ("fidelity", "report_fidelity.png", lambda p: plot_fidelity(report, p)),
-        ("automated reader", "report_c2st.png", lambda p: plot_c2st(report, p)),
+        ("automated reader", "report_c2st.png", lambda p: plot_discrimination(report, p)),
     ):
         if draw(run.workdir / file):
             out[name] = file

@@ -1,46 +1,44 @@
-"""The `synthesize` stage: EMA generator + real label vectors -> the shareable dataset.
+"""Synthesis, the library half: EMA generator + real label vectors -> images, and the
+memorization audit of the images drawn.
 
 One synthetic image per kept real image of every split, conditioned on that image's label
 vector (the study's protocol). Latents are drawn per image from `fold_in(key, index)`, so
-the images do not depend on the batch size. In order:
+the images do not depend on the batch size. The stage (`synthjax/stages/synthesize.py`)
+runs, in order:
 
 1. draft: the images are written, in the real records' order, to `DIR/synthesize/draft/`
    (inside the hospital, never released; tied to the generator's fingerprint, so a rerun
    resumes its shards and a different generator starts over);
-2. audit: every draft image is compared with the training images (`eval/privacy.py`);
+2. audit: every draft image is compared with the training images (`memorization_audit`
+   here, the statistics in `eval/privacy.py`);
 3. replace: when the audit passes, each image closer to a training image than all but
    `privacy.percentile`% of new patients is drawn again from a fresh latent (up to
-   `privacy.replace_attempts` times) and dropped if it stays close;
+   `privacy.replace_attempts` times, `Replacer`) and dropped if it stays close;
 4. release: the kept images are written to `DIR/synthetic/` in an order shuffled with a
-   secret seed that is drawn from the OS and recorded nowhere, so record i no longer
-   carries real record i's label vector; ids are `synthetic-<split>-<n>`.
+   secret seed (`secret_seed`) that is drawn from the OS and recorded nowhere, so record i
+   no longer carries real record i's label vector; ids are `synthetic-<split>-<n>`.
 
 `DATASET_CARD.json` describes what was released, with the audit and the counts replaced and
-dropped, and no path of this machine. The closest-pairs grids show real training images:
-they go to `DIR/synthesize/`, outside the release. `python -m synthjax.export` writes what
-may leave the hospital.
+dropped, and no path of this machine (`withhold_paths`). The closest-pairs grids show real
+training images: they go to `DIR/synthesize/`, outside the release. `python -m
+synthjax.export` writes what may leave the hospital.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import secrets
 from typing import Any
 
 import jax
 import numpy as np
 from absl import logging
-from etils import epath
 from jax.experimental import multihost_utils
 
 from synthjax.core import compiler, distributed, parallel
-from synthjax.core.checkpoint import state_sha256
 from synthjax.core.progress import Progress
-from synthjax.core.workdir import SPLITS, Run, read_json, write_json_atomic
-from synthjax.data import shards
-from synthjax.data.loader import load_source
+from synthjax.core.workdir import SPLITS, Run, read_json
 from synthjax.data.prepared import prepared
 from synthjax.data.subsets import label_combinations
 from synthjax.eval import privacy
@@ -53,19 +51,20 @@ DRAFT_NAME = "draft"
 WITHHELD = "<withheld>"
 
 
-def _latents(key_data: jax.Array, indices: jax.Array, latent_dim: int) -> jax.Array:
+def latents(key_data: jax.Array, indices: jax.Array, latent_dim: int) -> jax.Array:
     """float32[B, L]: the latent of image i is a function of (seed, split, i) only."""
     key = jax.random.wrap_key_data(key_data)
     return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (latent_dim,)))(indices)
 
 
-def _generate(g_params, key_data, indices, labels, *, models, latent_dim):
-    z = _latents(key_data, indices, latent_dim)
+def draw_images(g_params, key_data, indices, labels, *, models, latent_dim):
+    """uint8[B, H, W, C]: the generator's images of `labels` from the latents of `indices`."""
+    z = latents(key_data, indices, latent_dim)
     return gan.generate_images(g_params, z, labels, models=models)
 
 
 @dataclasses.dataclass
-class _Generator:
+class Generator:
     """Batched generation: (key data, indices, labels) -> uint8 images, on every process."""
 
     run: Run
@@ -95,7 +94,7 @@ class _Generator:
         return np.concatenate(out)
 
 
-def _split_key(cfg, split_id: int, stream: int = 0) -> jax.Array:
+def split_key(cfg, split_id: int, stream: int = 0) -> jax.Array:
     """Key data of a split's latents; stream 0 is the draft, 1, 2, ... the redraws."""
     key = jax.random.fold_in(jax.random.key(cfg.seed), 1000 + split_id)
     if stream:
@@ -103,116 +102,20 @@ def _split_key(cfg, split_id: int, stream: int = 0) -> jax.Array:
     return jax.random.key_data(key)
 
 
-def run_stage(run: Run) -> dict[str, Any]:
-    cfg, mesh = run.config, run.mesh
-    data = prepared(run)
-    models, g_ema = gan.restore_generator(run)
-    generator_sha = state_sha256(g_ema)
-    parallel.check_batch_size("synthesize.batch_size", cfg.synthesize.batch_size, mesh)
-    generate = _Generator(
+def compiled_generator(run: Run, models, g_ema) -> Generator:
+    """`draw_images` jitted for the run's mesh, on the EMA generator's params."""
+    cfg = run.config
+    parallel.check_batch_size("synthesize.batch_size", cfg.synthesize.batch_size, run.mesh)
+    fn = compiler.jit(functools.partial(draw_images, models=models, latent_dim=cfg.gan.latent_dim))
+    return Generator(
         run,
-        distributed.CompiledEverywhere(
-            compiler.jit(
-                functools.partial(_generate, models=models, latent_dim=cfg.gan.latent_dim)
-            ),
-            "synthesize generate",
-        ),
+        distributed.CompiledEverywhere(fn, "synthesize generate"),
         g_ema,
         cfg.synthesize.batch_size,
     )
-    labels = {s: data.source(s).labels[data.subset.indices[s]] for s in SPLITS}
-    draft_dir = _write_draft(run, generate, labels, generator_sha)
-    draft = {s: load_source(draft_dir, s) for s in SPLITS}
-    audit, grids, replacer = memorization_audit(run, draft)
-    if audit["audit_passed"]:
-        replaced, dropped = replacer.replace(generate, labels)
-    else:  # nothing to polish: the card says the dataset may not leave
-        replaced, dropped = {s: {} for s in SPLITS}, {s: set() for s in SPLITS}
-    final_labels = _write_release(run, draft, replaced, dropped)
-    card = _card(run, audit, final_labels, replaced, dropped, generator_sha)
-    if run.is_host0:
-        _save_release_grid(run, final_labels["train"])
-        write_json_atomic(run.synthetic_dir / "DATASET_CARD.json", card)
-        if draft_dir.exists():  # synthetic, unshuffled: not needed now
-            draft_dir.rmtree()
-    distributed.barrier("synthesize: card written")
-    # Order-free: the release order is secret, the images and labels are not.
-    sources = {s: load_source(run.synthetic_dir, s) for s in SPLITS}
-    return {
-        "step": 0,
-        "state_sha256": shards.records_sha256(sources, ordered=False),
-        "counts": card["counts"],
-        "dataset_dir": str(run.synthetic_dir),
-        "releasable": audit["releasable"],
-        "copy_rate": audit["copy_rate"],
-        "replaced": card["release"]["replaced"],
-        "dropped": card["release"]["dropped"],
-        "privacy_grids": grids,
-    }
 
 
-def _write_draft(run: Run, generate: _Generator, labels, generator_sha: str) -> epath.Path:
-    """The draft dataset (real order, ids `draft-...`) in `DIR/synthesize/draft/`; shards
-    already written for the same generator are kept, those of another are removed."""
-    cfg = run.config
-    draft_dir = run.stage_dir("synthesize") / DRAFT_NAME
-    marker = draft_dir / "generator.json"
-    if run.is_host0:
-        if draft_dir.exists() and (
-            not marker.exists() or read_json(marker).get("ema_params_sha256") != generator_sha
-        ):
-            logging.info("synthesize: the draft is of another generator; starting over")
-            draft_dir.rmtree()
-        if not marker.exists():
-            write_json_atomic(marker, {"ema_params_sha256": generator_sha})
-    distributed.barrier("synthesize: draft directory ready")
-    batch = cfg.synthesize.batch_size
-    shard_size = max(batch, (cfg.synthesize.shard_size // batch) * batch)
-    image_shape = prepared(run).source("train").image_shape
-    features = shards.image_features(image_shape, len(prepared(run).label_names))
-    shard_lengths: dict[str, list[int]] = {}
-    for split_id, split in enumerate(SPLITS):
-        y = labels[split]
-        n = len(y)
-        num_shards = max(1, -(-n // shard_size))
-        key_data = _split_key(cfg, split_id)
-        progress = Progress(f"synthesize[{split}]", max(1, num_shards), items_per_step=shard_size)
-        shard_lengths[split] = []
-        for s in range(num_shards):
-            lo, hi = s * shard_size, min(n, (s + 1) * shard_size)
-            shard_lengths[split].append(hi - lo)
-            path = shards.shard_path(draft_dir, DRAFT_NAME, split, s, num_shards)
-            if not path.exists():  # else written by an earlier, interrupted run
-                images = generate(key_data, np.arange(lo, hi), y[lo:hi])
-                if s % jax.process_count() == jax.process_index():  # hosts share the writing
-                    shards.write_shard(
-                        path,
-                        features,
-                        (
-                            {
-                                "image": images[i],
-                                "labels": y[lo + i],
-                                "id": f"draft-{split}-{lo + i}",
-                            }
-                            for i in range(hi - lo)
-                        ),
-                    )
-            progress.update(s + 1)
-    distributed.barrier("synthesize: every draft shard written")
-    if run.is_host0:
-        shards.write_metadata(
-            draft_dir,
-            name=DRAFT_NAME,
-            features=features,
-            shard_lengths=shard_lengths,
-            label_names=prepared(run).label_names,
-            description="synthesize's draft: unshuffled, unaudited; never released",
-        )
-    distributed.barrier("synthesize: draft metadata written")
-    return draft_dir
-
-
-def _secret_seed() -> np.ndarray:
+def secret_seed() -> np.ndarray:
     """128 bits from the OS, the same on every process, stored nowhere (uint32 words: JAX
     carries them between processes unchanged without 64-bit mode)."""
     seed = np.array([secrets.randbits(32) for _ in range(4)], np.uint32)
@@ -221,85 +124,8 @@ def _secret_seed() -> np.ndarray:
     return seed
 
 
-def _write_release(run: Run, draft, replaced, dropped) -> dict[str, np.ndarray]:
-    """The released dataset in `DIR/synthetic/`: the kept draft images (or their
-    replacements) in a secretly shuffled order. Returns each split's label vectors."""
-    cfg, out_dir = run.config, run.synthetic_dir
-    if run.is_host0 and out_dir.exists():
-        out_dir.rmtree()  # a half-written release of an interrupted run
-    if run.is_host0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    distributed.barrier("synthesize: release directory cleared")
-    rng = np.random.default_rng(_secret_seed())
-    features = shards.image_features(draft["train"].image_shape, len(prepared(run).label_names))
-    shard_size = max(1, cfg.synthesize.shard_size)
-    shard_lengths, final_labels = {}, {}
-    for split in SPLITS:
-        keep = np.array([i for i in range(len(draft[split])) if i not in dropped[split]], np.int64)
-        order = rng.permutation(keep)
-        final_labels[split] = draft[split].labels[order] if len(order) else draft[split].labels[:0]
-        num_shards = max(1, -(-len(order) // shard_size))
-        shard_lengths[split] = []
-        for s in range(num_shards):
-            part = order[s * shard_size : (s + 1) * shard_size]
-            shard_lengths[split].append(len(part))
-            if s % jax.process_count() != jax.process_index():
-                continue
-
-            def records(part=part, base=s * shard_size, split=split):
-                for n, i in enumerate(part):
-                    record = draft[split][int(i)]
-                    image = replaced[split].get(int(i), record["image"])
-                    yield {
-                        "image": image,
-                        "labels": record["labels"],
-                        "id": f"{DATASET_NAME}-{split}-{base + n:07d}",
-                    }
-
-            shards.write_shard(
-                shards.shard_path(out_dir, DATASET_NAME, split, s, num_shards), features, records()
-            )
-    distributed.barrier("synthesize: every shard written")
-    if run.is_host0:
-        shards.write_metadata(
-            out_dir,
-            name=DATASET_NAME,
-            features=features,
-            shard_lengths=shard_lengths,
-            label_names=prepared(run).label_names,
-            description=_description(cfg),
-        )
-    distributed.barrier("synthesize: metadata written")
-    return final_labels
-
-
-RELEASE_GRID = "samples.png"
-
-
-def _save_release_grid(run: Run, labels: np.ndarray, rows: int = 8, cols: int = 8) -> None:
-    """`synthetic/samples.png`: released (audited, redrawn) training-split images, a row per
-    label combination, the most frequent first. The picture of the release that `export`
-    ships; the GAN's own grids in `gan/samples/` show unaudited draws and stay inside."""
-    combos = label_combinations(labels) if len(labels) else None
-    if combos is None:
-        return
-    source = load_source(run.synthetic_dir, "train")
-    blank = np.full(source.image_shape, 255, np.uint8)
-    grid, titles = [], []
-    for combo in combos.combos[:rows]:
-        where = np.flatnonzero((labels == combo).all(axis=1))[:cols]
-        cells = [source[int(i)]["image"] for i in where]
-        grid.append(np.stack(cells + [blank] * (cols - len(cells))))
-        titles.append(label_combination_name(combo, prepared(run).label_names))
-    save_image_grid(
-        run.synthetic_dir / RELEASE_GRID,
-        np.stack(grid),
-        row_titles=titles,
-        title="synthetic images of the release (audited), a row per label combination",
-    )
-
-
-def _description(cfg) -> str:
+def description(cfg) -> str:
+    """The release's one-paragraph description (its metadata and its card)."""
     return (
         f"Synthetic {cfg.dataset.name} images at {cfg.dataset.resolution}x"
         f"{cfg.dataset.resolution} from a conditional {cfg.gan.arch} GAN; one image per real "
@@ -319,71 +145,8 @@ def withhold_paths(value: Any) -> Any:
     return value
 
 
-def _card(run: Run, audit, final_labels, replaced, dropped, generator_sha) -> dict[str, Any]:
-    cfg, data = run.config, prepared(run)
-    gan_summary = run.summary("gan")
-    prepare_summary = run.summary("prepare")
-    names = data.label_names
-    return {
-        "name": DATASET_NAME,
-        "description": _description(cfg),
-        "source_dataset": {
-            "name": cfg.dataset.name,
-            "phantom": bool(prepare_summary.get("phantom", False)),
-            "attribution": prepare_summary.get("attribution"),
-            "prepared_sha256": prepare_summary.get("state_sha256"),
-        },
-        "resolution": cfg.dataset.resolution,
-        "image_shape": list(data.source("train").image_shape),
-        "label_names": list(names),
-        "counts": {s: len(final_labels[s]) for s in SPLITS},
-        "label_prevalence": {
-            s: dict(
-                zip(
-                    names,
-                    (y.mean(0) if len(y) else np.zeros(len(names))).round(4).tolist(),
-                    strict=True,
-                )
-            )
-            for s, y in final_labels.items()
-        },
-        "label_combinations": {s: _combination_counts(y, names) for s, y in final_labels.items()},
-        "generator": {
-            "arch": cfg.gan.arch,
-            "state_sha256": gan_summary["state_sha256"],
-            "ema_params_sha256": generator_sha,
-            "kimg": gan_summary.get("kimg"),
-            "selected": gan_summary.get("selected"),
-            "recipe": gan_summary.get("recipe"),
-        },
-        "release": {
-            "order": "shuffled with a secret seed drawn from the OS and recorded nowhere",
-            "replaced": int(sum(len(r) for r in replaced.values())),
-            "dropped": int(sum(len(d) for d in dropped.values())),
-            "per_split": {
-                s: {"replaced": len(replaced[s]), "dropped": len(dropped[s])} for s in SPLITS
-            },
-            "note": (
-                "images closer to a training image than all but the audit's percentile of "
-                "new patients were drawn again from a fresh latent, or dropped"
-                if audit["audit_passed"]
-                else "the audit failed: nothing was replaced"
-                + (
-                    ", and the dataset leaves only by the recorded override"
-                    if audit["releasable"]
-                    else ", and the dataset may not leave"
-                )
-            ),
-        },
-        "releasable": audit["releasable"],
-        "privacy": privacy.strip_arrays(audit),
-        # Folder names, file names and URLs on the hospital's machines stay there.
-        "config": withhold_paths(json.loads(cfg.to_json_best_effort())),
-    }
-
-
 @dataclasses.dataclass
-class _Replacer:
+class Replacer:
     """Draws flagged draft images again until they are no longer close to a training
     image in any space (at most `attempts` rounds); the rest are dropped."""
 
@@ -394,7 +157,7 @@ class _Replacer:
     embed: dict[str, Any]  # space -> uint8 images -> unit vectors
     attempts: int
 
-    def replace(self, generate: _Generator, labels) -> tuple[dict, dict]:
+    def replace(self, generate: Generator, labels) -> tuple[dict, dict]:
         replaced: dict[str, dict[int, np.ndarray]] = {s: {} for s in SPLITS}
         dropped: dict[str, set[int]] = {s: set() for s in SPLITS}
         for split_id, split in enumerate(SPLITS):
@@ -403,7 +166,7 @@ class _Replacer:
                 if not len(todo):
                     break
                 images = generate(
-                    _split_key(self.run.config, split_id, attempt), todo, labels[split][todo]
+                    split_key(self.run.config, split_id, attempt), todo, labels[split][todo]
                 )
                 still = np.zeros(len(todo), bool)
                 for space, train in self.train.items():
@@ -419,7 +182,7 @@ class _Replacer:
         return replaced, dropped
 
 
-def memorization_audit(run: Run, draft) -> tuple[dict[str, Any], dict[str, str], _Replacer]:
+def memorization_audit(run: Run, draft) -> tuple[dict[str, Any], dict[str, str], Replacer]:
     """The audit of every draft image against the training images (`eval/privacy.py`),
     the paths of its closest-pairs grids (in the stage directory, not the release), and
     what replacing the flagged images needs."""
@@ -508,7 +271,7 @@ def memorization_audit(run: Run, draft) -> tuple[dict[str, Any], dict[str, str],
         else max(a["threshold_distance"], a["floor_distance"])
         for s, a in audit["spaces"].items()
     }
-    replacer = _Replacer(
+    replacer = Replacer(
         run, flagged, {s: sets[s].train for s in sets}, limits, embed, pcfg.replace_attempts
     )
     grids = {}
@@ -538,7 +301,8 @@ def memorization_audit(run: Run, draft) -> tuple[dict[str, Any], dict[str, str],
     return audit, grids, replacer
 
 
-def _combination_counts(labels: np.ndarray, names) -> dict[str, int]:
+def combination_counts(labels: np.ndarray, names) -> dict[str, int]:
+    """Images per label combination, by the combination's name."""
     combos = label_combinations(labels) if len(labels) else None
     if combos is None:
         return {}

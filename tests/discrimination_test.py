@@ -1,4 +1,4 @@
-"""Tests of synthjax.eval.discrimination: the classifier two-sample test and its helpers."""
+"""Tests of synthjax.eval.discrimination: the discrimination test and its helpers."""
 
 import json
 
@@ -64,7 +64,7 @@ def test_resolutions_for():
 def test_constant_generator_is_told_apart():
     real = _noise(150)  # noise around 128
     fake = np.full((100, 16, 16, 1), 128, np.uint8)  # same mean, no texture
-    result = discrimination.two_sample_test(real, fake, resolutions=[8, 16], seed=0, **SETTINGS)
+    result = discrimination.discrimination_test(real, fake, resolutions=[8, 16], seed=0, **SETTINGS)
     json.dumps(result)
     assert [e["resolution"] for e in result["per_resolution"]] == [8, 16]
     for e in result["per_resolution"]:
@@ -92,7 +92,7 @@ def test_artefact_visible_only_at_full_resolution():
     phase = rng.integers(0, 2, 64)[:, None, None]
     real = np.where(phase, board, 255 - board).astype(np.uint8)[..., None]
     fake = np.full_like(real, 128)
-    result = discrimination.two_sample_test(real, fake, resolutions=[8, 16], seed=0, **SETTINGS)
+    result = discrimination.discrimination_test(real, fake, resolutions=[8, 16], seed=0, **SETTINGS)
     low, full = result["per_resolution"]
     assert low["auroc"] == 0.5 and low["auroc_ci"] == [0.5, 0.5]
     assert full["auroc"] > 0.95
@@ -105,7 +105,7 @@ def test_synthetic_is_the_positive_class():
     # first rise along fpr = 0 (the noise reals).
     real = np.concatenate([_noise(60, seed=2), np.full((60, 16, 16, 1), 128, np.uint8)])
     fake = np.full((120, 16, 16, 1), 128, np.uint8)
-    result = discrimination.two_sample_test(real, fake, resolutions=[16], seed=0, **SETTINGS)
+    result = discrimination.discrimination_test(real, fake, resolutions=[16], seed=0, **SETTINGS)
     (e,) = result["per_resolution"]
     fpr, tpr = e["roc"]["fpr"], e["roc"]["tpr"]
     assert set(tpr) == {0.0, 1.0}
@@ -116,7 +116,7 @@ def test_synthetic_is_the_positive_class():
 
 def test_identical_distributions_are_not_told_apart():
     images = _noise(400, seed=5)
-    result = discrimination.two_sample_test(
+    result = discrimination.discrimination_test(
         images[:200], images[200:], resolutions=[16], seed=0, **SETTINGS
     )
     (e,) = result["per_resolution"]
@@ -126,7 +126,7 @@ def test_identical_distributions_are_not_told_apart():
 
 def test_deterministic_and_seeded():
     images = _noise(64, size=8, channels=3, seed=6)
-    run = lambda seed: discrimination.two_sample_test(
+    run = lambda seed: discrimination.discrimination_test(
         images[:32], images[32:], resolutions=[8], seed=seed, **SETTINGS
     )
     first, again, other = run(0), run(0), run(1)
@@ -136,7 +136,7 @@ def test_deterministic_and_seeded():
 
 def test_refusals():
     images = _noise(10)
-    test = lambda real, fake, **kw: discrimination.two_sample_test(
+    test = lambda real, fake, **kw: discrimination.discrimination_test(
         real, fake, **{"resolutions": [], "seed": 0, **SETTINGS, **kw}
     )
     with pytest.raises(ValueError, match="at least 4 real"):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from launch import common, tpu_vm
+from launch import common, tpu_endings, tpu_job, tpu_vm
 
 TPU = [
     "--name=cxr256",
@@ -314,10 +314,10 @@ def test_failure_signature_reads_the_last_traceback_and_step():
             "I0101 12:00:00.000 100 main.py:1] shutting down",
         ]
     )
-    assert tpu_vm.failure_signature(chained) == ("ValueError: bad buffer at 0x?", 1)
+    assert tpu_endings.failure_signature(chained) == ("ValueError: bad buffer at 0x?", 1)
     progress = "gan  1200/5000 (24.0%)  3.21 step/s\ngan  1300/5000 (26.0%)\n\nerror: disk full"
-    assert tpu_vm.failure_signature(progress) == ("error: disk full", 1300)
-    assert tpu_vm.failure_signature("") == ("(an empty log)", None)
+    assert tpu_endings.failure_signature(progress) == ("error: disk full", 1300)
+    assert tpu_endings.failure_signature("") == ("(an empty log)", None)
 
 
 # --- the job script on a worker -----------------------------------------------------------
@@ -325,7 +325,7 @@ def test_failure_signature_reads_the_last_traceback_and_step():
 
 def test_the_job_script_parses():
     args = tpu_vm.parse(TPU)
-    script = tpu_vm.job_script(tpu_vm.job_arguments(args), tpu_vm.logs_url(args))
+    script = tpu_job.job_script(tpu_job.job_arguments(args), tpu_vm.logs_url(args))
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
 
 
@@ -351,7 +351,7 @@ def test_the_job_script_runs_detached_and_leaves_log_and_exit_status_in_the_work
     job = ["-c", "import time; print('hello from the job'); time.sleep(1.5); raise SystemExit(3)"]
     script = home / "synthjax-job.sh"
     script.write_text(
-        tpu_vm.job_script(job, "gs://bkt/run/logs", python=shlex.quote(sys.executable), every=1)
+        tpu_job.job_script(job, "gs://bkt/run/logs", python=shlex.quote(sys.executable), every=1)
     )
     env = {**os.environ, "HOME": str(home), "FAKE_BUCKET": str(bucket)}
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"

@@ -1,7 +1,7 @@
 """The release gate on the smoke run: generators that copy are refused, an honest one is
 released shuffled, with its close images replaced and nothing of the machine in its card.
 
-The copying generators are injected in place of the trained one (`synthesize._generate`),
+The copying generators are injected in place of the trained one (`synthesize.draw_images`),
 so the stage's own code audits them: one returns exact training images for 2% of its
 images, one a near copy (new contrast, brightness and noise) of a training image for every
 image.
@@ -39,7 +39,7 @@ def _synthesize(workdir, monkeypatch, generate=None, **privacy):
     from synthjax.core.config_files import load
 
     if generate is not None:
-        monkeypatch.setattr(synthesize, "_generate", generate)
+        monkeypatch.setattr(synthesize, "draw_images", generate)
     config = load(str(REPO / "configs/quickstart.py:smoke"))
     config.stages = ("synthesize",)
     config.compilation_cache = ""
@@ -53,7 +53,7 @@ def test_two_percent_exact_copies_are_refused(smoke_run, tmp_path, monkeypatch):
     from synthjax import synthesize
 
     train = _train_images(smoke_run[0])
-    honest = synthesize._generate
+    honest = synthesize.draw_images
 
     def generate(g, key, idx, y, **kw):
         images = honest(g, key, idx, y, **kw)

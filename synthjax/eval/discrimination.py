@@ -1,4 +1,6 @@
-"""Distinguishability of synthetic images: a classifier two-sample test (C2ST) per resolution.
+"""The discrimination test: how easily a classifier tells synthetic from real images, per
+resolution (the `discrimination` entry of report.json; statistically, a classifier
+two-sample test, C2ST, which is why its settings are `evaluate.c2st`).
 
 Part of the `evaluate` stage, next to utility (TRTR / TSTR AUROC) and fidelity (Fréchet
 distance). A small CNN is trained to tell real held-out images (never seen by the GAN) from
@@ -16,6 +18,7 @@ with `synthjax.core.compiler.jit`; the same inputs and seed give the same result
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -30,7 +33,7 @@ from absl import logging
 from synthjax.core import compiler
 from synthjax.core.progress import Progress
 from synthjax.data.input_pipeline import images_to_float
-from synthjax.eval import utility
+from synthjax.eval import auc
 
 PyTree = Any
 
@@ -91,7 +94,7 @@ def resolutions_for(native: int, requested: Sequence[int] = ()) -> list[int]:
     return [*out, native]
 
 
-class TwoSampleClassifier(nn.Module):
+class DiscriminationCNN(nn.Module):
     """A small CNN: stride-2 3x3 conv blocks, global average pool, one logit (synthetic)."""
 
     widths: Sequence[int] = _WIDTHS
@@ -107,7 +110,7 @@ class TwoSampleClassifier(nn.Module):
         return nn.Dense(1)(x)[:, 0]
 
 
-_MODEL = TwoSampleClassifier()
+_MODEL = DiscriminationCNN()
 # optax.adam is scale_by_adam followed by scaling by -learning_rate; the rate is applied in
 # the step instead, so one compiled step serves every rate.
 _ADAM = optax.scale_by_adam()
@@ -180,7 +183,7 @@ def _check_inputs(real: np.ndarray, fake: np.ndarray) -> None:
             )
         if len(images) < MIN_IMAGES:
             raise ValueError(
-                f"the two-sample test needs at least {MIN_IMAGES} {name} images, got "
+                f"the discrimination test needs at least {MIN_IMAGES} {name} images, got "
                 f"{len(images)}; provide more held-out real and synthetic images"
             )
     if real.shape[1:] != fake.shape[1:]:
@@ -192,27 +195,35 @@ def _check_inputs(real: np.ndarray, fake: np.ndarray) -> None:
         raise ValueError(f"need square images, got {real.shape[1]}x{real.shape[2]}")
 
 
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    """How each resolution's classifier is trained and scored (`discrimination_test`'s args)."""
+
+    train_steps: int
+    batch_size: int
+    learning_rate: float
+    seed: int
+    num_resamples: int
+    confidence: float
+    progress_name: str
+
+
 def _test_at(
     resolution: int,
     train: tuple[np.ndarray, np.ndarray],
     test: tuple[np.ndarray, np.ndarray],
-    *,
-    train_steps: int,
-    batch_size: int,
-    learning_rate: float,
-    seed: int,
-    num_resamples: int,
-    confidence: float,
-    progress_name: str,
+    settings: _Settings,
 ) -> dict[str, Any]:
-    """Trains and scores one discriminator on (real, fake) image pairs at `resolution`."""
+    """Trains and scores one classifier on (real, fake) image pairs at `resolution`."""
+    train_steps, batch_size, seed = settings.train_steps, settings.batch_size, settings.seed
+    confidence, progress_name = settings.confidence, settings.progress_name
     start = time.perf_counter()
     train_images, train_labels = _labelled(*(downsample(x, resolution) for x in train))
     test_images, test_labels = _labelled(*(downsample(x, resolution) for x in test))
     key = jax.random.fold_in(jax.random.key(seed), resolution)
     state = _init(key, train_images.shape[-1])
     rng = np.random.default_rng([seed, _BATCH_STREAM, resolution])
-    lr = np.float32(learning_rate)
+    lr = np.float32(settings.learning_rate)
     progress = Progress(f"{progress_name} {resolution}px", train_steps, items_per_step=batch_size)
     loss = float("nan")
     for step in range(1, train_steps + 1):
@@ -224,10 +235,10 @@ def _test_at(
         loss = float(loss_array)
         progress.update(step, loss=loss)
     scores = _predict(state[0], test_images, batch_size)
-    boot = utility.bootstrap_auroc(
+    boot = auc.bootstrap_auroc(
         test_labels[:, None],
         scores[:, None],
-        num_resamples=num_resamples,
+        num_resamples=settings.num_resamples,
         seed=seed,
         confidence=confidence,
     )
@@ -243,7 +254,7 @@ def _test_at(
         "train_steps": train_steps,
         "final_train_loss": loss,
         "wall_s": time.perf_counter() - start,
-        "roc": utility.roc_curve(test_labels, scores, MAX_ROC_POINTS),
+        "roc": auc.roc_curve(test_labels, scores, MAX_ROC_POINTS),
     }
     low, high = result["auroc_ci"]
     logging.info(
@@ -260,7 +271,7 @@ def _test_at(
     return result
 
 
-def two_sample_test(
+def discrimination_test(
     real: np.ndarray,
     fake: np.ndarray,
     *,
@@ -273,7 +284,7 @@ def two_sample_test(
     confidence: float,
     progress_name: str = "evaluate[c2st]",
 ) -> dict[str, Any]:
-    """Classifier two-sample test of real vs synthetic images at each resolution.
+    """The discrimination test of real vs synthetic images at each resolution.
 
     Args:
       real: uint8[N, H, W, C] real held-out images (never seen by the GAN), H == W.
@@ -304,21 +315,10 @@ def two_sample_test(
     (train_real, train_fake), (test_real, test_fake) = _split(real, fake, seed)
     train = (real[train_real], fake[train_fake])
     test = (real[test_real], fake[test_fake])
-    per_resolution = [
-        _test_at(
-            r,
-            train,
-            test,
-            train_steps=train_steps,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            seed=seed,
-            num_resamples=num_resamples,
-            confidence=confidence,
-            progress_name=progress_name,
-        )
-        for r in chosen
-    ]
+    settings = _Settings(
+        train_steps, batch_size, learning_rate, seed, num_resamples, confidence, progress_name
+    )
+    per_resolution = [_test_at(r, train, test, settings) for r in chosen]
     n = len(train_real) + len(test_real)
     protocol = (
         f"{n} real and {n} synthetic images (seeded subsampling of the larger side), each split "

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from synthjax.eval import utility
+from synthjax.eval import auc
 
 
 def label_fidelity(
@@ -69,15 +69,15 @@ def label_fidelity(
         return {**result, "auroc_mean": None, "auroc_mean_ci": None, "per_label": {}}
     y, p = labels[:, keep], probs[:, keep]
     if num_resamples > 0:
-        boot = utility.bootstrap_auroc(
+        boot = auc.bootstrap_auroc(
             y, p, num_resamples=num_resamples, seed=seed, confidence=confidence
         )
         point, point_ci = boot["per_label"], boot["per_label_ci"]
         mean, mean_ci = boot["mean"], boot["mean_ci"]
     else:
-        point = [float(v) for v in utility.per_label_auroc(y, p)]
+        point = [float(v) for v in auc.per_label_auroc(y, p)]
         point_ci = [None] * len(point)
-        mean, mean_ci = utility.mean_auroc(point), None
+        mean, mean_ci = auc.mean_auroc(point), None
     per_label = {
         n: {"auroc": point[i], "auroc_ci": point_ci[i], "positives": int(y[:, i].sum())}
         for i, n in enumerate(names)

@@ -15,7 +15,7 @@
 - Label fidelity: the real-trained classifier's per-label AUROC on the synthetic test
   images against the label vectors they were generated from, with a bootstrap interval
   (`label_fidelity.py`): 0.5 = the labels left no trace in the images.
-- Discrimination: the classifier two-sample test (`discrimination.py`) on real held-out vs
+- Discrimination: the discrimination test (`discrimination.py`) on real held-out vs
   synthetic images, at each resolution.
 - Privacy: the memorization audit that `synthesize` recorded in DATASET_CARD.json.
 """
@@ -31,7 +31,7 @@ import numpy as np
 from synthjax.core.workdir import Run, read_json
 from synthjax.data.loader import load_source
 from synthjax.data.prepared import prepared
-from synthjax.eval import discrimination, fidelity, label_fidelity, utility
+from synthjax.eval import auc, discrimination, fidelity, label_fidelity, utility
 from synthjax.eval.grids import label_combination_name
 from synthjax.eval.privacy import seeded_subset
 from synthjax.eval.utility import evaluated_labels, load_predictions
@@ -60,15 +60,15 @@ def utility_results(run: Run) -> dict[str, Any]:
         num_resamples=ecfg.bootstrap_resamples, seed=run.config.seed, confidence=ecfg.confidence
     )
     y, p_real, p_synth = labels[:, keep], real["probs"][:, keep], synth["probs"][:, keep]
-    trtr = utility.bootstrap_auroc(y, p_real, **opts)
-    tstr = utility.bootstrap_auroc(y, p_synth, **opts)
-    gap = utility.bootstrap_auroc_gap(y, p_real, p_synth, **opts)
-    trtr_pr = utility.bootstrap_auprc(y, p_real, **opts)
-    tstr_pr = utility.bootstrap_auprc(y, p_synth, **opts)
+    trtr = auc.bootstrap_auroc(y, p_real, **opts)
+    tstr = auc.bootstrap_auroc(y, p_synth, **opts)
+    gap = auc.bootstrap_auroc_gap(y, p_real, p_synth, **opts)
+    trtr_pr = auc.bootstrap_auprc(y, p_real, **opts)
+    tstr_pr = auc.bootstrap_auprc(y, p_synth, **opts)
     kept_names = [n for n, k in zip(names, keep, strict=True) if k]
     per_label = []
     for i, name in enumerate(kept_names):
-        delong = utility.delong_test(y[:, i], p_real[:, i], p_synth[:, i])
+        delong = auc.delong_test(y[:, i], p_real[:, i], p_synth[:, i])
         per_label.append(
             {
                 "label": name,
@@ -126,11 +126,11 @@ def _per_combination_utility(run: Run, labels, p_real, p_synth) -> list[dict[str
     y = member[:, enough]
     s_real = utility.combination_log_scores(p_real, combos)[:, enough]
     s_synth = utility.combination_log_scores(p_synth, combos)[:, enough]
-    trtr = utility.bootstrap_auroc(y, s_real, **opts)
-    tstr = utility.bootstrap_auroc(y, s_synth, **opts)
+    trtr = auc.bootstrap_auroc(y, s_real, **opts)
+    tstr = auc.bootstrap_auroc(y, s_synth, **opts)
     rows = []
     for j, c in enumerate(np.flatnonzero(enough)):
-        delong = utility.delong_test(y[:, j], s_real[:, j], s_synth[:, j])
+        delong = auc.delong_test(y[:, j], s_real[:, j], s_synth[:, j])
         rows.append(
             {
                 "combination": label_combination_name(combos[c], names, max_len=200),
@@ -221,7 +221,7 @@ def _images(source, indices) -> np.ndarray:
 
 
 def discrimination_results(run: Run) -> dict[str, Any]:
-    """The two-sample test on real held-out (validation + test) vs synthetic images."""
+    """The discrimination test on real held-out (validation + test) vs synthetic images."""
     cfg, data = run.config, prepared(run)
     c2st = cfg.evaluate.c2st
     real_refs = [(s, int(i)) for s in ("validation", "test") for i in data.subset.indices[s]]
@@ -233,7 +233,7 @@ def discrimination_results(run: Run) -> dict[str, Any]:
     synth = np.stack(
         [synth_sources[synth_refs[j][0]][synth_refs[j][1]]["image"] for j in synth_pick]
     )
-    return discrimination.two_sample_test(
+    return discrimination.discrimination_test(
         real,
         synth,
         resolutions=discrimination.resolutions_for(cfg.dataset.resolution, tuple(c2st.resolutions)),
