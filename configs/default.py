@@ -227,7 +227,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.evaluate.max_images = 10000  # real and synthetic test images compared (seeded choice)
     # FD and PRDC in Inception-v3 features too, from this file (scripts/convert_fid_inception.py).
     c.evaluate.inception_weights = ""
-    # The automated reader: a CNN told to separate real held-out from synthetic images.
+    # The discrimination test: a CNN told to separate real held-out from synthetic images.
     c.evaluate.c2st = ml_collections.ConfigDict()
     c.evaluate.c2st.resolutions = ()  # () = every power of two from 32 up to the resolution
     c.evaluate.c2st.train_steps = 600

@@ -402,7 +402,7 @@ def check_evaluate(ev: ml_collections.ConfigDict, resolution: int) -> None:
     require(
         ev.c2st.train_steps > 0 and ev.c2st.batch_size > 0,
         "evaluate.c2st.train_steps",
-        "the two-sample test needs positive train_steps and batch_size",
+        "the discrimination test needs positive train_steps and batch_size",
         "e.g. train_steps=600, batch_size=64",
     )
 

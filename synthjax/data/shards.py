@@ -28,9 +28,9 @@ FILE_FORMAT = "array_record"
 def image_features(image_shape: Sequence[int], num_labels: int) -> tfds.features.FeaturesDict:
     """{"image": uint8[H, W, C] raw tensor, "labels": float32[K], "id": text}.
 
-    The image is stored as its raw bytes. TFDS's default for a uint8 tensor is a protobuf
-    list of 64-bit integers, which costs ~600x more to serialise and ~40x more to parse
-    (256x256x3: 83 ms and 8 ms per image, against 0.13 and 0.2 ms) and is 1.5x larger.
+    The image is stored as its raw bytes: TFDS's default for a uint8 tensor, a protobuf
+    list of 64-bit integers, is larger and far slower to write and parse (the numbers are
+    in benchmarks/README.md).
     """
     return tfds.features.FeaturesDict(
         {
