@@ -149,83 +149,85 @@ def _csv_text(rows, bom: bool) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Source folders: each writer takes (base folder, kinds, garbage texts, bom) and returns the
-# manual_dir and the outside folder holding the trap image.
+# Source folders: each writer takes (manual_dir, the folder beside it for the trap image, kinds,
+# garbage texts, bom) and writes both.
 
-CXR_KINDS = (
-    "valid",
-    "short",
-    "long",
-    "garbage_label",
-    "empty_path",
-    "dotdot",
-    "absolute",
-    "missing",
-    "truncated",
-    "corrupt",
-    "symlink",
-    "duplicate",
-)
+# The kinds of row every CSV of image paths gets: malformed CSV rows, the ways out of the
+# folder, bad image files.
+CSV_ROW_KINDS = ("valid", "short", "long", "garbage_label", "empty_path", "duplicate")
+WAYS_OUT = ("dotdot", "absolute", "symlink")
+BAD_FILES = ("missing", "truncated", "corrupt")
+CXR_KINDS = (*CSV_ROW_KINDS, *WAYS_OUT, *BAD_FILES)
 
 
-def _write_chexpert(base: Path, kinds, garbage, bom):
-    manual, outside = base / "manual", base / "outside"
+def _image_rows(kind, file: Path, cells, text, *, image: bytes, trap: Path, dotdot: str, label_at):
+    """The CSV rows of one row `kind` (CXR_KINDS), after writing what it needs at `file`.
+
+    `cells` is the valid row for the image `file`: its path first, a label cell at `label_at`;
+    `text` is the garbage for the kinds that need some. `image` is a valid image file's bytes,
+    `dotdot` a path to the `trap` image outside that leads there by `..`.
+    """
+    if kind in ("valid", "short", "long", "garbage_label", "duplicate"):
+        _write(file, image)
+    elif kind in ("truncated", "corrupt"):
+        _write(file, image[: len(image) // 2] if kind == "truncated" else b"\0" * 9)
+    elif kind == "symlink":
+        _link(file, trap)
+    replaced = {
+        "empty_path": (0, ""),
+        "dotdot": (0, dotdot),
+        "absolute": (0, str(trap)),
+        "garbage_label": (label_at, text or "?"),
+    }
+    if kind in replaced:
+        at, cell = replaced[kind]
+        return [[*cells[:at], cell, *cells[at + 1 :]]]
+    if kind == "short":
+        return [",".join(cells[:2])]
+    if kind == "long":
+        return [[*cells, text or "x"]]
+    return [cells, cells] if kind == "duplicate" else [cells]
+
+
+def _png_rows_settings(trap: Path, label_at: int) -> dict:
+    """`_image_rows`' settings for a CSV of PNG files in the folder beside `trap`'s, after
+    writing the trap: a bright PNG."""
+    _write(trap, _png(OUTSIDE))
+    return {
+        "image": _png(),
+        "trap": trap,
+        "dotdot": f"../{trap.parent.name}/{trap.name}",
+        "label_at": label_at,
+    }
+
+
+def _write_chexpert(manual: Path, outside: Path, kinds, garbage, bom) -> None:
     dataset = manual / "CheXpert-v1.0-small"
-    dataset.mkdir(parents=True)
     trap = outside / "patient00999/study1/view1_frontal.jpg"
     _write(trap, _jpeg(OUTSIDE))
     header = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *chexpert.CHEXPERT_LABELS]
     anchors = _patients_per_split(lambda i: f"patient{i:05d}")
     rows: list = [header]
 
-    def row(rel, labels=None):
-        cells = labels or ["1.0"] + [""] * (len(chexpert.CHEXPERT_LABELS) - 1)
+    def row(rel):
+        cells = ["1.0"] + [""] * (len(chexpert.CHEXPERT_LABELS) - 1)
         return [f"CheXpert-v1.0-small/{rel}", "Female", "50", "Frontal", "AP", *cells]
 
     for patient in anchors.values():
         rel = f"train/{patient}/study1/view1_frontal.jpg"
         _write(dataset / rel, _jpeg())
         rows.append(row(rel))
+    dotdot = row(f"../../outside/{trap.relative_to(outside)}")[0]
+    how = {"image": _jpeg(), "trap": trap, "dotdot": dotdot, "label_at": 5}
     for i, kind in enumerate(kinds):
         rel = f"train/patient{1000 + i:05d}/study1/view1_frontal.jpg"
-        text = garbage[i % len(garbage)]
-        if kind in ("valid", "short", "long", "garbage_label", "duplicate"):
-            _write(dataset / rel, _jpeg())
-        if kind == "valid":
-            rows.append(row(rel))
-        elif kind == "short":
-            rows.append(",".join(row(rel)[:4]))
-        elif kind == "long":
-            rows.append([*row(rel), text or "x"])
-        elif kind == "garbage_label":
-            rows.append(row(rel, [text or "?", *[""] * 13]))
-        elif kind == "empty_path":
-            rows.append(["", *row(rel)[1:]])
-        elif kind == "dotdot":
-            rows.append(row(f"../../outside/{trap.relative_to(outside)}"))
-        elif kind == "absolute":
-            rows.append([str(trap), *row(rel)[1:]])
-        elif kind == "missing":
-            rows.append(row(rel))
-        elif kind in ("truncated", "corrupt"):
-            data = _jpeg()
-            _write(dataset / rel, data[: len(data) // 2] if kind == "truncated" else b"\0" * 9)
-            rows.append(row(rel))
-        elif kind == "symlink":
-            _link(dataset / rel, trap)
-            rows.append(row(rel))
-        elif kind == "duplicate":
-            rows += [row(rel), row(rel)]
+        rows += _image_rows(kind, dataset / rel, row(rel), garbage[i % len(garbage)], **how)
     (dataset / "train.csv").write_text(_csv_text(rows, bom))
-    return manual, outside
 
 
-def _write_nih(base: Path, kinds, garbage, bom):
-    manual, outside = base / "manual", base / "outside"
+def _write_nih(manual: Path, outside: Path, kinds, garbage, bom) -> None:
     images = manual / "images"
-    images.mkdir(parents=True)
-    trap = outside / "00000999_000.png"
-    _write(trap, _png(OUTSIDE))
+    how = _png_rows_settings(outside / "00000999_000.png", label_at=1)
     anchors = _patients_per_split(lambda i: f"nih{i:08d}")
     rows: list = [["Image Index", "Finding Labels", "Follow-up #", "Patient ID"]]
     for key in anchors.values():
@@ -234,60 +236,20 @@ def _write_nih(base: Path, kinds, garbage, bom):
         rows.append([f"{number:08d}_000.png", "Effusion", "0", str(number)])
     for i, kind in enumerate(kinds):
         name = f"{1000 + i:08d}_000.png"
-        text = garbage[i % len(garbage)]
         cells = [name, "Effusion|Mass", "0", str(1000 + i)]
-        if kind in ("valid", "short", "long", "garbage_label", "duplicate"):
-            _write(images / name, _png())
-        if kind in ("valid", "missing"):
-            rows.append(cells)
-        elif kind == "short":
-            rows.append(",".join(cells[:2]))
-        elif kind == "long":
-            rows.append([*cells, text or "x"])
-        elif kind == "garbage_label":
-            rows.append([name, text, "0", str(1000 + i)])
-        elif kind == "empty_path":
-            rows.append(["", *cells[1:]])
-        elif kind == "dotdot":
-            rows.append([f"../outside/{trap.name}", *cells[1:]])
-        elif kind == "absolute":
-            rows.append([str(trap), *cells[1:]])
-        elif kind in ("truncated", "corrupt"):
-            data = _png()
-            _write(images / name, data[: len(data) // 2] if kind == "truncated" else b"\0" * 9)
-            rows.append(cells)
-        elif kind == "symlink":
-            _link(images / name, trap)
-            rows.append(cells)
-        elif kind == "duplicate":
-            rows += [cells, cells]
+        rows += _image_rows(kind, images / name, cells, garbage[i % len(garbage)], **how)
     (manual / "Data_Entry_2017.csv").write_text(_csv_text(rows, bom))
-    return manual, outside
 
 
-CT_KINDS = (
-    "valid",
-    "float_labels",
-    "garbage_label",
-    "short",
-    "long",
-    "missing",
-    "unlabelled",
-    "truncated",
-    "no_rescale",
-    "signed_hu",
-    "no_patient",
-    "no_modality",
-    "symlink",
-    "dotdot",
-    "contradictory",
-)
+# Slice kinds: label rows, files (missing, unlabelled, cut short, leading out) and DICOM tags.
+CT_LABEL_KINDS = ("valid", "float_labels", "garbage_label", "short", "long", "contradictory")
+CT_FILE_KINDS = ("missing", "unlabelled", "truncated", "symlink", "dotdot")
+CT_TAG_KINDS = ("no_rescale", "signed_hu", "no_patient", "no_modality")
+CT_KINDS = (*CT_LABEL_KINDS, *CT_FILE_KINDS, *CT_TAG_KINDS)
 
 
-def _write_rsna(base: Path, kinds, garbage, bom):
-    manual, outside = base / "manual", base / "outside"
+def _write_rsna(manual: Path, outside: Path, kinds, garbage, bom) -> None:
     images = manual / rsna_ich.IMAGE_DIR
-    images.mkdir(parents=True)
     trap = outside / "ID_trap.dcm"
     _dicom(trap, patient="P-outside", hu=_head_hu(500.0))
     anchors = _patients_per_split(lambda i: f"ID_{i:08x}")
@@ -345,17 +307,13 @@ def _write_rsna(base: Path, kinds, garbage, bom):
             _dicom(file, patient=patient)
             rows += labels(slice_id, (1, 0, 0, 0, 0, 0))
     (manual / rsna_ich.CSV_NAME).write_text(_csv_text(rows, bom))
-    return manual, outside
 
 
 FOLDER_KINDS = (*CXR_KINDS, "ct_no_rescale", "ct_signed_hu", "mr_dicom", "unlabelled")
 
 
-def _write_folder(base: Path, kinds, garbage, bom):
-    manual, outside = base / "manual", base / "outside"
-    manual.mkdir(parents=True)
-    trap = outside / "trap.png"
-    _write(trap, _png(OUTSIDE))
+def _write_folder(manual: Path, outside: Path, kinds, garbage, bom) -> None:
+    how = _png_rows_settings(outside / "trap.png", label_at=2)
     anchors = _patients_per_split(lambda i: f"P{i:04d}")
     rows: list = [["image", "patient", "a", "b"]]
     for patient in anchors.values():
@@ -363,33 +321,11 @@ def _write_folder(base: Path, kinds, garbage, bom):
         rows.append([f"{patient}.png", patient, "1", "0"])
     for i, kind in enumerate(kinds):
         name, patient = f"img/{i}.png", f"Q{i:04d}"
-        text = garbage[i % len(garbage)]
         cells = [name, patient, "1", "0"]
-        if kind in ("valid", "short", "long", "garbage_label", "duplicate", "unlabelled"):
+        if kind in CXR_KINDS:
+            rows += _image_rows(kind, manual / name, cells, garbage[i % len(garbage)], **how)
+        elif kind == "unlabelled":
             _write(manual / name, _png())
-        if kind in ("valid", "missing"):
-            rows.append(cells)
-        elif kind == "short":
-            rows.append(",".join(cells[:2]))
-        elif kind == "long":
-            rows.append([*cells, text or "x"])
-        elif kind == "garbage_label":
-            rows.append([name, patient, text or "?", "0"])
-        elif kind == "empty_path":
-            rows.append(["", patient, "1", "0"])
-        elif kind == "dotdot":
-            rows.append([f"../outside/{trap.name}", patient, "1", "0"])
-        elif kind == "absolute":
-            rows.append([str(trap), patient, "1", "0"])
-        elif kind in ("truncated", "corrupt"):
-            data = _png()
-            _write(manual / name, data[: len(data) // 2] if kind == "truncated" else b"\0" * 9)
-            rows.append(cells)
-        elif kind == "symlink":
-            _link(manual / name, trap)
-            rows.append(cells)
-        elif kind == "duplicate":
-            rows += [cells, cells]
         elif kind in ("ct_no_rescale", "ct_signed_hu", "mr_dicom"):
             dcm = f"img/{i}.dcm"
             if kind == "ct_no_rescale":
@@ -398,13 +334,10 @@ def _write_folder(base: Path, kinds, garbage, bom):
                 drop = ("RescaleSlope", "RescaleIntercept")
                 _dicom(manual / dcm, patient=patient, encoding="signed16", drop=drop)
             else:
-                _dicom(manual / dcm, patient=patient, drop=("RescaleSlope", "RescaleIntercept"))
-                ds = pydicom.dcmread(manual / dcm)
-                ds.Modality = "MR"
-                ds.save_as(manual / dcm)
+                drop = ("RescaleSlope", "RescaleIntercept")
+                _dicom(manual / dcm, patient=patient, drop=drop, Modality="MR")
             rows.append([dcm, patient, "0", "1"])
     (manual / "labels.csv").write_text(_csv_text(rows, bom))
-    return manual, outside
 
 
 # ---------------------------------------------------------------------------------------------
@@ -429,10 +362,10 @@ def _builder(name: str, manual: Path, data_dir: Path):
 # counted as outside_manual_dir: NIH and RSNA look files up by name in their own folders, so
 # a `..` there is just a name that is not found).
 WRITERS = {
-    "chexpert": (_write_chexpert, CXR_KINDS, "patient00999", {"dotdot", "absolute", "symlink"}),
+    "chexpert": (_write_chexpert, CXR_KINDS, "patient00999", set(WAYS_OUT)),
     "nih_cxr14": (_write_nih, CXR_KINDS, "00000999", {"symlink"}),
     "rsna_ich": (_write_rsna, CT_KINDS, "trap", {"symlink"}),
-    "folder": (_write_folder, FOLDER_KINDS, "trap", {"dotdot", "absolute", "symlink"}),
+    "folder": (_write_folder, FOLDER_KINDS, "trap", set(WAYS_OUT)),
 }
 
 
@@ -473,7 +406,8 @@ def test_random_mixes_are_counted_and_never_escape(name):
     @given(kinds=_kinds(kinds), garbage=garbage, bom=st.booleans())
     def check(kinds, garbage, bom):
         with tempfile.TemporaryDirectory() as tmp:
-            manual, outside = write(Path(tmp), kinds, garbage, bom)
+            manual, outside = Path(tmp) / "manual", Path(tmp) / "outside"
+            write(manual, outside, kinds, garbage, bom)
             report, examples = _build_in_process(name, manual, Path(tmp) / "data")
             ids = [ex["id"] for ex in examples]
             _check(report, ids, [ex["image"] for ex in examples], outside, trap)
@@ -487,7 +421,8 @@ def test_random_mixes_are_counted_and_never_escape(name):
 def test_full_prepare_of_every_bad_kind(name, tmp_path):
     """One mix of every kind through `prepare_*` itself, decoding in a two-process pool."""
     write, kinds, trap, _ = WRITERS[name]
-    manual, outside = write(tmp_path, list(kinds), ["1,2", "\r", "é"], True)
+    manual, outside = tmp_path / "manual", tmp_path / "outside"
+    write(manual, outside, list(kinds), ["1,2", "\r", "é"], True)
     common = {"resolution": 8, "base_resolution": SIZE, "workers": 2}
     _OPENED.clear()  # only this process's opens; the workers' are checked by the results
     if name == "chexpert":

@@ -14,13 +14,13 @@ import time
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from data_fixtures import check_says_where_to_get_it, write_cxr_phantom
 from PIL import Image
 
-from synthjax.core.errors import ConfigError, DataNotFoundError
+from synthjax.core.errors import ConfigError
 from synthjax.core.workdir import SPLITS
 from synthjax.data import builder, chexpert, source_files
 from synthjax.data.image_ops import box_downsample_2x2, resize_square
-from synthjax.data.phantoms.cxr import writer as phantom_cxr
 
 RESOLUTION, BASE = 16, 64
 FOLDER = "CheXpert-v1.0-small"
@@ -53,15 +53,7 @@ def _label_cells(row):
 def raw(tmp_path_factory):
     """A 40-patient phantom plus one injected row per failure mode (and a duplicate)."""
     root = tmp_path_factory.mktemp("raw")
-    phantom_cxr.write_chexpert_phantom(
-        root,
-        num_patients=40,
-        image_size=BASE,
-        seed=1,
-        noise=1.0,
-        subtlety=1.0,
-        anatomy_variation=1.0,
-    )
+    write_cxr_phantom(root, num_patients=40, image_size=BASE, seed=1)
     dataset = root / FOLDER
     phantom_rows = _csv_rows(dataset)
     with open(dataset / "train.csv", newline="") as f:
@@ -292,9 +284,7 @@ def test_second_prepare_reuses_the_build(raw, built):
 
 def test_changed_source_is_rebuilt(tmp_path):
     root = tmp_path / "raw"
-    phantom_cxr.write_chexpert_phantom(
-        root, num_patients=40, image_size=32, seed=2, noise=1.0, subtlety=1.0, anatomy_variation=1.0
-    )
+    write_cxr_phantom(root, num_patients=40, image_size=32, seed=2)
     _, first = chexpert.prepare_chexpert(root, tmp_path / "data", resolution=8, base_resolution=32)
     with open(root / FOLDER / "train.csv", "a") as f:
         f.write(
@@ -311,12 +301,9 @@ def test_changed_source_is_rebuilt(tmp_path):
 
 
 def test_missing_data_says_where_to_get_it(tmp_path):
-    for manual_dir in (tmp_path / "nowhere", tmp_path):
-        with pytest.raises(DataNotFoundError) as error:
-            chexpert.prepare_chexpert(manual_dir, tmp_path / "data", resolution=32)
-        message = str(error.value)
-        assert chexpert.DOWNLOAD_PAGE in message and "CheXpert-v1.0-small" in message
-        assert "--config.dataset.manual_dir" in message and str(manual_dir) in message
+    check_says_where_to_get_it(
+        chexpert.prepare_chexpert, tmp_path, chexpert.DOWNLOAD_PAGE, "CheXpert-v1.0-small"
+    )
 
 
 def test_manual_dir_may_be_the_dataset_folder_itself(raw):

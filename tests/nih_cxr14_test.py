@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from data_fixtures import check_says_where_to_get_it
 from PIL import Image
 
 from synthjax.core.errors import DataNotFoundError
@@ -261,12 +262,9 @@ def test_each_bad_row_counted_under_its_reason(tmp_path):
 
 
 def test_missing_csv_says_where_to_get_it(tmp_path):
-    for manual_dir in (tmp_path / "nowhere", tmp_path):
-        with pytest.raises(DataNotFoundError) as error:
-            nih_cxr14.prepare_nih_cxr14(manual_dir, tmp_path / "data", resolution=32)
-        message = str(error.value)
-        assert nih_cxr14.DOWNLOAD_PAGE in message and "Data_Entry_2017.csv" in message
-        assert "--config.dataset.manual_dir" in message and str(manual_dir) in message
+    check_says_where_to_get_it(
+        nih_cxr14.prepare_nih_cxr14, tmp_path, nih_cxr14.DOWNLOAD_PAGE, "Data_Entry_2017.csv"
+    )
 
 
 def test_findings_parsing_and_config_name():

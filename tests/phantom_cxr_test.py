@@ -3,9 +3,12 @@ that every finding really changes the image where it should."""
 
 import csv
 import dataclasses
+import io
+from importlib import resources
 
 import numpy as np
 import pytest
+from data_fixtures import write_cxr_phantom
 from PIL import Image
 
 from synthjax.core.errors import ConfigError
@@ -13,27 +16,16 @@ from synthjax.data.chexpert import CHEXPERT_LABELS
 from synthjax.data.image_ops import box_pyramid, resize_square
 from synthjax.data.phantoms.cxr import writer as phantom_cxr
 
-EXPECTED_COLUMNS = [
-    "Path",
-    "Sex",
-    "Age",
-    "Frontal/Lateral",
-    "AP/PA",
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-]
+
+def _real_label_columns() -> list[str]:
+    """The 14 label columns of the real CheXpert CSV, in its order, as the packaged table of
+    real label counts has them (between `uncertain_policy` and `count`)."""
+    table = resources.files("synthjax.data") / "tables" / "chexpert_frontal_label_combinations.csv"
+    return next(csv.reader(io.StringIO(table.read_text())))[1:-1]
+
+
+# The real CSV's header: five columns about the image, then the labels.
+EXPECTED_COLUMNS = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *_real_label_columns()]
 
 
 def _read(path):
@@ -44,16 +36,8 @@ def _read(path):
 @pytest.fixture(scope="module")
 def small_phantom(tmp_path_factory):
     root = tmp_path_factory.mktemp("phantom")
-    stats = phantom_cxr.write_chexpert_phantom(
-        root,
-        num_patients=12,
-        image_size=64,
-        valid_patients=3,
-        lateral_fraction=0.3,
-        seed=3,
-        noise=1.0,
-        subtlety=1.0,
-        anatomy_variation=1.0,
+    stats = write_cxr_phantom(
+        root, num_patients=12, image_size=64, valid_patients=3, lateral_fraction=0.3, seed=3
     )
     return root, stats
 
@@ -86,12 +70,10 @@ def test_layout_and_csv_match_chexpert_small(small_phantom):
 
 
 def test_same_seed_same_bytes(tmp_path):
-    kwargs = dict(
-        num_patients=4, image_size=32, seed=11, noise=1.0, subtlety=1.0, anatomy_variation=1.0
-    )
-    phantom_cxr.write_chexpert_phantom(tmp_path / "a", **kwargs)
-    phantom_cxr.write_chexpert_phantom(tmp_path / "b", **kwargs)
-    phantom_cxr.write_chexpert_phantom(tmp_path / "c", **{**kwargs, "seed": 12})
+    kwargs = dict(num_patients=4, image_size=32, seed=11)
+    write_cxr_phantom(tmp_path / "a", **kwargs)
+    write_cxr_phantom(tmp_path / "b", **kwargs)
+    write_cxr_phantom(tmp_path / "c", **{**kwargs, "seed": 12})
 
     def files(root):
         return sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
@@ -119,15 +101,7 @@ def test_label_draws_follow_the_real_table():
 
 
 def test_written_prevalence_roughly_follows_the_table(tmp_path):
-    stats = phantom_cxr.write_chexpert_phantom(
-        tmp_path,
-        num_patients=150,
-        image_size=32,
-        seed=0,
-        noise=1.0,
-        subtlety=1.0,
-        anatomy_variation=1.0,
-    )
+    stats = write_cxr_phantom(tmp_path, num_patients=150, image_size=32, seed=0)
     table = phantom_cxr.load_label_table()
     expected = table.probabilities @ table.combinations
     got = np.array([stats["label_prevalence"][name] for name in CHEXPERT_LABELS])
@@ -135,21 +109,26 @@ def test_written_prevalence_roughly_follows_the_table(tmp_path):
 
 
 # Where each finding should show, as a box in image coordinates (x from -0.5 to 0.5, y from
-# 0 down to 1.2, in image widths) for a patient of nominal anatomy (no variation).
+# 0 down to 1.2, in image widths) for a patient of nominal anatomy (no variation). Findings in
+# the lungs may show anywhere across both; only how high up differs.
+LUNGS_ACROSS = (-0.45, 0.45)
+LUNG_HEIGHT = {
+    "Lung Opacity": (0.2, 0.95),
+    "Lung Lesion": (0.15, 0.7),
+    "Edema": (0.2, 0.95),
+    "Consolidation": (0.1, 0.95),
+    "Pneumonia": (0.3, 0.95),
+    "Atelectasis": (0.5, 0.95),
+    "Pneumothorax": (0.1, 0.85),
+    "Pleural Effusion": (0.5, 1.0),
+    "Pleural Other": (0.15, 0.8),
+    "Fracture": (0.2, 0.8),
+}
 EXPECTED_REGION = {
     "Enlarged Cardiomediastinum": (-0.2, 0.2, 0.15, 0.55),
     "Cardiomegaly": (-0.25, 0.4, 0.5, 0.95),
-    "Lung Opacity": (-0.45, 0.45, 0.2, 0.95),
-    "Lung Lesion": (-0.45, 0.45, 0.15, 0.7),
-    "Edema": (-0.45, 0.45, 0.2, 0.95),
-    "Consolidation": (-0.45, 0.45, 0.1, 0.95),
-    "Pneumonia": (-0.45, 0.45, 0.3, 0.95),
-    "Atelectasis": (-0.45, 0.45, 0.5, 0.95),
-    "Pneumothorax": (-0.45, 0.45, 0.1, 0.85),
-    "Pleural Effusion": (-0.45, 0.45, 0.5, 1.0),
-    "Pleural Other": (-0.45, 0.45, 0.15, 0.8),
-    "Fracture": (-0.45, 0.45, 0.2, 0.8),
     "Support Devices": (-0.5, 0.5, 0.0, 1.2),
+    **{name: (*LUNGS_ACROSS, *height) for name, height in LUNG_HEIGHT.items()},
 }
 
 
@@ -204,10 +183,8 @@ def test_small_images_render_too():
 
 
 def test_bad_knobs_are_refused(tmp_path):
-    knobs = dict(
-        num_patients=2, image_size=32, seed=0, noise=1.0, subtlety=1.0, anatomy_variation=1.0
-    )
+    knobs = dict(num_patients=2, image_size=32, seed=0)
     with pytest.raises(ConfigError, match="lateral_fraction"):
-        phantom_cxr.write_chexpert_phantom(tmp_path, **knobs, lateral_fraction=0.9)
+        write_cxr_phantom(tmp_path, **knobs, lateral_fraction=0.9)
     with pytest.raises(ConfigError, match="subtlety"):
-        phantom_cxr.write_chexpert_phantom(tmp_path, **{**knobs, "subtlety": 0.0})
+        write_cxr_phantom(tmp_path, **knobs, subtlety=0.0)

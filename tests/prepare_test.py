@@ -9,11 +9,11 @@ import time
 
 import numpy as np
 import pytest
+from data_fixtures import write_cxr_phantom
 
 from synthjax.core.workdir import SPLITS
 from synthjax.data import chexpert
 from synthjax.data.loader import load_source
-from synthjax.data.phantoms.cxr import writer as phantom_cxr
 
 RESOLUTION, BASE = 16, 64
 
@@ -21,15 +21,7 @@ RESOLUTION, BASE = 16, 64
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory):
     root = tmp_path_factory.mktemp("raw")
-    phantom_cxr.write_chexpert_phantom(
-        root,
-        num_patients=300,
-        image_size=BASE,
-        seed=3,
-        noise=1.0,
-        subtlety=1.0,
-        anatomy_variation=1.0,
-    )
+    write_cxr_phantom(root, num_patients=300, image_size=BASE, seed=3)
     return root
 
 

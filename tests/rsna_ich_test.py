@@ -12,13 +12,13 @@ import shutil
 import numpy as np
 import pydicom
 import pytest
+from data_fixtures import write_ct_phantom
 from pydicom.pixels import apply_modality_lut
 
 from synthjax.core.errors import DataNotFoundError
 from synthjax.core.workdir import SPLITS
 from synthjax.data import builder, dicom, rsna_ich
 from synthjax.data.loader import load_source
-from synthjax.data.phantoms.ct import writer as phantom_ct
 
 RESOLUTION, BASE = 16, 64
 LABEL_ROWS = rsna_ich.CSV_LABELS  # the six per-slice rows, in the file's order
@@ -134,15 +134,8 @@ def _inject(root, template_id):
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory):
     root = tmp_path_factory.mktemp("rsna")
-    phantom_ct.write_rsna_phantom(
-        root,
-        num_patients=40,
-        image_size=BASE,
-        slices_per_series=(6, 10),
-        noise=1.0,
-        subtlety=1.0,
-        seed=2,
-        workers=2,
+    write_ct_phantom(
+        root, num_patients=40, image_size=BASE, slices_per_series=(6, 10), seed=2, workers=2
     )
     clean_ids = sorted({r[0].rsplit("_", 1)[0] for r in _read_csv(root)})
     template_id = clean_ids[0]

@@ -126,6 +126,8 @@ class SourceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     Subclasses set the class attributes below and implement `find_root`, `index_files`,
     `plan` and `decoder`; their config has `resolution` (and whatever else changes the data).
+    There are no predefined variants (TFDS's BUILDER_CONFIGS): each module's prepare function
+    makes the config from the run's settings.
     Not registered with TFDS; `synthjax.data.builds.prepare_with_reuse` builds them.
     """
 
@@ -138,6 +140,15 @@ class SourceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     UNIT: ClassVar[str] = "image"  # what one record is, in error messages
     REPORT_UNIT: ClassVar[str | None] = None  # the report's name for rows read, if not CSV rows
     EMPTY_SPLIT_WHY: ClassVar[str] = "too few patients for an 80/10/10 patient split"
+    # The stored format's version and what it holds; a dataset that changes what it writes
+    # sets its own VERSION and says what changed in RELEASE_NOTES.
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTE: ClassVar[str] = ""
+    # For TFDS's own `download_and_prepare`; `find_root`'s error says where to get the data.
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        "Pass the folder holding the dataset's raw download as the manual dir "
+        "(--config.dataset.manual_dir)."
+    )
     # Processes decoding images (0 = every available core), and the pool `builds` opens for
     # them. Not part of the config: they change how fast, not what, is written.
     workers: int = 0
@@ -150,6 +161,11 @@ class SourceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         # importlib_resources package for an installed module. A manual-download dataset has
         # no checksums, so there is nothing to find.
         return None
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def RELEASE_NOTES(cls) -> dict[str, str]:
+        return {str(cls.VERSION): cls.RELEASE_NOTE}
 
     # What each dataset says about its source --------------------------------------------------
 

@@ -75,7 +75,6 @@ def prepare_with_reuse(
     before building afresh.
     """
     name = builder_class.name
-    config = builder_class.builder_configs.get(config.name) or config
     builder = builder_class(config=config, data_dir=os.fspath(data_dir))
     dataset_dir = epath.Path(builder.data_dir)
     report_path = dataset_dir / REPORT_FILE

@@ -77,6 +77,9 @@ DOWNLOAD_PAGE = (
     "https://stanfordaimi.azurewebsites.net/datasets/8cbd9ed4-2eb9-4565-affc-111cf4f7ebe2"
 )
 INFO_PAGE = "https://stanfordmlgroup.github.io/competitions/chexpert/"
+# For the registry (`synthjax.data.registry`), like BUILDER, PREPARE and SETTINGS at the end.
+DOWNLOAD = f"the Stanford AIMI CheXpert page ({DOWNLOAD_PAGE})"
+MANUAL_DIR = "the folder holding CheXpert-v1.0-small/"
 _LABEL_VALUES = {"": 0.0, "1": 1.0, "1.0": 1.0, "0": 0.0, "0.0": 0.0, "-1": -1.0, "-1.0": -1.0}
 _PATIENT = re.compile(r"^patient\d+$")
 
@@ -261,18 +264,7 @@ class Chexpert(SourceBuilder, skip_registration=True):
     DESCRIPTION = "CheXpert frontal chest radiographs, grayscale, box-downsampled."
     HOMEPAGE = INFO_PAGE
     CITATION = "Irvin et al., CheXpert, AAAI 2019. arXiv:1901.07031"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES: ClassVar[dict[str, str]] = {
-        "1.0.0": "Frontal views, patient-level hash split, box pyramid.",
-    }
-    BUILDER_CONFIGS: ClassVar[list[ChexpertConfig]] = [
-        ChexpertConfig(resolution=r) for r in (32, 64, 128, 256)
-    ]
-    MANUAL_DOWNLOAD_INSTRUCTIONS = (
-        f"Download CheXpert-v1.0-small from the Stanford AIMI CheXpert page ({DOWNLOAD_PAGE}) "
-        "and pass the folder that contains CheXpert-v1.0-small/ as the manual dir "
-        "(--config.dataset.manual_dir)."
-    )
+    RELEASE_NOTE = "Frontal views, patient-level hash split, box pyramid."
 
     def find_root(self, manual_dir: str | os.PathLike) -> epath.Path:
         return find_dataset_root(manual_dir, self.builder_config.base_resolution)
@@ -329,10 +321,8 @@ def prepare_chexpert(
     return builds.prepare_with_reuse(Chexpert, config, manual_dir, data_dir, workers=workers)
 
 
-# What the registry (`synthjax.data.registry`) reads.
+# What the registry (`synthjax.data.registry`) reads; DOWNLOAD and MANUAL_DIR are above.
 BUILDER = Chexpert
-DOWNLOAD = f"the Stanford AIMI CheXpert page ({DOWNLOAD_PAGE})"
-MANUAL_DIR = "the folder holding CheXpert-v1.0-small/"
 PREPARE = prepare_chexpert
 # prepare_chexpert's settings beyond the common ones, by their place in `config.dataset`.
 SETTINGS = {"uncertain_policy": "uncertain_policy"}

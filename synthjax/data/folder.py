@@ -93,6 +93,9 @@ SKIP_REASONS = (
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm")
 DICOM_WINDOWS = ("file", "minmax", *dicom.WINDOWS)
 UNLABELLED_KEY = "image files without a CSV row"
+# For the registry (`synthjax.data.registry`), like BUILDER, PREPARE and SETTINGS at the end.
+DOWNLOAD = None  # the researcher's own images
+MANUAL_DIR = "your folder of images with its labels.csv"
 
 
 def config_name(
@@ -377,16 +380,7 @@ class FolderDataset(SourceBuilder, skip_registration=True):
         "too few patients for an 80/10/10 patient split (about 10 or more are needed, 30+ "
         "to be safe)"
     )
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES: ClassVar[dict[str, str]] = {
-        "1.0.0": "Labels CSV + PNG/JPEG/DICOM, patient split, black square padding, box pyramid.",
-    }
-    # The label columns come from the researcher's CSV, so there are no predefined variants.
-    BUILDER_CONFIGS: ClassVar[list[FolderConfig]] = []
-    MANUAL_DOWNLOAD_INSTRUCTIONS = (
-        "Pass the folder holding your labels CSV and images as the manual dir "
-        "(--config.dataset.manual_dir)."
-    )
+    RELEASE_NOTE = "Labels CSV + PNG/JPEG/DICOM, patient split, black square padding, box pyramid."
 
     @property
     def LABELS(self) -> tuple[str, ...]:  # the base class names it so; here per config
@@ -541,27 +535,13 @@ def prepare_folder(
         label_names = read_label_table(
             root, labels_csv, image_column, patient_column, label_columns
         ).label_names
-    config = FolderConfig(
-        resolution=resolution,
-        channels=channels,
-        dicom_window=dicom_window,
-        drop_no_positive=drop_no_positive,
-        base_resolution=base_resolution,
-        labels_csv=labels_csv,
-        image_column=image_column,
-        patient_column=patient_column,
-        label_columns=label_columns,
-        label_names=label_names,
-        allow_outside_paths=allow_outside_paths,
-    )
+    config = FolderConfig(**wanted, label_names=label_names)
     manual_dir = os.path.abspath(os.fspath(manual_dir))
     return builds.prepare_with_reuse(FolderDataset, config, manual_dir, data_dir, workers=workers)
 
 
-# What the registry (`synthjax.data.registry`) reads.
+# What the registry (`synthjax.data.registry`) reads; DOWNLOAD and MANUAL_DIR are above.
 BUILDER = FolderDataset
-DOWNLOAD = None  # the researcher's own images
-MANUAL_DIR = "your folder of images with its labels.csv"
 PREPARE = prepare_folder
 # prepare_folder's settings beyond the common ones, by their place in `config.dataset`.
 SETTINGS = {

@@ -86,6 +86,9 @@ SKIP_REASONS = (
 )
 VALIDATION_SHARE = 1.0 / 9.0  # of the official train_val patients
 DOWNLOAD_PAGE = "https://nihcc.app.box.com/v/ChestXray-NIHCC"
+# For the registry (`synthjax.data.registry`), like BUILDER, PREPARE and SETTINGS at the end.
+DOWNLOAD = f"the NIH Clinical Center ChestX-ray14 page ({DOWNLOAD_PAGE})"
+MANUAL_DIR = f"the folder holding {CSV_NAMES[0]} and images/"
 _LABEL_INDEX = {name: i for i, name in enumerate(NIH_LABELS)}
 
 
@@ -278,18 +281,7 @@ class NihCxr14(SourceBuilder, skip_registration=True):
     DESCRIPTION = "NIH ChestX-ray14 chest radiographs, grayscale, box-downsampled."
     HOMEPAGE = DOWNLOAD_PAGE
     CITATION = CITATION
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES: ClassVar[dict[str, str]] = {
-        "1.0.0": "Official test list, patient-hash train/validation, box pyramid.",
-    }
-    BUILDER_CONFIGS: ClassVar[list[NihCxr14Config]] = [
-        NihCxr14Config(resolution=r) for r in (32, 64, 128, 256)
-    ]
-    MANUAL_DOWNLOAD_INSTRUCTIONS = (
-        f"Download ChestX-ray14 from the NIH Clinical Center page ({DOWNLOAD_PAGE}) and pass "
-        f"the folder that holds {CSV_NAMES[0]} and images*/ as the manual dir "
-        "(--config.dataset.manual_dir)."
-    )
+    RELEASE_NOTE = "Official test list, patient-hash train/validation, box pyramid."
 
     def find_root(self, manual_dir: str | os.PathLike) -> epath.Path:
         return find_dataset_root(manual_dir)
@@ -340,9 +332,8 @@ def prepare_nih_cxr14(
     return builds.prepare_with_reuse(NihCxr14, config, manual_dir, data_dir, workers=workers)
 
 
-# What the registry (`synthjax.data.registry`) reads; ATTRIBUTION is above.
+# What the registry (`synthjax.data.registry`) reads; ATTRIBUTION, DOWNLOAD and MANUAL_DIR
+# are above.
 BUILDER = NihCxr14
-DOWNLOAD = f"the NIH Clinical Center ChestX-ray14 page ({DOWNLOAD_PAGE})"
-MANUAL_DIR = f"the folder holding {CSV_NAMES[0]} and images/"
 PREPARE = prepare_nih_cxr14
 SETTINGS: dict[str, str] = {}  # only the common ones

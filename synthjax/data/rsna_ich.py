@@ -61,6 +61,9 @@ IMAGE_DIR = "stage_2_train"
 ALTERNATIVE_LAYOUTS = (("stage_1_train.csv", "stage_1_train_images"),)
 DATASET_FOLDER = "rsna-intracranial-hemorrhage-detection"
 DOWNLOAD_PAGE = "https://www.kaggle.com/c/rsna-intracranial-hemorrhage-detection/data"
+# For the registry (`synthjax.data.registry`), like BUILDER, PREPARE and SETTINGS at the end.
+DOWNLOAD = f"the Kaggle RSNA Intracranial Hemorrhage Detection competition ({DOWNLOAD_PAGE})"
+MANUAL_DIR = f"the folder holding {CSV_NAME} and {IMAGE_DIR}/"
 CITATION = (
     "Flanders AE, Prevedello LM, Shih G, et al. Construction of a Machine Learning Dataset "
     "through Collaboration: The RSNA 2019 Brain CT Hemorrhage Challenge. Radiology: "
@@ -434,18 +437,7 @@ class RsnaIch(SourceBuilder, skip_registration=True):
     CITATION = CITATION
     UNIT = "slice"
     REPORT_UNIT = "slices"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES: ClassVar[dict[str, str]] = {
-        "1.0.0": "HU via the modality LUT, RSNA wrap fixed, windowed channels, patient split.",
-    }
-    BUILDER_CONFIGS: ClassVar[list[RsnaIchConfig]] = [
-        RsnaIchConfig(resolution=r) for r in (32, 64, 128, 256)
-    ]
-    MANUAL_DOWNLOAD_INSTRUCTIONS = (
-        f"Download the RSNA Intracranial Hemorrhage Detection data ({DOWNLOAD_PAGE}) and pass "
-        f"the folder holding {CSV_NAME} and {IMAGE_DIR}/ as the manual dir "
-        "(--config.dataset.manual_dir)."
-    )
+    RELEASE_NOTE = "HU via the modality LUT, RSNA wrap fixed, windowed channels, patient split."
 
     def find_root(self, manual_dir: str | os.PathLike) -> epath.Path:
         return find_dataset_root(manual_dir)
@@ -541,10 +533,8 @@ def prepare_rsna_ich(
     return builds.prepare_with_reuse(RsnaIch, config, manual_dir, data_dir, workers=workers)
 
 
-# What the registry (`synthjax.data.registry`) reads.
+# What the registry (`synthjax.data.registry`) reads; DOWNLOAD and MANUAL_DIR are above.
 BUILDER = RsnaIch
-DOWNLOAD = f"the Kaggle RSNA Intracranial Hemorrhage Detection competition ({DOWNLOAD_PAGE})"
-MANUAL_DIR = f"the folder holding {CSV_NAME} and {IMAGE_DIR}/"
 PREPARE = prepare_rsna_ich
 # prepare_rsna_ich's settings beyond the common ones, by their place in `config.dataset`.
 SETTINGS = {"windows": "ct.windows", "context": "ct.context"}

@@ -75,6 +75,14 @@ class Subset:
         return out
 
 
+# The subset rules in `config.dataset`, by the names `select_subset` takes them under.
+SUBSET_RULES = (
+    "num_classes",
+    "samples_per_class",
+    "validation_per_class",
+    "test_per_class",
+    "min_class_count",
+)
 PER_CLASS_FIELDS = {
     "train": "dataset.samples_per_class",
     "validation": "dataset.validation_per_class",

@@ -27,7 +27,7 @@ from synthjax.data.duplicates import find_duplicates
 from synthjax.data.loader import load_source
 from synthjax.data.phantoms import store
 from synthjax.data.registry import DATASETS, PHANTOM_DATASETS, REGISTRY
-from synthjax.data.subsets import select_subset
+from synthjax.data.subsets import SUBSET_RULES, select_subset
 
 
 def ensure_phantom(run: Run) -> epath.Path:
@@ -107,15 +107,9 @@ def run(run: Run) -> dict[str, Any]:
     sources = {s: load_source(dataset_dir, s) for s in SPLITS}
     label_names = sources["train"].label_names
     split_labels = {s: src.labels for s, src in sources.items()}
+    rules = {name: ds[name] for name in SUBSET_RULES}
     subset = select_subset(
-        split_labels,
-        num_classes=ds.num_classes,
-        samples_per_class=ds.samples_per_class,
-        validation_per_class=ds.validation_per_class,
-        test_per_class=ds.test_per_class,
-        min_class_count=ds.min_class_count,
-        seed=run.config.seed,
-        label_names=list(label_names),
+        split_labels, **rules, seed=run.config.seed, label_names=list(label_names)
     )
     _check_both_labels(split_labels, subset)
     with (stage_dir / "subset.npz").open("wb") as f:

@@ -219,14 +219,15 @@ def write_chexpert_phantom(
     table = load_label_table()
     detector = Detector(image_size, seed=seed)
     dataset_dir = epath.Path(root) / DATASET_FOLDER
+    # What `_write_patient` draws each patient with, in the order it uses them.
     settings = dict(
-        noise=noise,
-        subtlety=subtlety,
         variation=anatomy_variation,
-        uncertain=uncertain,
         max_studies=max_studies_per_patient,
+        uncertain=uncertain,
         # P(second frontal) = 0.04; pick P(lateral) so laterals are the fraction asked.
         lateral_rate=lateral_fraction * 1.04 / (1.0 - lateral_fraction),
+        noise=noise,
+        subtlety=subtlety,
     )
     counts = {"images": 0, "frontal": 0, "lateral": 0, "studies": 0}
     frontal_labels = []
