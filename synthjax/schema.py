@@ -73,6 +73,7 @@ def check_stages(stages: tuple[str, ...]) -> None:
 def check_dataset(ds: ml_collections.ConfigDict) -> None:
     """Which data, at which sizes, with which phantom; CT windows for brain CT."""
     from synthjax.data.chexpert import UNCERTAIN_POLICIES
+    from synthjax.data.subsets import SUBSET_RULES
 
     require(
         ds.name in DATASETS,
@@ -113,13 +114,7 @@ def check_dataset(ds: ml_collections.ConfigDict) -> None:
         f"{ds.phantom.min_slices}..{ds.phantom.max_slices} is not a range of slices",
         "use 1 <= min_slices <= max_slices",
     )
-    for field in (
-        "num_classes",
-        "samples_per_class",
-        "validation_per_class",
-        "test_per_class",
-        "min_class_count",
-    ):
+    for field in SUBSET_RULES:
         require(ds[field] >= 0, f"dataset.{field}", f"{ds[field]} is negative", "use 0 or more")
 
 
