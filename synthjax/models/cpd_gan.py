@@ -35,6 +35,7 @@ from synthjax.models.layers import (
     EqualizedConv2D,
     EqualizedDense,
     GanNetwork,
+    check_images_and_labels,
     check_latent_and_labels,
     compute_dtype,
     gan_param_counts,
@@ -188,12 +189,7 @@ class Discriminator(EqualizedNetwork):
         statistics), so several are scored in one pass with larger matrix products.
         """
         res_log2 = resolution_log2(self.resolution)
-        expected = (self.resolution, self.resolution, self.channels)
-        if tuple(images.shape[1:]) != expected or labels.shape[-1] != self.num_labels:
-            raise ValueError(
-                f"expected images [B, {', '.join(map(str, expected))}] and labels "
-                f"[B, {self.num_labels}], got {images.shape} and {labels.shape}"
-            )
+        check_images_and_labels(images, labels, self.resolution, self.channels, self.num_labels)
 
         conv = self.equalized_conv
 

@@ -48,7 +48,13 @@ import numpy as np
 from flax import linen as nn
 
 from synthjax.models.cpd_gan import resolution_log2
-from synthjax.models.layers import Conv, GanNetwork, check_latent_and_labels, upsample_2x
+from synthjax.models.layers import (
+    Conv,
+    GanNetwork,
+    check_images_and_labels,
+    check_latent_and_labels,
+    upsample_2x,
+)
 
 Array = jax.Array
 Dtype = Any
@@ -159,12 +165,7 @@ class Discriminator(GanNetwork):
         the common calling convention; there are no minibatch statistics here."""
         del num_batches
         res_log2 = resolution_log2(self.resolution)
-        expected = (self.resolution, self.resolution, self.channels)
-        if tuple(images.shape[1:]) != expected or labels.shape[-1] != self.num_labels:
-            raise ValueError(
-                f"expected images [B, {', '.join(map(str, expected))}] and labels "
-                f"[B, {self.num_labels}], got {images.shape} and {labels.shape}"
-            )
+        check_images_and_labels(images, labels, self.resolution, self.channels, self.num_labels)
         lrelu = lambda x: nn.leaky_relu(x, negative_slope=0.2)
         res = self.resolution
         conv = functools.partial(plain_conv, lowering=self.conv_lowering, dtype=self.dtype)

@@ -451,6 +451,18 @@ def check_latent_and_labels(z: Array, labels: Array, latent_dim: int, num_labels
         )
 
 
+def check_images_and_labels(
+    images: Array, labels: Array, resolution: int, channels: int, num_labels: int
+) -> None:
+    """A discriminator's input check: images [B, R, R, C] at its resolution, labels [B, K]."""
+    expected = (resolution, resolution, channels)
+    if tuple(images.shape[1:]) != expected or labels.shape[-1] != num_labels:
+        raise ValueError(
+            f"expected images [B, {', '.join(map(str, expected))}] and labels "
+            f"[B, {num_labels}], got {images.shape} and {labels.shape}"
+        )
+
+
 def count_params(params: Any) -> int:
     """Number of scalars in a pytree of arrays or `jax.ShapeDtypeStruct`s."""
     return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(params))
