@@ -94,14 +94,10 @@ def test_a_config_without_a_sweep_is_refused(capsys):
 
 
 def test_slurm_script_runs_one_process_per_gpu_and_requeues(capsys):
-    argv = [
-        "--config=configs/cxr_256.py",
-        "--workdir=/shared/runs/x",
-        "--nodes=2",
-        "--gpus-per-node=4",
-        "--partition=gpu",
-        "--dry-run",
-    ]
+    argv = (
+        "--config=configs/cxr_256.py --workdir=/shared/runs/x --nodes=2 --gpus-per-node=4 "
+        "--partition=gpu --dry-run"
+    ).split()
     assert slurm.main(argv) == 0
     out = capsys.readouterr().out
     assert "8 process(es)" in out
@@ -177,14 +173,8 @@ def test_slurm_refuses_a_bad_time(capsys):
 
 
 def test_local_plan_connects_processes_over_loopback(capsys):
-    argv = [
-        f"--config={CONFIG}",
-        "--workdir=/tmp/x",
-        "--processes=2",
-        "--cpu-devices=2",
-        "--port=12345",
-        "--dry-run",
-    ]
+    argv = [f"--config={CONFIG}", *"--workdir=/tmp/x --processes=2 --cpu-devices=2".split()]
+    argv += ["--port=12345", "--dry-run"]
     assert local.main(argv) == 0
     out = capsys.readouterr().out
     for i in (0, 1):
