@@ -95,8 +95,14 @@ class GanState:
     def fingerprinted(self) -> dict[str, PyTree]:
         """What the stage's `state_sha256` covers: the parameters, the optimizers, where the
         schedule and ADA stand and the selected generator; not the (constant) base key nor
-        the selection's bookkeeping. The names are those of the first, flat layout, so
-        fingerprints stay comparable across versions."""
+        the selection's bookkeeping. Named as in the flat layout, so fingerprints stay
+        comparable across versions."""
+        flat = self.flat_layout()
+        return {k: flat[k] for k in FINGERPRINTED}
+
+    def flat_layout(self) -> dict[str, PyTree]:
+        """The state as the flat layout named it (checkpoints written before the nesting
+        hold this tree; `train.loop` restores them through it)."""
         return {
             "step": self.step,
             "g_params": self.g_params,
@@ -104,12 +110,54 @@ class GanState:
             "g_ema": self.g_ema,
             "g_opt": self.opt.g,
             "d_opt": self.opt.d,
+            "rng": self.rng,
             "phase": self.phase,
             "alpha": self.alpha,
             "ada_p": self.ada.p,
+            "ada_signs": self.ada.signs,
+            "ada_count": self.ada.count,
             "best_g_ema": self.best.params,
+            "best_fd": self.best.scores["fd"],
+            "best_label_fidelity": self.best.scores["label_fidelity"],
             "best_step": self.best.step,
+            "fd_evals_since_best": self.best.evals_since,
+            "min_fd": self.min_fd,
         }
+
+    @classmethod
+    def from_flat_layout(cls, flat: dict[str, PyTree]) -> GanState:
+        scores = {"fd": flat["best_fd"], "label_fidelity": flat["best_label_fidelity"]}
+        return cls(
+            step=flat["step"],
+            g_params=flat["g_params"],
+            d_params=flat["d_params"],
+            g_ema=flat["g_ema"],
+            opt=GanOptimizers(g=flat["g_opt"], d=flat["d_opt"]),
+            rng=flat["rng"],
+            phase=flat["phase"],
+            alpha=flat["alpha"],
+            ada=AdaState(p=flat["ada_p"], signs=flat["ada_signs"], count=flat["ada_count"]),
+            best=BestSoFar(
+                flat["best_g_ema"], scores, flat["best_step"], flat["fd_evals_since_best"]
+            ),
+            min_fd=flat["min_fd"],
+        )
+
+
+# The fields of `flat_layout` that `GanState.fingerprinted` covers.
+FINGERPRINTED = (
+    "step",
+    "g_params",
+    "d_params",
+    "g_ema",
+    "g_opt",
+    "d_opt",
+    "phase",
+    "alpha",
+    "ada_p",
+    "best_g_ema",
+    "best_step",
+)
 
 
 # --- the models --------------------------------------------------------------------------

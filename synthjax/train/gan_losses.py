@@ -47,17 +47,11 @@ class LossSettings:
 
     @classmethod
     def from_config(cls, gan: ml_collections.ConfigDict) -> LossSettings:
-        design = recipes.resolve(gan)
+        design = recipes.resolve(gan)  # the recipe decides these (or the config overrides)
         return cls(
-            loss=design.loss,
-            gp_weight=gan.gp_weight,
-            drift_weight=gan.drift_weight,
-            r1_gamma=design.r1_gamma,
-            r1_interval=gan.r1_interval,
-            aux=design.aux,
-            aux_weight=gan.aux_weight,
+            **{k: getattr(design, k) for k in ("loss", "r1_gamma", "aux", "mode_seeking")},
+            **{k: gan[k] for k in ("gp_weight", "drift_weight", "r1_interval", "aux_weight")},
             aux_weight_g=gan.aux_weight if gan.aux_weight_g < 0 else gan.aux_weight_g,
-            mode_seeking=design.mode_seeking,
         )
 
 
