@@ -18,7 +18,7 @@ from configs import default
 from synthjax.core import parallel
 from synthjax.eval.label_fidelity import label_fidelity
 from synthjax.models import conditioning
-from synthjax.train import gan, gan_losses, recipes
+from synthjax.train import gan, gan_losses, gan_models, recipes
 
 SIZE, K = 16, 3
 BANDS = [(2, 5), (7, 10), (12, 15)]  # rows of label k's bar
@@ -117,13 +117,13 @@ def test_d_step_fakes_carry_the_real_batch_labels(monkeypatch):
     cfg = _config("study")
     setup = gan.gan_setup(cfg, num_labels=K, image_shape=(SIZE, SIZE, 1))
     seen = []
-    original = gan.GanModels.generate
+    original = gan_models.GanModels.generate
 
     def spy(self, g_params, z, labels, **kw):
         seen.append(labels)
         return original(self, g_params, z, labels, **kw)
 
-    monkeypatch.setattr(gan.GanModels, "generate", spy)
+    monkeypatch.setattr(gan_models.GanModels, "generate", spy)
     step = gan.make_train_step(cfg.gan, setup.models, setup.optimizer, setup.schedule.phases[0])
     checks = {}
 
@@ -162,7 +162,7 @@ def test_all_zero_labels_reach_the_discriminator(recipe, arch):
 
 def test_conditioning_labels_add_an_explicit_no_finding_entry():
     y = jnp.array([[0, 0, 0], [1, 0, 1]], jnp.float32)
-    np.testing.assert_array_equal(gan.conditioning_labels(y), [[0, 0, 0, 1], [1, 0, 1, 0]])
+    np.testing.assert_array_equal(gan_models.conditioning_labels(y), [[0, 0, 0, 1], [1, 0, 1, 0]])
 
 
 def test_normalised_label_embedding_has_unit_second_moment():

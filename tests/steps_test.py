@@ -8,7 +8,7 @@ import pytest
 
 from configs import default
 from synthjax.core import parallel
-from synthjax.train import classifier, gan
+from synthjax.train import classifier, gan, gan_models
 from synthjax.train.schedule import build_schedule
 
 # Tests check values, not speed: XLA's cheapest CPU settings cut compile time severalfold,
@@ -32,7 +32,7 @@ def _run_gan(num_devices, steps=3):
     cfg = default.get_config("smoke")
     mesh = parallel.make_mesh(num_devices)
     rep = parallel.replicated(mesh)
-    models = gan.build_models(
+    models = gan_models.build_models(
         cfg.gan, resolution=8, num_labels=3, channels=1, conv_lowering="im2col"
     )
     opt = gan.make_optimizer(cfg.gan)

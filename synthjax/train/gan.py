@@ -1,16 +1,17 @@
-"""The GAN library: its models behind one calling convention, its train state, and the
-pure train step of either GAN (no workdir needed, apart from `run_setup` and
-`restore_generator`, which read a run's prepared data and final checkpoint).
+"""The GAN library: the train state and the pure train step of either GAN, and the setup a
+config decides (models: `gan_models.py`; losses: `gan_losses.py`). No workdir needed, apart
+from `run_setup` and `restore_generator`, which read a run's prepared data and checkpoint.
 
 Data flow: grain batches of real images (uint8) + their label vectors -> global arrays on
 the mesh -> `train_step` (one discriminator and one generator update, as the study's
 trainer alternated them; the recipe's losses, `gan_losses.py`; optional ADA,
 `augment.py`) -> EMA generator. The `gan` stage (`synthjax/stages/gan.py`) runs the loop,
 the sample grids and model selection (`fd_monitor`) around it.
+
 The discriminator step's fakes carry the real minibatch's label vectors (as the study's
 `D_wgangp`); the generator step draws its label vectors on device from the training set's
 ("labels for fakes sampled from the empirical training label set"). Both networks see the
-labels through `conditioning_labels`, which adds an explicit "no finding" entry.
+labels through `gan_models.conditioning_labels`, which adds an explicit "no finding" entry.
 
 The schedule (`schedule.py`) splits the run into phases: one for cpD-GAN, one per
 resolution for prog-GAN. Each phase is one jitted step with its resolution and batch
@@ -26,7 +27,6 @@ from collections.abc import Callable
 from typing import Any
 
 import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -36,9 +36,9 @@ from synthjax.core import parallel
 from synthjax.core.workdir import Run
 from synthjax.data import pipeline
 from synthjax.data.prepared import prepared
-from synthjax.models import cpd_gan, dcgan, prog_gan
-from synthjax.models.layers import downsample_2x, resolve_conv_lowering, upsample_2x
-from synthjax.train import augment, gan_losses, recipes
+from synthjax.models.layers import downsample_2x, upsample_2x
+from synthjax.train import augment, gan_losses
+from synthjax.train.gan_models import GanModels, build_models, conditioning_labels
 from synthjax.train.loop import restore_final_state
 from synthjax.train.schedule import Phase, Schedule, build_schedule
 from synthjax.train.selection import BestSoFar
@@ -160,137 +160,7 @@ FINGERPRINTED = (
 )
 
 
-# --- the models --------------------------------------------------------------------------
-
-
-def conditioning_labels(labels: jax.Array) -> jax.Array:
-    """float32[B, K] -> float32[B, K + 1]: the label vector and an explicit "no finding"
-    entry, 1 exactly when every label is 0.
-
-    Both networks see this vector. Without it an all-zero row (NIH ChestX-ray14's "No
-    Finding", a folder dataset's healthy images, the brain CT phantom's no-bleed slices)
-    would score exactly 0 in the study's D = sum_k y_k score_k, and neither D nor G would
-    learn from those images; the softmax AC-GAN target of prog-GAN would be empty. Where
-    every image has a positive label (CheXpert with the study's filter) the entry is always 0.
-    """
-    labels = labels.astype(jnp.float32)
-    none = 1.0 - jnp.max(labels, axis=-1, keepdims=True, initial=0.0)
-    return jnp.concatenate([labels, none], axis=-1)
-
-
-@dataclasses.dataclass(frozen=True)
-class GanModels:
-    """Generator and discriminator of either architecture behind one calling convention.
-
-    Callers pass the dataset's K-label vectors; the networks are conditioned on
-    `conditioning_labels` of them (K + 1 entries) and the auxiliary logits cover those K + 1.
-    """
-
-    arch: str
-    generator: nn.Module
-    discriminator: nn.Module
-
-    def generate(
-        self, g_params: PyTree, z: jax.Array, labels: jax.Array, *, level: int, alpha: jax.Array
-    ) -> jax.Array:
-        """float32[B, level, level, C] (prog-GAN grows; cpD-GAN has one level)."""
-        labels = conditioning_labels(labels)
-        if self.arch == "prog":
-            return self.generator.apply(g_params, z, labels, alpha, level=level)
-        return self.generator.apply(g_params, z, labels)
-
-    def discriminate(
-        self,
-        d_params: PyTree,
-        images: jax.Array,
-        labels: jax.Array,
-        alpha: jax.Array,
-        num_batches: int = 1,
-    ) -> tuple[jax.Array, jax.Array | None]:
-        """(scores float32[B], AC-GAN label logits float32[B, K] or None). `num_batches`:
-        images stack that many minibatches, each with its own minibatch statistics."""
-        labels = conditioning_labels(labels)
-        if self.arch == "prog":
-            return self.discriminator.apply(
-                d_params, images, labels, alpha, num_batches=num_batches
-            )
-        return self.discriminator.apply(d_params, images, labels, num_batches=num_batches)
-
-    def init(
-        self,
-        k_g: jax.Array,
-        k_d: jax.Array,
-        *,
-        latent_dim: int,
-        num_labels: int,
-        image_shape: tuple[int, ...],
-    ) -> tuple[PyTree, PyTree]:
-        z = jnp.zeros((1, latent_dim), jnp.float32)
-        y = conditioning_labels(jnp.zeros((1, num_labels), jnp.float32))
-        x = jnp.zeros((1, *image_shape), jnp.float32)
-        if self.arch == "prog":
-            return (
-                self.generator.init(k_g, z, y, build_all=True),
-                self.discriminator.init(k_d, x, y, build_all=True),
-            )
-        return self.generator.init(k_g, z, y), self.discriminator.init(k_d, x, y)
-
-
-def build_models(
-    gan: ml_collections.ConfigDict,
-    *,
-    resolution: int,
-    num_labels: int,
-    channels: int,
-    conv_lowering: str,
-) -> GanModels:
-    """The generator and discriminator named by `gan.arch`."""
-    lowering = resolve_conv_lowering(conv_lowering)
-    design = recipes.resolve(gan)
-    num_labels += 1  # the explicit "no finding" entry of `conditioning_labels`
-    sizes = dict(
-        resolution=resolution,
-        num_labels=num_labels,
-        channels=channels,
-        fmap_max=gan.fmap_max,
-        conv_lowering=lowering,
-        bf16_resolution=gan.bf16_resolution,
-    )
-    plain_sizes = {k: v for k, v in sizes.items() if k not in ("fmap_max", "bf16_resolution")}
-    g_cond = dict(
-        conditioning=design.g_conditioning,
-        **({"rgb_upsample": design.rgb_upsample} if gan.arch == "cpd" else {}),
-        mapping_layers=gan.mapping_layers,
-        mapping_lr_mul=gan.mapping_lr_mul,
-    )
-    d_cond = dict(
-        conditioning=design.d_conditioning,
-        num_aux=num_labels if design.has_aux else 0,
-        mbstd_group_size=gan.mbstd_group_size,
-    )
-    if gan.arch == "prog":
-        prog = dict(fmap_base=gan.prog.fmap_base, start_resolution=gan.prog.start_resolution)
-        return GanModels(
-            "prog",
-            prog_gan.Generator(latent_dim=gan.latent_dim, **g_cond, **prog, **sizes),
-            prog_gan.Discriminator(**d_cond, **prog, **sizes),
-        )
-    if gan.arch == "dcgan":
-        dc = dict(fmap_base=gan.dcgan.fmap_base, fmap_max=gan.dcgan.fmap_max)
-        return GanModels(
-            "dcgan",
-            dcgan.Generator(latent_dim=gan.latent_dim, norm=gan.dcgan.norm, **dc, **plain_sizes),
-            dcgan.Discriminator(
-                conditioning=design.d_conditioning, num_aux=d_cond["num_aux"], **dc, **plain_sizes
-            ),
-        )
-    if gan.arch != "cpd":
-        raise ValueError(f"gan.arch={gan.arch!r}; known: 'cpd', 'prog', 'dcgan'")
-    return GanModels(
-        "cpd",
-        cpd_gan.Generator(latent_dim=gan.latent_dim, fmap_base=gan.fmap_base, **g_cond, **sizes),
-        cpd_gan.Discriminator(fmap_base=gan.fmap_base, **d_cond, **sizes),
-    )
+# --- the optimizer and a fresh state -------------------------------------------------------
 
 
 def learning_rate(gan: ml_collections.ConfigDict) -> float:
