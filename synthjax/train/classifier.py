@@ -56,36 +56,29 @@ class ClassifierState:
     def fingerprinted(self) -> dict[str, PyTree]:
         """What the stage's `state_sha256` covers: all but the selection's bookkeeping, named
         as in the flat layout."""
-        flat = self.flat_layout()
         keep = ("step", "params", "batch_stats", "opt_state", "best_params", "best_batch_stats")
-        return {k: flat[k] for k in keep}
+        return {k: v for k, v in self.flat_layout().items() if k in keep}
 
     def flat_layout(self) -> dict[str, PyTree]:
         """The state as the flat layout named it (checkpoints written before the nesting
         hold this tree; `train.loop` restores them through it)."""
         return {
-            "step": self.step,
-            "params": self.params,
-            "batch_stats": self.batch_stats,
-            "opt_state": self.opt_state,
-            "best_params": self.best.params["params"],
-            "best_batch_stats": self.best.params["batch_stats"],
-            "best_auroc": self.best.scores["auroc"],
-            "best_step": self.best.step,
-            "evals_since_best": self.best.evals_since,
+            **{k: getattr(self, k) for k in ("step", "params", "batch_stats", "opt_state")},
+            **{f"best_{k}": v for k, v in self.best.params.items()},  # params, batch_stats
+            **self.best.flat_layout(evals_since="evals_since_best"),
             "evals_since_change": self.evals_since_change,
         }
 
     @classmethod
     def from_flat_layout(cls, flat: dict[str, PyTree]) -> ClassifierState:
         variables = {"params": flat["best_params"], "batch_stats": flat["best_batch_stats"]}
-        scores = {"auroc": flat["best_auroc"]}
+        best = BestSoFar.from_flat_layout(flat, variables, ("auroc",), "evals_since_best")
         return cls(
             step=flat["step"],
             params=flat["params"],
             batch_stats=flat["batch_stats"],
             opt_state=flat["opt_state"],
-            best=BestSoFar(variables, scores, flat["best_step"], flat["evals_since_best"]),
+            best=best,
             evals_since_change=flat["evals_since_change"],
         )
 

@@ -117,16 +117,15 @@ class GanState:
             "ada_signs": self.ada.signs,
             "ada_count": self.ada.count,
             "best_g_ema": self.best.params,
-            "best_fd": self.best.scores["fd"],
-            "best_label_fidelity": self.best.scores["label_fidelity"],
-            "best_step": self.best.step,
-            "fd_evals_since_best": self.best.evals_since,
+            **self.best.flat_layout(evals_since="fd_evals_since_best"),
             "min_fd": self.min_fd,
         }
 
     @classmethod
     def from_flat_layout(cls, flat: dict[str, PyTree]) -> GanState:
-        scores = {"fd": flat["best_fd"], "label_fidelity": flat["best_label_fidelity"]}
+        best = BestSoFar.from_flat_layout(
+            flat, flat["best_g_ema"], ("fd", "label_fidelity"), "fd_evals_since_best"
+        )
         return cls(
             step=flat["step"],
             g_params=flat["g_params"],
@@ -137,9 +136,7 @@ class GanState:
             phase=flat["phase"],
             alpha=flat["alpha"],
             ada=AdaState(p=flat["ada_p"], signs=flat["ada_signs"], count=flat["ada_count"]),
-            best=BestSoFar(
-                flat["best_g_ema"], scores, flat["best_step"], flat["fd_evals_since_best"]
-            ),
+            best=best,
             min_fd=flat["min_fd"],
         )
 

@@ -62,6 +62,20 @@ class BestSoFar:
             )
         return self.replace(evals_since=jnp.int32(self.evaluations_since() + 1))
 
+    def flat_layout(self, evals_since: str) -> dict[str, jax.Array]:
+        """The record's scalars as the trainers' flat states named them: `best_<score>`,
+        `best_step` and `evals_since` (the parameters' names are each trainer's own)."""
+        scores = {f"best_{k}": v for k, v in self.scores.items()}
+        return {**scores, "best_step": self.step, evals_since: self.evals_since}
+
+    @classmethod
+    def from_flat_layout(
+        cls, flat: dict[str, PyTree], params: PyTree, scores: tuple[str, ...], evals_since: str
+    ) -> BestSoFar:
+        """The record from a flat state (`flat_layout`'s names) and its parameters."""
+        by_name = {k: flat[f"best_{k}"] for k in scores}
+        return cls(params, by_name, flat["best_step"], flat[evals_since])
+
     def score(self, name: str) -> float:
         return float(jax.device_get(self.scores[name]))
 
