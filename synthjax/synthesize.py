@@ -36,7 +36,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from synthjax.core import compiler, distributed, parallel
+from synthjax.core import compiler, parallel
 from synthjax.core.progress import Progress
 from synthjax.core.workdir import SPLITS, Run, read_json
 from synthjax.data.prepared import prepared
@@ -106,13 +106,9 @@ def compiled_generator(run: Run, models, g_ema) -> Generator:
     """`draw_images` jitted for the run's mesh, on the EMA generator's params."""
     cfg = run.config
     parallel.check_batch_size("synthesize.batch_size", cfg.synthesize.batch_size, run.mesh)
-    fn = compiler.jit(functools.partial(draw_images, models=models, latent_dim=cfg.gan.latent_dim))
-    return Generator(
-        run,
-        distributed.CompiledEverywhere(fn, "synthesize generate"),
-        g_ema,
-        cfg.synthesize.batch_size,
-    )
+    fn = functools.partial(draw_images, models=models, latent_dim=cfg.gan.latent_dim)
+    program = compiler.jit_everywhere(fn, "synthesize generate")
+    return Generator(run, program, g_ema, cfg.synthesize.batch_size)
 
 
 def secret_seed() -> np.ndarray:

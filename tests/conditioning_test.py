@@ -18,7 +18,7 @@ from configs import default
 from synthjax.core import parallel
 from synthjax.eval.label_fidelity import label_fidelity
 from synthjax.models import conditioning
-from synthjax.train import gan, recipes
+from synthjax.train import gan, gan_losses, gan_models, recipes
 
 SIZE, K = 16, 3
 BANDS = [(2, 5), (7, 10), (12, 15)]  # rows of label k's bar
@@ -117,13 +117,13 @@ def test_d_step_fakes_carry_the_real_batch_labels(monkeypatch):
     cfg = _config("study")
     setup = gan.gan_setup(cfg, num_labels=K, image_shape=(SIZE, SIZE, 1))
     seen = []
-    original = gan.GanModels.generate
+    original = gan_models.GanModels.generate
 
     def spy(self, g_params, z, labels, **kw):
         seen.append(labels)
         return original(self, g_params, z, labels, **kw)
 
-    monkeypatch.setattr(gan.GanModels, "generate", spy)
+    monkeypatch.setattr(gan_models.GanModels, "generate", spy)
     step = gan.make_train_step(cfg.gan, setup.models, setup.optimizer, setup.schedule.phases[0])
     checks = {}
 
@@ -162,7 +162,7 @@ def test_all_zero_labels_reach_the_discriminator(recipe, arch):
 
 def test_conditioning_labels_add_an_explicit_no_finding_entry():
     y = jnp.array([[0, 0, 0], [1, 0, 1]], jnp.float32)
-    np.testing.assert_array_equal(gan.conditioning_labels(y), [[0, 0, 0, 1], [1, 0, 1, 0]])
+    np.testing.assert_array_equal(gan_models.conditioning_labels(y), [[0, 0, 0, 1], [1, 0, 1, 0]])
 
 
 def test_normalised_label_embedding_has_unit_second_moment():
@@ -219,8 +219,8 @@ def test_every_recipe_builds_a_train_step_for_every_architecture(arch, recipe):
 def test_mode_seeking_ratio_is_zero_for_a_generator_that_ignores_its_latent():
     z = jnp.asarray(np.random.default_rng(0).standard_normal((8, 4)), jnp.float32)
     same = jnp.ones((8, 2, 2, 1))
-    assert float(gan.mode_seeking_ratio(same, z)) == 0.0
+    assert float(gan_losses.mode_seeking_ratio(same, z)) == 0.0
     # Images that move with z move the ratio: here |G1 - G2| = 2 |z1 - z2| on average.
     images = jnp.broadcast_to(2.0 * z[:, :1, None, None], (8, 2, 2, 1))
     want = float(jnp.mean(jnp.abs(images[:4] - images[4:])) / jnp.mean(jnp.abs(z[:4] - z[4:])))
-    assert float(gan.mode_seeking_ratio(images, z)) == pytest.approx(want)
+    assert float(gan_losses.mode_seeking_ratio(images, z)) == pytest.approx(want)

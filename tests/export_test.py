@@ -332,7 +332,7 @@ def test_tensorboard_event_files_are_named_without_the_host(tmp_path, monkeypatc
 
 
 def test_the_real_image_grid_says_so_on_the_image(monkeypatch, tmp_path):
-    from synthjax.train import gan
+    from synthjax.stages import gan
 
     drawn = {}
     monkeypatch.setattr(gan.grids, "save_image_grid", lambda path, rows, **kw: drawn.update(kw))

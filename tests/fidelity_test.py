@@ -12,6 +12,7 @@ from synthjax.core import parallel
 from synthjax.eval import fidelity
 from synthjax.train import fd_monitor
 from synthjax.train.schedule import Phase, Schedule
+from synthjax.train.selection import BestSoFar
 
 
 def _reference_fd(mu1, cov1, mu2, cov2):
@@ -47,11 +48,7 @@ def test_frechet_distance_is_finite_with_more_features_than_images():
 @flax.struct.dataclass
 class _State:
     g_ema: jax.Array
-    best_g_ema: jax.Array
-    best_fd: jax.Array
-    best_label_fidelity: jax.Array
-    best_step: jax.Array
-    fd_evals_since_best: jax.Array
+    best: BestSoFar
     min_fd: jax.Array
 
 
@@ -104,23 +101,19 @@ def test_monitor_keeps_the_best_generator_and_stops_after_patience():
     )
     state = _State(
         g_ema=jnp.float32(0),
-        best_g_ema=jnp.float32(0),
-        best_fd=jnp.float32(np.inf),
-        best_label_fidelity=jnp.float32(-np.inf),
-        best_step=jnp.int32(-1),
-        fd_evals_since_best=jnp.int32(0),
+        best=BestSoFar.start(jnp.float32(0), {"fd": np.inf, "label_fidelity": -np.inf}, step=-1),
         min_fd=jnp.float32(np.inf),
     )
     history = []
     for step, offset in [(1, 1), (2, 30), (3, 5), (4, 9), (5, 40), (6, 2)]:
         state, metrics = monitor.hook(state.replace(g_ema=jnp.float32(offset)), step)
-        history.append((metrics["fd"], int(state.best_step), monitor.finished(state)))
+        history.append((metrics["fd"], state.best.selected_step(), monitor.finished(state)))
     fds = [h[0] for h in history]
     assert fds[0] < fds[3] < fds[1] < fds[4]  # FD grows with the offset
     # Step 1 is before start_kimg: logged, not selected. Then 30 (best), 5 (best), 9, 40.
     assert [h[1] for h in history] == [-1, 2, 3, 3, 3, 6]
     assert [h[2] for h in history] == [False, False, False, False, True, False]
-    assert float(state.best_g_ema) == 2.0 and float(state.best_fd) == pytest.approx(fds[5])
+    assert float(state.best.params) == 2.0 and state.best.score("fd") == pytest.approx(fds[5])
 
 
 @pytest.mark.parametrize("block", [512, 7])

@@ -19,7 +19,7 @@ from synthjax.core.errors import Preempted
 from synthjax.core.metrics import read_metrics
 from synthjax.data import input_pipeline as pipeline
 from synthjax.models import cpd_gan, layers, param_counts, prog_gan
-from synthjax.train import gan, loop
+from synthjax.train import augment, gan, gan_losses, loop
 
 TINY = dict(fmap_base=64, fmap_max=16)
 # Tests check values, not speed: XLA's cheapest CPU settings cut compile time severalfold.
@@ -121,7 +121,7 @@ def test_label_penalty_uses_labels_normalised_to_sum_one():
     labels = jnp.array([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
     log_p = jax.nn.log_softmax(logits)
     expected = [-(log_p[0, 0] + log_p[0, 1]) / 2, -log_p[1, 2], 0.0]
-    np.testing.assert_allclose(gan.label_penalty(logits, labels), expected, rtol=1e-6)
+    np.testing.assert_allclose(gan_losses.label_penalty(logits, labels), expected, rtol=1e-6)
 
 
 def test_r1_penalty_matches_finite_differences():
@@ -131,7 +131,7 @@ def test_r1_penalty_matches_finite_differences():
         return jnp.sum(jnp.tanh(x * w), axis=(1, 2, 3)) + 0.5 * jnp.sum(x**2, axis=(1, 2, 3))
 
     x = 0.5 * _normal(1, (3, 4, 4, 2))
-    penalty = float(_run(lambda x: gan.r1_penalty(critic, x), x))
+    penalty = float(_run(lambda x: gan_losses.r1_penalty(critic, x), x))
     h, flat = 1e-2, np.asarray(x).reshape(3, -1)
     grads = np.zeros_like(flat)
     for i in range(flat.shape[1]):
@@ -165,7 +165,7 @@ def test_ada_strength_follows_a_toy_discriminator(brightness, direction):
         return jnp.mean(images, axis=(1, 2, 3))
 
     adapt = jax.jit(
-        functools.partial(gan.adapt_augmentation, target=0.6, interval=4, speed_kimg=0.1)
+        functools.partial(augment.adapt_augmentation, target=0.6, interval=4, speed_kimg=0.1)
     )
     p, signs, count = jnp.float32(0.5), jnp.float32(0.0), jnp.float32(0.0)
     history = []
@@ -186,7 +186,7 @@ def test_ada_centre_reads_a_wgan_critic_with_an_offset():
     real = jnp.asarray([-3.0, -2.5, -2.0, -2.8])
     fake = jnp.asarray([-6.0, -5.5, -5.0, -6.5])
     center = 0.5 * (jnp.mean(real) + jnp.mean(fake))
-    adapt = functools.partial(gan.adapt_augmentation, target=0.6, interval=1, speed_kimg=0.1)
+    adapt = functools.partial(augment.adapt_augmentation, target=0.6, interval=1, speed_kimg=0.1)
     zero = jnp.float32(0.0)
     p0, *_, rt0 = adapt(jnp.float32(0.5), zero, zero, real, jnp.int32(0))
     p1, *_, rt1 = adapt(jnp.float32(0.5), zero, zero, real, jnp.int32(0), center)
@@ -201,8 +201,8 @@ def test_ada_centre_reads_a_wgan_critic_with_an_offset():
 def test_ada_centre_follows_the_loss(loss, center, resolved):
     cfg = default.get_config("smoke")
     cfg.gan.loss, cfg.gan.ada.center = loss, center
-    assert gan.ada_center(cfg.gan) == resolved
-    assert gan.StepSettings.from_config(cfg.gan).ada_midpoint == (resolved == "midpoint")
+    assert augment.ada_center(cfg.gan) == resolved
+    assert gan.StepSettings.from_config(cfg.gan).ada.midpoint == (resolved == "midpoint")
 
 
 # --- real train steps -----------------------------------------------------------------------
@@ -325,7 +325,9 @@ def test_prog_run_stopped_mid_fade_resumes_to_the_same_fingerprint(tmp_path):
         run(tmp_path / "resumed", hooks=[loop.Hook("stop", 1, stop_at_17)])
     resumed = run(tmp_path / "resumed")
     assert resumed.start_step == 17 and resumed.step == reference.step == 30
-    assert state_sha256(resumed.state.trainable()) == state_sha256(reference.state.trainable())
+    assert state_sha256(resumed.state.fingerprinted()) == state_sha256(
+        reference.state.fingerprinted()
+    )
     assert float(resumed.state.alpha) == 1.0 and int(resumed.state.phase) == 1
     records = read_metrics(tmp_path / "reference" / "metrics.jsonl")
     assert all(np.isfinite(v) for r in records for k, v in r.items() if k not in ("step", "stage"))
@@ -335,7 +337,7 @@ def test_prog_run_stopped_mid_fade_resumes_to_the_same_fingerprint(tmp_path):
     assert alpha[12] == pytest.approx(1 / fade.fade_steps) and alpha[20] < 1.0
     assert {"label_loss_d", "label_loss_g", "gp"} <= set(records[0])
     # Adam restarted when the 16x16 layers settled (step index 20): 10 updates since.
-    counts = {int(leaf) for leaf in jax.tree.leaves(reference.state.g_opt) if leaf.ndim == 0}
+    counts = {int(leaf) for leaf in jax.tree.leaves(reference.state.opt.g) if leaf.ndim == 0}
     assert counts == {10}
 
 

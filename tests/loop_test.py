@@ -86,3 +86,41 @@ def test_an_error_in_a_step_says_after_which_step(tmp_path):
             state_step=lambda s: int(s["step"]),
         )
     assert raised.value.__notes__ == ["gan: failed after step 3"]
+
+
+def test_a_checkpoint_of_the_flat_gan_state_restores_into_the_nested_one(tmp_path):
+    """Workdirs written before the GAN state was nested hold its fields as one flat tree;
+    `restore_state` reads them through `flat_layout`, every field where it was."""
+    from synthjax.core.checkpoint import Checkpointer, abstract_like
+    from synthjax.train.gan import AdaState, GanOptimizers, GanState
+    from synthjax.train.selection import BestSoFar
+
+    def scalar(v, dtype=jnp.float32):
+        return jnp.asarray(v, dtype)
+
+    params = {"w": jnp.arange(6.0).reshape(2, 3)}
+    state = GanState(
+        step=scalar(7, jnp.int32),
+        g_params=params,
+        d_params={"v": jnp.ones(4)},
+        g_ema=jax.tree.map(lambda x: x + 1, params),
+        opt=GanOptimizers(g={"m": jnp.zeros(2)}, d={"m": jnp.full(2, 3.0)}),
+        rng=jnp.arange(2, dtype=jnp.uint32),
+        phase=scalar(1, jnp.int32),
+        alpha=scalar(0.5),
+        ada=AdaState(p=scalar(0.25), signs=scalar(3.0), count=scalar(8.0)),
+        best=BestSoFar(
+            jax.tree.map(lambda x: x + 2, params),
+            {"fd": scalar(1.5), "label_fidelity": scalar(0.75)},
+            scalar(4, jnp.int32),
+            scalar(2, jnp.int32),
+        ),
+        min_fd=scalar(1.25),
+    )
+    with Checkpointer(tmp_path / "checkpoints") as ckpt:
+        ckpt.save(7, state.flat_layout())
+    restored = loop.restore_final_state(epath.Path(tmp_path), abstract_like(state))
+    assert isinstance(restored, GanState)
+    for want, got in zip(jax.tree.leaves(state), jax.tree.leaves(restored), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert jax.tree.structure(restored) == jax.tree.structure(state)

@@ -8,7 +8,7 @@ import pytest
 
 from configs import default
 from synthjax.core import parallel
-from synthjax.train import classifier, gan
+from synthjax.train import classifier, gan, gan_models
 from synthjax.train.schedule import build_schedule
 
 # Tests check values, not speed: XLA's cheapest CPU settings cut compile time severalfold,
@@ -32,7 +32,7 @@ def _run_gan(num_devices, steps=3):
     cfg = default.get_config("smoke")
     mesh = parallel.make_mesh(num_devices)
     rep = parallel.replicated(mesh)
-    models = gan.build_models(
+    models = gan_models.build_models(
         cfg.gan, resolution=8, num_labels=3, channels=1, conv_lowering="im2col"
     )
     opt = gan.make_optimizer(cfg.gan)
@@ -60,7 +60,7 @@ def _run_gan(num_devices, steps=3):
     for batch in batches:
         state, m = step(state, batch, table)
         metrics.append(jax.device_get(m))
-    return parallel.to_host(state.trainable()), metrics
+    return parallel.to_host(state.fingerprinted()), metrics
 
 
 def test_gan_step_same_on_one_and_four_devices():
@@ -97,7 +97,7 @@ def _run_classifier(num_devices, steps=3):
     )
     for batch in batches:
         state, m = step(state, batch, weights)
-    return parallel.to_host(state.trainable()), jax.device_get(m)
+    return parallel.to_host(state.fingerprinted()), jax.device_get(m)
 
 
 def test_classifier_step_same_on_one_and_four_devices():

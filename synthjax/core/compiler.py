@@ -13,7 +13,9 @@ XLA's default) these options are off, and so they are with a jaxlib that does no
 them.
 
 The backend is looked up at the first `jit`, not at import: programs built at import time
-use `lazy_jit`, so that `jax.distributed.initialize` can still run first.
+use `lazy_jit`, so that `jax.distributed.initialize` can still run first. Programs that
+every process of a multi-process run calls (training steps, generators) use
+`jit_everywhere`, which also keeps the processes in step at their first run.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from synthjax.core import distributed
 
 CPU_OPTIONS = {
     "xla_cpu_experimental_ynn_fusion_type": (
@@ -69,3 +73,11 @@ def lazy_jit(fun: Callable | None = None, **kwargs: Any) -> Any:
 
     call.jitted = jitted
     return call
+
+
+def jit_everywhere(fun: Callable, name: str, **kwargs: Any) -> distributed.CompiledEverywhere:
+    """`jit(fun, **kwargs)` for programs with collectives that every process runs: on several
+    processes each new argument signature is compiled ahead and the processes meet at a
+    barrier before its first run (`distributed.CompiledEverywhere`; `name` labels the
+    barrier). Positional arguments only at the call."""
+    return distributed.CompiledEverywhere(jit(fun, **kwargs), name)

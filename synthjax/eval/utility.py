@@ -16,9 +16,6 @@ import numpy as np
 
 from synthjax.core.workdir import Run
 
-# train/classifier.py still reads these two here; their home is auc.py.
-from synthjax.eval.auc import mean_auroc, per_label_auroc  # noqa: F401
-
 
 def combination_log_scores(probs: Any, combos: Any) -> np.ndarray:
     """float64[N, C]: log-probability of each exact label combination.

@@ -1,17 +1,18 @@
 """The pipeline's stages, in the order a run takes them.
 
 Each stage is a module here with one function, `run(run: Run) -> dict`, which does the
-stage's work in the workdir and returns its summary (`DIR/<stage>/summary.json`). The
-work itself lives in the library packages:
+stage's work in the workdir and returns its summary (`DIR/<stage>/summary.json`). A stage
+module reads the workdir and orchestrates (checkpoints, the loop, grids, the summary); the
+science it runs lives in the library packages:
 
 | stage | library |
 |---|---|
 | `prepare` | `synthjax.data` (builders, shards, subsets, phantoms) |
-| `classifier_real`, `classifier_synthetic` | `synthjax.train.classifier` |
-| `gan` | `synthjax.train.gan`, `synthjax.models` |
+| `classifier_real`, `classifier_synthetic` | `synthjax.train.classifier`, `synthjax.train.loop` |
+| `gan` | `synthjax.train` (`gan`, `gan_losses`, `gan_models`, `selection`), `synthjax.models` |
 | `synthesize` | `synthjax.synthesize`, `synthjax.eval.privacy` |
-| `evaluate` | `synthjax.eval` |
-| `report` | `synthjax.report` |
+| `evaluate` | `synthjax.eval` (`auc`, `utility`, `fidelity`, `discrimination`, ...) |
+| `report` | `synthjax.report`, `synthjax.report_figures` |
 
 This module imports nothing heavy, so configs and launchers can read `ORDER` without
 loading JAX; `stage_fn` imports a stage's module (and its library) only when it runs.

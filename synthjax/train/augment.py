@@ -7,10 +7,10 @@ through `augment` -> discriminator. Every augmentation is applied to every sampl
 independently with probability `p`; because each is skipped with probability 1 - p, the
 augmented distribution still pins down the clean one, so G is not pushed to produce
 augmented-looking images (the paper's "non-leaking" condition, met for p below ~0.8).
-`p` is a traced float32 scalar kept in the GAN state (checkpointed); the trainer averages
-sign(D(real)) over the images seen since the last adjustment and calls `update_strength`
-every few steps, which nudges p up while D is overconfident on reals (r_t above the target,
-0.6 in the paper) and down otherwise.
+`p` is a traced float32 scalar kept in the GAN state (checkpointed); the train step
+(`adapt_augmentation`) averages sign(D(real)) over the images seen since the last
+adjustment and calls `update_strength` every few steps, which nudges p up while D is
+overconfident on reals (r_t above the target, 0.6 in the paper) and down otherwise.
 
 The pipeline is a simplified version of the paper's "bgc" set: an optional x-flip, then
 integer translation, small rotation and isotropic scaling composed into one affine map
@@ -19,10 +19,15 @@ resampled once (bilinear, mirror-reflected borders), then brightness, contrast a
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from jax.scipy.special import erfinv
+
+from synthjax.train import recipes
 
 AUGMENTATIONS: tuple[str, ...] = (
     "xflip",
@@ -241,3 +246,78 @@ def update_strength(
     direction = jnp.where(jnp.isnan(r_t), 0.0, jnp.sign(r_t - target))
     step = images_per_update / (speed_kimg * 1000.0)
     return jnp.clip(jnp.asarray(p, jnp.float32) + direction * step, 0.0, 1.0)
+
+
+# --- the feedback loop, one step of it -----------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaSettings:
+    """ADA's static settings in the GAN step (hashable). `midpoint`: r_t's centre is the
+    midpoint of the real and fake scores, not 0 (see `adapt_augmentation`)."""
+
+    enabled: bool
+    augmentations: tuple[str, ...]
+    target: float
+    interval: int
+    speed_kimg: float
+    midpoint: bool
+
+    @classmethod
+    def from_config(cls, gan: ml_collections.ConfigDict) -> AdaSettings:
+        return cls(
+            enabled=gan.ada.enabled,
+            augmentations=parse_augmentations(gan.ada.augmentations),
+            target=gan.ada.target,
+            interval=gan.ada.interval,
+            speed_kimg=gan.ada.speed_kimg,
+            midpoint=ada_center(gan) == "midpoint",
+        )
+
+
+def ada_center(gan: ml_collections.ConfigDict) -> str:
+    """`gan.ada.center` resolved: 'auto' is 'midpoint' under WGAN-GP, 'zero' otherwise."""
+    if gan.ada.center != "auto":
+        return gan.ada.center
+    return "midpoint" if recipes.resolve(gan).loss == "wgan_gp" else "zero"
+
+
+def adapt_augmentation(
+    p: jax.Array,
+    signs: jax.Array,
+    count: jax.Array,
+    real_scores: jax.Array,
+    step: jax.Array,
+    center: jax.Array | float = 0.0,
+    *,
+    target: float,
+    interval: int,
+    speed_kimg: float,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """ADA's feedback loop, one step of it: accumulate sign(D(real) - center); after every
+    `interval` steps move p by sign(r_t - target) * images / (speed_kimg * 1000) (Karras et
+    al. 2020).
+
+    real_scores: float32[B], D's outputs on this step's (augmented) reals. center: where D's
+    scale says "undecided": 0 for a logistic D (ADA's own heuristic); for a WGAN critic, whose
+    offset is arbitrary, the midpoint of this step's mean real and mean fake scores. Returns
+    the new (p, signs, count) and r_t = E[sign(D(real) - center)] over the images seen since
+    the last move.
+    """
+    signs = signs + jnp.sum(jnp.sign(real_scores - center))
+    count = count + real_scores.shape[0]
+    rt = signs / jnp.maximum(count, 1.0)
+    adjust = (step + 1) % interval == 0
+    moved = update_strength(
+        p,
+        rt,
+        target=target,
+        images_per_update=real_scores.shape[0] * interval,
+        speed_kimg=speed_kimg,
+    )
+    return (
+        jnp.where(adjust, moved, p),
+        jnp.where(adjust, 0.0, signs),
+        jnp.where(adjust, 0.0, count),
+        rt,
+    )

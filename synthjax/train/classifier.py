@@ -21,18 +21,16 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import logging
 
-from synthjax.core import compiler, distributed, parallel
-from synthjax.core.checkpoint import state_sha256
+from synthjax.core import compiler, parallel
 from synthjax.core.workdir import Run
 from synthjax.data import input_pipeline as pipeline
-from synthjax.data.loader import ImageSource, load_source
+from synthjax.data.loader import ImageSource
 from synthjax.data.prepared import prepared
-from synthjax.eval import utility
 from synthjax.models import densenet
 from synthjax.models.layers import resolve_conv_lowering
-from synthjax.train.loop import Hook, LoopSettings, restore_final_state, train_loop
+from synthjax.train.loop import restore_final_state
+from synthjax.train.selection import BestSoFar
 
 PyTree = Any
 ARCHS = {"densenet121": densenet.densenet121, "densenet_narrow": densenet.densenet_narrow}
@@ -40,28 +38,49 @@ ARCHS = {"densenet121": densenet.densenet121, "densenet_narrow": densenet.densen
 
 @flax.struct.dataclass
 class ClassifierState:
-    """Training state plus the early-stopping record (all checkpointed together)."""
+    """Training state plus the early-stopping record (all checkpointed together).
+
+    best: the variables ({"params", "batch_stats"}) of the best mean validation AUROC so far
+    (score "auroc", -1 before the first validation; step 0 until then) and the validations
+    since it (early stopping). evals_since_change: validations since the last improvement
+    or LR decay (`lr_decay_patience`).
+    """
 
     step: jax.Array
     params: PyTree
     batch_stats: PyTree
     opt_state: PyTree
-    best_params: PyTree
-    best_batch_stats: PyTree
-    best_auroc: jax.Array  # float32, -1 before the first evaluation
-    best_step: jax.Array
-    evals_since_best: jax.Array  # evaluations without improvement (early stopping)
-    evals_since_change: jax.Array  # ... since the last improvement or LR decay
+    best: BestSoFar
+    evals_since_change: jax.Array
 
-    def trainable(self) -> dict[str, PyTree]:
+    def fingerprinted(self) -> dict[str, PyTree]:
+        """What the stage's `state_sha256` covers: all but the selection's bookkeeping, named
+        as in the flat layout."""
+        keep = ("step", "params", "batch_stats", "opt_state", "best_params", "best_batch_stats")
+        return {k: v for k, v in self.flat_layout().items() if k in keep}
+
+    def flat_layout(self) -> dict[str, PyTree]:
+        """The state as the flat layout named it (checkpoints written before the nesting
+        hold this tree; `train.loop` restores them through it)."""
         return {
-            "step": self.step,
-            "params": self.params,
-            "batch_stats": self.batch_stats,
-            "opt_state": self.opt_state,
-            "best_params": self.best_params,
-            "best_batch_stats": self.best_batch_stats,
+            **{k: getattr(self, k) for k in ("step", "params", "batch_stats", "opt_state")},
+            **{f"best_{k}": v for k, v in self.best.params.items()},  # params, batch_stats
+            **self.best.flat_layout(evals_since="evals_since_best"),
+            "evals_since_change": self.evals_since_change,
         }
+
+    @classmethod
+    def from_flat_layout(cls, flat: dict[str, PyTree]) -> ClassifierState:
+        variables = {"params": flat["best_params"], "batch_stats": flat["best_batch_stats"]}
+        best = BestSoFar.from_flat_layout(flat, variables, ("auroc",), "evals_since_best")
+        return cls(
+            step=flat["step"],
+            params=flat["params"],
+            batch_stats=flat["batch_stats"],
+            opt_state=flat["opt_state"],
+            best=best,
+            evals_since_change=flat["evals_since_change"],
+        )
 
 
 def build_model(cfg: ml_collections.ConfigDict, num_labels: int) -> nn.Module:
@@ -92,11 +111,7 @@ def init_state(
         params=params,
         batch_stats=batch_stats,
         opt_state=optimizer.init(params),
-        best_params=params,
-        best_batch_stats=batch_stats,
-        best_auroc=jnp.full((), -1.0, jnp.float32),
-        best_step=jnp.zeros((), jnp.int32),
-        evals_since_best=jnp.zeros((), jnp.int32),
+        best=BestSoFar.start(variables, {"auroc": -1.0}, step=0),
         evals_since_change=jnp.zeros((), jnp.int32),
     )
 
@@ -140,6 +155,31 @@ def train_step(
         step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
     )
     return new_state, {"loss": loss, "learning_rate": opt_state.hyperparams["learning_rate"]}
+
+
+def after_validation(
+    state: ClassifierState,
+    auroc: float,
+    step: int,
+    *,
+    lr_decay_patience: int,
+    lr_decay_factor: float,
+) -> ClassifierState:
+    """The state after a validation at `step` scored mean AUROC `auroc`: the best model so
+    far kept, or one more validation without a better one counted, and the learning rate
+    times `lr_decay_factor` after `lr_decay_patience` of them (host-side; scalars move)."""
+    improved = auroc > state.best.score("auroc")
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    best = state.best.after_evaluation(improved, variables, {"auroc": auroc}, step)
+    opt_state, since_change = state.opt_state, 0
+    if not improved:
+        since_change = int(jax.device_get(state.evals_since_change)) + 1
+        if since_change >= lr_decay_patience:
+            hyper = dict(opt_state.hyperparams)
+            hyper["learning_rate"] = hyper["learning_rate"] * lr_decay_factor
+            opt_state = opt_state._replace(hyperparams=hyper)
+            since_change = 0
+    return state.replace(best=best, opt_state=opt_state, evals_since_change=jnp.int32(since_change))
 
 
 def predict(
@@ -197,9 +237,9 @@ class DomainFeatures:
         state = restore_final_state(
             run.stage_dir("classifier_real"), parallel.replicated_abstract(init, run.mesh)
         )
-        self._variables = (state.best_params, state.best_batch_stats)
-        self._predict = distributed.CompiledEverywhere(
-            compiler.jit(functools.partial(predict, model=model)), "domain features"
+        self._variables = (state.best.params["params"], state.best.params["batch_stats"])
+        self._predict = compiler.jit_everywhere(
+            functools.partial(predict, model=model), "domain features"
         )
         self._batch = cfg.classifier.eval_batch_size
         self._mesh = run.mesh
@@ -220,153 +260,3 @@ class DomainFeatures:
             probs.append(parallel.gather(p)[:n])
             feats.append(parallel.gather(features)[:n])
         return np.concatenate(probs), np.concatenate(feats)
-
-
-# --- the classifier stages ---------------------------------------------------------------
-
-
-def run_stage(run: Run, kind: str) -> dict[str, Any]:
-    """`kind='real'` (TRTR) or `'synthetic'` (TSTR): train, select, test on real test."""
-    cfg, mesh = run.config, run.mesh
-    ccfg = cfg.classifier
-    stage = f"classifier_{kind}"
-    data = prepared(run)
-    if kind == "real":
-        train_source, val_source = data.source("train"), data.source("validation")
-        train_idx = data.subset.indices["train"]
-        val_idx = data.subset.indices["validation"]
-    else:
-        train_source = load_source(run.synthetic_dir, "train")
-        val_source = load_source(run.synthetic_dir, "validation")
-        train_idx, val_idx = np.arange(len(train_source)), np.arange(len(val_source))
-    test_source, test_idx = data.source("test"), data.subset.indices["test"]
-    parallel.check_batch_size("classifier.batch_size", ccfg.batch_size, mesh)
-    parallel.check_batch_size("classifier.eval_batch_size", ccfg.eval_batch_size, mesh)
-
-    num_labels = len(data.label_names)
-    image_shape = train_source.image_shape
-    model = build_model(cfg, num_labels)
-    optimizer = make_optimizer(ccfg.learning_rate)
-    replicated = parallel.replicated(mesh)
-    init = functools.partial(init_state, cfg.seed, model, optimizer, image_shape)
-    create_state = compiler.jit(init, out_shardings=replicated)
-    weights = (
-        positive_weights(train_source.labels[train_idx])
-        if ccfg.pos_weight
-        else (np.ones(num_labels, np.float32))
-    )
-    pos_weight = jax.device_put(weights, replicated)
-    jit_step = distributed.CompiledEverywhere(
-        compiler.jit(
-            functools.partial(train_step, model=model, optimizer=optimizer), donate_argnums=0
-        ),
-        f"{stage} step",
-    )
-    predict_fn = distributed.CompiledEverywhere(
-        compiler.jit(functools.partial(predict, model=model)), f"{stage} predict"
-    )
-    val_labels = val_source.labels[val_idx]
-
-    def validate(state: ClassifierState, step: int):
-        probs, _, _ = score_split(
-            predict_fn,
-            state.params,
-            state.batch_stats,
-            val_source,
-            val_idx,
-            batch_size=ccfg.eval_batch_size,
-            mesh=mesh,
-        )
-        per_label = utility.per_label_auroc(val_labels, probs)
-        auroc = utility.mean_auroc(per_label)
-        best = float(jax.device_get(state.best_auroc))
-        since_best = int(jax.device_get(state.evals_since_best))
-        since_change = int(jax.device_get(state.evals_since_change))
-        if auroc > best:
-            # Copies: the next step donates (and overwrites) params and batch_stats.
-            state = state.replace(
-                best_params=jax.tree.map(jnp.copy, state.params),
-                best_batch_stats=jax.tree.map(jnp.copy, state.batch_stats),
-                best_auroc=jnp.float32(auroc),
-                best_step=jnp.int32(step),
-                evals_since_best=jnp.int32(0),
-                evals_since_change=jnp.int32(0),
-            )
-        else:
-            since_best, since_change = since_best + 1, since_change + 1
-            if since_change >= ccfg.lr_decay_patience:
-                hyper = dict(state.opt_state.hyperparams)
-                hyper["learning_rate"] = hyper["learning_rate"] * ccfg.lr_decay_factor
-                state = state.replace(opt_state=state.opt_state._replace(hyperparams=hyper))
-                since_change = 0
-            state = state.replace(
-                evals_since_best=jnp.int32(since_best), evals_since_change=jnp.int32(since_change)
-            )
-        state = jax.device_put(state, replicated)
-        metrics = {"val_auroc": auroc, "best_val_auroc": max(auroc, best)}
-        for name, value in zip(data.label_names, per_label, strict=True):
-            if np.isfinite(value):
-                metrics[f"val_auroc/{name}"] = float(value)
-        logging.info(
-            "%s step %d: mean validation AUROC %.4f (best %.4f)",
-            stage,
-            step,
-            auroc,
-            max(auroc, best),
-        )
-        return state, metrics
-
-    result = train_loop(
-        LoopSettings(
-            name=stage,
-            stage_dir=run.stage_dir(stage),
-            total_steps=ccfg.train_steps,
-            global_batch=ccfg.batch_size,
-            checkpoint_every=ccfg.checkpoint_every,
-            log_every=ccfg.log_every,
-        ),
-        mesh=mesh,
-        create_state=create_state,
-        step_fn=lambda state, batch, _: jit_step(state, batch, pos_weight),
-        dataset=pipeline.train_dataset(
-            train_source,
-            train_idx,
-            global_batch=ccfg.batch_size,
-            seed=cfg.seed,
-            hflip=cfg.dataset.hflip,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-        ),
-        hooks=[Hook("validate", ccfg.eval_every, validate)],
-        finished=lambda s: int(jax.device_get(s.evals_since_best)) >= ccfg.patience,
-    )
-    state = result.state
-    probs, feats, labels = score_split(
-        predict_fn,
-        state.best_params,
-        state.best_batch_stats,
-        test_source,
-        test_idx,
-        batch_size=ccfg.eval_batch_size,
-        mesh=mesh,
-    )
-    if run.is_host0:
-        with (run.stage_dir(stage) / "test_predictions.npz").open("wb") as f:
-            np.savez(f, probs=probs, labels=labels, features=feats)
-    per_label = utility.per_label_auroc(labels, probs)
-    return {
-        "step": result.step,
-        "state_sha256": state_sha256(state.trainable()),
-        "early_stopped": result.stopped_early,
-        "best_step": int(jax.device_get(state.best_step)),
-        "best_val_auroc": float(jax.device_get(state.best_auroc)),
-        "test_auroc_mean": utility.mean_auroc(per_label),
-        "test_auroc": {
-            n: (float(v) if np.isfinite(v) else None)
-            for n, v in zip(data.label_names, per_label, strict=True)
-        },
-        "train_images": len(train_idx),
-        "validation_images": len(val_idx),
-        "test_images": len(test_idx),
-        "throughput": result.throughput,
-    }

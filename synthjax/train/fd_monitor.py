@@ -20,8 +20,8 @@ guarding against a generator that draws the labels on broken images).
 
 Selection and patience count only from `gan.fd.start_kimg` (the study: 7,000 kimg at 32^2
 and 64^2, 9,000 at 128^2, patience 2); earlier evaluations are logged, not selected.
-`synthesize` uses the selected generator (`GanState.best_g_ema`), or the last EMA generator
-when no evaluation was eligible.
+`synthesize` uses the selected generator (`GanState.best`, a `selection.BestSoFar`), or the
+last EMA generator when no evaluation was eligible.
 """
 
 from __future__ import annotations
@@ -262,27 +262,16 @@ class FrechetMonitor:
                 self.fd.start_kimg,
             )
             return state, metrics
-        best_fd, best_lf, min_fd = (
-            float(v)
-            for v in jax.device_get((state.best_fd, state.best_label_fidelity, state.min_fd))
-        )
-        min_fd = min(min_fd, ev.fd)
-        if is_better(self.select, ev, best_fd, best_lf, min_fd, self.fd_guard):
-            # A copy: the next step donates (and overwrites) the EMA parameters.
-            state = state.replace(
-                best_g_ema=jax.tree.map(jnp.copy, state.g_ema),
-                best_fd=jnp.float32(ev.fd),
-                best_label_fidelity=jnp.float32(
-                    -np.inf if ev.label_fidelity is None else ev.label_fidelity
-                ),
-                best_step=jnp.int32(step),
-                fd_evals_since_best=jnp.int32(0),
-            )
+        best = state.best
+        best_fd, best_lf = best.score("fd"), best.score("label_fidelity")
+        min_fd = min(float(jax.device_get(state.min_fd)), ev.fd)
+        improved = is_better(self.select, ev, best_fd, best_lf, min_fd, self.fd_guard)
+        lf = -np.inf if ev.label_fidelity is None else ev.label_fidelity
+        scores = {"fd": ev.fd, "label_fidelity": lf}
+        best = best.after_evaluation(improved, state.g_ema, scores, step)
+        if improved:
             best_fd, best_lf = ev.fd, ev.label_fidelity
-        else:
-            since = int(jax.device_get(state.fd_evals_since_best)) + 1
-            state = state.replace(fd_evals_since_best=jnp.int32(since))
-        state = state.replace(min_fd=jnp.float32(min_fd))
+        state = state.replace(best=best, min_fd=jnp.float32(min_fd))
         state = jax.device_put(state, parallel.replicated(self.mesh))
         metrics["best_fd"] = best_fd
         if best_lf is not None and np.isfinite(best_lf):
@@ -293,13 +282,11 @@ class FrechetMonitor:
             kimg,
             ev.fd,
             lf_text,
-            int(jax.device_get(state.best_step)),
+            best.selected_step(),
             best_fd,
         )
         return state, metrics
 
     def finished(self, state: Any) -> bool:
         """Early stop: `patience` eligible evaluations in a row without a better generator."""
-        if self.fd.patience <= 0:
-            return False
-        return int(jax.device_get(state.fd_evals_since_best)) >= self.fd.patience
+        return self.fd.patience > 0 and state.best.patience_exhausted(self.fd.patience)

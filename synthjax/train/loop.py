@@ -92,7 +92,7 @@ def train_loop(
     ckpt = Checkpointer(settings.stage_dir / "checkpoints")
     abstract = parallel.replicated_abstract(create_state, mesh)
     if ckpt.latest_step() is not None:
-        state = ckpt.restore(abstract, data_iter)
+        state = restore_state(ckpt, abstract, data_iter)
         logging.info("%s: resumed from step %d", settings.name, ckpt.latest_step())
     else:
         state = create_state()
@@ -198,4 +198,20 @@ def train_loop(
 def restore_final_state(stage_dir: epath.Path, abstract_state: State) -> State:
     """The final state a finished training stage saved (for later stages)."""
     with Checkpointer(stage_dir / "checkpoints") as ckpt:
-        return ckpt.restore(abstract_state)
+        return restore_state(ckpt, abstract_state)
+
+
+def restore_state(
+    ckpt: Checkpointer, abstract_state: State, data_iter: grain.DatasetIterator | None = None
+) -> State:
+    """The latest checkpoint's state in the layout of `abstract_state`. A state whose layout
+    changed (the GAN's and the classifier's were flat dicts of fields) says how to read
+    the old one (`flat_layout()`, `from_flat_layout`): a checkpoint that does not match the
+    new tree is read through it, so workdirs written before the change resume."""
+    try:
+        return ckpt.restore(abstract_state, data_iter)
+    except ValueError:  # orbax: the saved tree is not the one asked for
+        if not hasattr(abstract_state, "flat_layout"):
+            raise
+        flat = ckpt.restore(abstract_state.flat_layout(), data_iter)
+        return type(abstract_state).from_flat_layout(flat)

@@ -19,8 +19,12 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
+from typing import TYPE_CHECKING
 
 import ml_collections
+
+if TYPE_CHECKING:  # annotations only: this module stays pure Python
+    import jax
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,11 +47,14 @@ class Phase:
     def end_step(self) -> int:
         return self.start_step + self.fade_steps + self.stable_steps
 
-    def alpha(self, step: int) -> float:
-        """Weight of the new layers at step `step` (0 at the first fade step, 1 when stable)."""
+    def alpha(self, step: int | jax.Array) -> float | jax.Array:
+        """Weight of the new layers at step `step` (0 at the first fade step, 1 when stable):
+        the one fade-in formula, for a host int (grids, tests) and for the traced int32 step
+        inside the train step (then a float32 array; the host gets a float)."""
         if self.fade_steps == 0:
             return 1.0
-        return min(1.0, max(0.0, (step - self.start_step) / self.fade_steps))
+        t = (step - self.start_step) / self.fade_steps
+        return t.clip(0.0, 1.0) if hasattr(t, "clip") else min(1.0, max(0.0, t))
 
 
 @dataclasses.dataclass(frozen=True)
