@@ -54,8 +54,8 @@ def main() -> None:
     mesh = parallel.make_mesh(-1)
     batch = args.per_device * jax.device_count()
     print(
-        f"config {args.config}: {resolution}x{resolution}, fmap_base {cfg.gan.fmap_base}, "
-        f"fmap_max {cfg.gan.fmap_max}, GAN batch {cfg.gan.batch_size} "
+        f"config {args.config}: {resolution}x{resolution}, fmap_base {cfg.gan.cpd.fmap_base}, "
+        f"fmap_max {cfg.gan.cpd.fmap_max}, GAN batch {cfg.gan.cpd.batch_size} "
         f"(the config's); compiled at {args.per_device} image(s) per device, "
         f"bf16 from {cfg.gan.bf16_resolution or 'never (float32)'}"
     )

@@ -56,6 +56,7 @@ import numpy as np
 from absl import logging
 from etils import epath
 
+from synthjax import schema
 from synthjax.core import compiler, parallel
 from synthjax.data import input_pipeline as pipeline
 from synthjax.data import loader, shards
@@ -169,7 +170,7 @@ def measure_loader(settings: Settings, resolution: int, scratch: epath.Path) -> 
     write_random_dataset(settings, resolution, dataset_dir)
     write_seconds = time.perf_counter() - t0
     mesh = parallel.make_mesh()
-    parallel.check_batch_size("--batch", settings.batch, mesh)
+    schema.check_batch("--batch", settings.batch, mesh.shape[parallel.DATA_AXIS])
     batches = global_batches(loader.load_source(dataset_dir, "train"), settings, mesh)
     for _ in range(LOADER_WARMUP_BATCHES):  # threads start, prefetch buffer fills
         jax.block_until_ready(next(batches))

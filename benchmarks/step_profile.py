@@ -181,7 +181,7 @@ def main() -> None:
     total = sum(ops.values())
     print(
         f"{args.arch} GAN step, {args.resolution}x{args.resolution}, batch {args.batch}, "
-        f"fmap_max {cfg.gan.fmap_max}: {1e3 * wall:.1f} ms per step wall, "
+        f"fmap_max {cfg.gan[cfg.gan.arch].fmap_max}: {1e3 * wall:.1f} ms per step wall, "
         f"{total:.1f} ms summed over {len(ops)} timed operations"
     )
     for title, key in (("kind", kind_of), ("part of the step", None)):

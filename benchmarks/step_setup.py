@@ -63,7 +63,7 @@ def gan_step(
         cfg.gan.arch = arch
     if bf16_resolution is not None:
         cfg.gan.bf16_resolution = bf16_resolution
-    cfg.gan.batch_size = batch
+    cfg.gan.cpd.batch_size = cfg.gan.dcgan.batch_size = batch
     cfg.gan.prog.batch_sizes = ",".join(f"{2**k}:{batch}" for k in range(2, 11))
     cfg.gan.train_steps = 10**9  # only the final phase's program is timed
     setup = gan.gan_setup(cfg, num_labels=NUM_LABELS, image_shape=(resolution, resolution, 1))
@@ -133,5 +133,6 @@ def step_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
     cfg = config_files.load(args.config)
     cfg.gan.recipe = args.recipe
     cfg.conv_lowering = args.conv_lowering or cfg.conv_lowering
-    cfg.gan.fmap_max = args.fmap_max or cfg.gan.fmap_max
+    for arch in ("cpd", "prog", "dcgan"):
+        cfg.gan[arch].fmap_max = args.fmap_max or cfg.gan[arch].fmap_max
     return cfg

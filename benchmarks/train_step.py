@@ -130,9 +130,9 @@ def torch_rows(cfg, resolution: int, batch: int, args) -> list[dict[str, Any]]:
                 step_setup.NUM_LABELS,
                 batch,
                 latent_dim=cfg.gan.latent_dim,
-                fmap_base=cfg.gan.fmap_base,
-                fmap_max=cfg.gan.fmap_max,
-                learning_rate=cfg.gan.learning_rate,
+                fmap_base=cfg.gan.cpd.fmap_base,
+                fmap_max=cfg.gan.cpd.fmap_max,
+                learning_rate=cfg.gan.cpd.learning_rate,
                 compile=compiled,
             )
             start = time.perf_counter()
@@ -221,7 +221,7 @@ def main() -> None:
     print(
         f"backend {jax.default_backend()}, {jax.device_count()} device(s), config {args.config}, "
         f"conv lowering {cfg.conv_lowering} ({resolve_conv_lowering(cfg.conv_lowering)}), "
-        f"fmap_max {cfg.gan.fmap_max}; best of {args.rounds} rounds of {args.steps} steps"
+        f"fmap_max {cfg.gan.cpd.fmap_max}; best of {args.rounds} rounds of {args.steps} steps"
     )
     print(f"compiler options: {compiler.options() or 'XLA defaults'}")
     print(

@@ -121,17 +121,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.gan.mode_seeking = -1.0  # < 0: the recipe's (study 0, synthjax 1)
     c.gan.mapping_layers = 2  # conditioning=mapping: dense layers after the embedding
     c.gan.mapping_lr_mul = 0.01  # their learning-rate multiplier (StyleGAN2's)
-    c.gan.batch_size = 256  # cpd (prog: gan.prog.batch_sizes per resolution)
     c.gan.train_kimg = 12_000.0  # length in thousands of real images (the study's cap at 32^2;
     # 14,000 at 64^2, 16,000 at 128^2)
     c.gan.train_steps = 0  # > 0: exactly this many steps instead (smoke tests, extensions)
-    c.gan.learning_rate = 0.005  # cpd (prog: gan.prog.learning_rate)
     c.gan.adam_b1 = 0.0
     c.gan.adam_b2 = 0.99
     c.gan.adam_eps = 1e-8
     c.gan.latent_dim = 512
-    c.gan.fmap_base = 16384
-    c.gan.fmap_max = 512
     c.gan.mbstd_group_size = 4
     c.gan.gp_weight = 10.0  # WGAN-GP lambda
     c.gan.drift_weight = 0.001  # epsilon * D(x)^2
@@ -149,17 +145,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.gan.sample_every = 2000  # conditional sample grid PNGs
     c.gan.sample_rows = 8  # label combinations in the grid (most frequent first)
     c.gan.sample_cols = 8
+    # Each architecture's batch, learning rate and widths in its own section. cpD-GAN: the
+    # study's sizes at 32^2 (channels fmap_base / 2^stage, at most fmap_max).
+    c.gan.cpd = ml_collections.ConfigDict()
+    c.gan.cpd.batch_size = 256
+    c.gan.cpd.learning_rate = 0.005
+    c.gan.cpd.fmap_base = 16384
+    c.gan.cpd.fmap_max = 512
     # prog-GAN (Karras et al. 2018 with the study's conditioning): grows from start_resolution,
     # each new resolution faded in over fade_kimg and trained stable_kimg (the study: 1,400 at
     # 32^2, 1,000 at 64^2 and above); the last resolution trains until train_kimg.
     # dcgan: channels nf(res) = clip(fmap_base / res, 16, fmap_max), halved per doubling.
     c.gan.dcgan = ml_collections.ConfigDict()
+    c.gan.dcgan.batch_size = 256
+    c.gan.dcgan.learning_rate = 0.005
     c.gan.dcgan.fmap_base = 16384
     c.gan.dcgan.fmap_max = 512
     # G's normalisation: 'group' (one learned affine for all samples) or 'adaptive' (group
     # norm with a per-sample scale and shift from z and the labels).
     c.gan.dcgan.norm = "adaptive"
-    c.gan.dcgan.learning_rate = 0.0  # 0: gan.learning_rate
     c.gan.prog = ml_collections.ConfigDict()
     c.gan.prog.start_resolution = 8
     c.gan.prog.batch_sizes = "8:256,16:128,32:64,64:32,128:16,256:16,512:8,1024:4"
@@ -167,6 +171,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.gan.prog.stable_kimg = 1400.0
     c.gan.prog.learning_rate = 0.001
     c.gan.prog.fmap_base = 8192
+    c.gan.prog.fmap_max = 512
     c.gan.prog.reset_optimizer = True  # fresh Adam moments when layers are added / settle
     # Adaptive discriminator augmentation (Karras et al. 2020), either architecture.
     c.gan.ada = ml_collections.ConfigDict()
@@ -274,11 +279,9 @@ def cpu_gan(
     learning rate 2e-3 (dcgan 1e-3), prog at one batch size from 8x8 to the resolution
     with phases of `phase_kimg`, and FD measured once a phase, never stopping early (the
     runs are short already). Set dataset.resolution first."""
-    c.gan.batch_size = batch_size
-    c.gan.learning_rate = 0.002
+    c.gan.cpd.update(batch_size=batch_size, learning_rate=0.002, fmap_base=fmap_base)
+    c.gan.dcgan.update(batch_size=batch_size, fmap_base=fmap_base)
     c.gan.latent_dim = 128
-    c.gan.fmap_base = fmap_base
-    c.gan.dcgan.fmap_base = fmap_base
     # 1e-3, not 2e-3: over 4 quickstart seeds TSTR was the same within its spread (0.762 ±
     # 0.032 against 0.782 ± 0.047) and label fidelity higher and steadier (0.900 ± 0.004
     # against 0.869 ± 0.022); at 2e-3 one seed's discriminator blew up and G collapsed for
@@ -305,11 +308,12 @@ def shrink_to_smoke(c: ml_collections.ConfigDict) -> None:
     c.classifier.update(arch="densenet_narrow", batch_size=16, learning_rate=1e-3)
     c.classifier.update(train_steps=30, eval_every=10, checkpoint_every=5, log_every=5)
     c.classifier.eval_batch_size = 64
-    c.gan.update(batch_size=16, train_steps=30, learning_rate=0.002, latent_dim=32)
-    c.gan.update(fmap_base=256, fmap_max=32, checkpoint_every=5, log_every=5)
+    c.gan.update(train_steps=30, latent_dim=32, checkpoint_every=5, log_every=5)
     c.gan.update(sample_every=15, sample_rows=4, sample_cols=4)
-    c.gan.dcgan.update(fmap_base=256, fmap_max=64)
-    c.gan.prog.update(fmap_base=256, learning_rate=0.002, batch_sizes="8:16,16:16,32:16,64:16")
+    c.gan.cpd.update(batch_size=16, learning_rate=0.002, fmap_base=256, fmap_max=32)
+    c.gan.dcgan.update(batch_size=16, learning_rate=0.002, fmap_base=256, fmap_max=64)
+    c.gan.prog.update(fmap_base=256, fmap_max=32, learning_rate=0.002)
+    c.gan.prog.batch_sizes = "8:16,16:16,32:16,64:16"
     c.gan.prog.update(fade_kimg=0.16, stable_kimg=0.16)  # 10 steps of 16
     c.gan.fd.update(every_kimg=0.16, start_kimg=0.16, num_images=64, batch_size=64)
     c.synthesize.update(batch_size=64, shard_size=128)

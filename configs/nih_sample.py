@@ -42,7 +42,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.gan.recipe = "study"
     default.cpu_gan(c, batch_size=32, fmap_base=1024, phase_kimg=6.4)
     c.gan.train_kimg = 64.0  # 2,000 steps of 32
-    c.gan.fmap_max = 64
+    c.gan.cpd.fmap_max = c.gan.prog.fmap_max = 64
     c.gan.fd.start_kimg = 32.0
     c.gan.fd.num_images = 1000
     c.gan.checkpoint_every = 200

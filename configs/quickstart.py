@@ -42,7 +42,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.gan.arch = "dcgan"
     default.cpu_gan(c, batch_size=64, fmap_base=512, phase_kimg=3.2)
     c.gan.train_kimg = 25.6  # 400 steps of 64
-    c.gan.fmap_max = 32
+    c.gan.cpd.fmap_max = c.gan.prog.fmap_max = 32
     c.gan.fd.start_kimg = 12.8
     c.gan.fd.num_images = 500
     c.gan.checkpoint_every = 100

@@ -247,13 +247,35 @@ def _apply_config_change(run_: Run, plan: ConfigChangePlan, old: dict) -> None:
                 _move_aside(path, superseded / path.name, "config change")
 
 
+def upgrade_old_config(old: dict) -> dict:
+    """An older workdir's config.json in today's field names, so its values are compared
+    (and a changed one refused) rather than reported as fields the code renamed.
+
+    The GAN's batch, learning rate and widths moved from `gan.*` (cpD's, also DCGAN's batch
+    and fallback rate, and prog's fmap_max) into `gan.cpd`, `gan.dcgan` and `gan.prog`.
+    """
+    gan = old.get("gan")
+    if not isinstance(gan, dict) or "batch_size" not in gan:
+        return old
+    gan = dict(gan)
+    cpd, dcgan, prog = ({**gan.get(k, {})} for k in ("cpd", "dcgan", "prog"))
+    batch, rate = gan.pop("batch_size"), gan.pop("learning_rate", None)
+    fmap_base, fmap_max = gan.pop("fmap_base", None), gan.pop("fmap_max", None)
+    cpd.update(batch_size=batch, learning_rate=rate, fmap_base=fmap_base, fmap_max=fmap_max)
+    dcgan["batch_size"] = batch
+    if not dcgan.get("learning_rate"):  # 0 meant "gan.learning_rate"
+        dcgan["learning_rate"] = rate
+    prog["fmap_max"] = fmap_max
+    return {**old, "gan": {**gan, "cpd": cpd, "dcgan": dcgan, "prog": prog}}
+
+
 def _read_old_config(run_: Run) -> dict | None:
     """The workdir's config.json, or None (absent, or unreadable: said, and rewritten)."""
     config_path = run_.workdir / "config.json"
     if not config_path.exists():
         return None
     try:
-        return read_json(config_path)
+        return upgrade_old_config(read_json(config_path))
     except ValueError:
         _log(
             logging.WARNING,

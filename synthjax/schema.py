@@ -238,7 +238,7 @@ def check_gan_schedule(gan: ml_collections.ConfigDict, resolution: int, data: in
             f"{start} is not a power of two between 4 and the resolution {resolution}",
             "use 8 (the study) or another power of two <= dataset.resolution",
         )
-    field = "gan.prog.batch_sizes" if prog else "gan.batch_size"
+    field = "gan.prog.batch_sizes" if prog else f"gan.{gan.arch}.batch_size"
     try:
         schedule = build_schedule(gan, resolution)
     except ValueError as error:

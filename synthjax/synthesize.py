@@ -105,7 +105,6 @@ def split_key(cfg, split_id: int, stream: int = 0) -> jax.Array:
 def compiled_generator(run: Run, models, g_ema) -> Generator:
     """`draw_images` jitted for the run's mesh, on the EMA generator's params."""
     cfg = run.config
-    parallel.check_batch_size("synthesize.batch_size", cfg.synthesize.batch_size, run.mesh)
     fn = functools.partial(draw_images, models=models, latent_dim=cfg.gan.latent_dim)
     program = compiler.jit_everywhere(fn, "synthesize generate")
     return Generator(run, program, g_ema, cfg.synthesize.batch_size)

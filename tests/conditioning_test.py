@@ -47,11 +47,11 @@ def random_labels(n: int, rng: np.random.Generator) -> np.ndarray:
 def _config(recipe: str, **overrides):
     c = default.get_config("smoke")
     c.gan.recipe = recipe
-    c.gan.batch_size = 32
+    c.gan.cpd.batch_size = c.gan.dcgan.batch_size = 32
     c.gan.latent_dim = 32
-    c.gan.fmap_base = 256
-    c.gan.fmap_max = 32
-    c.gan.learning_rate = 0.002
+    c.gan.cpd.fmap_base = 256
+    c.gan.cpd.fmap_max = c.gan.prog.fmap_max = 32
+    c.gan.cpd.learning_rate = c.gan.dcgan.learning_rate = 0.002
     c.gan.ema_decay = 0.99
     c.conv_lowering = "native"
     for key, value in overrides.items():
@@ -75,7 +75,7 @@ def train_on_bars(cfg, steps: int, seed: int = 0) -> tuple[float, dict]:
     phase = setup.schedule.phases[0]
     step_fn = gan.make_train_step(cfg.gan, setup.models, setup.optimizer, phase)
     label_table = jnp.asarray(table)
-    batch = cfg.gan.batch_size
+    batch = cfg.gan[cfg.gan.arch].batch_size
     example = {"image": jnp.asarray(data[:batch]), "labels": label_table[:batch]}
     compiled = (
         jax.jit(step_fn, donate_argnums=0)

@@ -71,7 +71,7 @@ def test_unknown_variant_is_refused_naming_the_known_ones(name, arg, known):
 def test_the_256_configs_are_the_studys_settings_at_256():
     cxr, ct = (importlib.import_module(f"configs.{n}").get_config() for n in ("cxr_256", "ct_256"))
     for c in (cxr, ct):
-        assert (c.dataset.resolution, c.gan.batch_size, c.gan.train_kimg) == (256, 160, 16_000)
+        assert (c.dataset.resolution, c.gan.cpd.batch_size, c.gan.train_kimg) == (256, 160, 16_000)
         assert (c.gan.fd.start_kimg, c.gan.prog.fade_kimg) == (9000, 1000)
     assert ct.dataset.name == "rsna_ich" and cxr.dataset.name == "chexpert"
 
@@ -83,7 +83,7 @@ def _smoke():
 @pytest.mark.parametrize(
     "field,value,match",
     [
-        ("gan.batch_size", 18, "divisible by the 4 devices"),
+        ("gan.dcgan.batch_size", 18, "divisible by the 4 devices"),
         ("classifier.batch_size", 6, "divisible by the 4 devices"),
         ("dataset.resolution", 48, "power of two"),
         ("dataset.resolution", 128, "above base_resolution"),
@@ -158,7 +158,7 @@ def test_cli_refuses_before_compute(tmp_path):
             "synthjax.main",
             "--config=configs/quickstart.py:smoke",
             f"--workdir={tmp_path / 'w'}",
-            "--config.gan.batch_size=18",
+            "--config.gan.dcgan.batch_size=18",
         ],
         capture_output=True,
         text=True,
@@ -166,5 +166,5 @@ def test_cli_refuses_before_compute(tmp_path):
         env={**__import__("os").environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "gan.batch_size" in proc.stderr and "Fix:" in proc.stderr
+    assert "gan.dcgan.batch_size" in proc.stderr and "Fix:" in proc.stderr
     assert not (tmp_path / "w" / "prepare").exists()

@@ -215,8 +215,8 @@ def _steps(arch, loss, *, ada, bf16_resolution=0, resolution=16, steps=None):
     cfg.gan.ada.enabled = ada
     cfg.gan.bf16_resolution = bf16_resolution
     cfg.gan.r1_interval = 2
-    cfg.gan.fmap_base = cfg.gan.prog.fmap_base = 64
-    cfg.gan.fmap_max = 16
+    cfg.gan.cpd.fmap_base = cfg.gan.prog.fmap_base = 64
+    cfg.gan.cpd.fmap_max = cfg.gan.prog.fmap_max = 16
     cfg.gan.ada.speed_kimg = 0.05
     mesh = parallel.make_mesh(2)
     rep = parallel.replicated(mesh)
@@ -263,8 +263,8 @@ def test_prog_run_stopped_mid_fade_resumes_to_the_same_fingerprint(tmp_path):
     cfg.gan.arch = "prog"
     cfg.gan.recipe = "study"  # WGAN-GP and the AC-GAN head, as the study's prog-GAN
     cfg.gan.bf16_resolution = 16
-    cfg.gan.fmap_base = cfg.gan.prog.fmap_base = 64
-    cfg.gan.fmap_max = 16
+    cfg.gan.cpd.fmap_base = cfg.gan.prog.fmap_base = 64
+    cfg.gan.cpd.fmap_max = cfg.gan.prog.fmap_max = 16
     mesh = parallel.make_mesh(2)
     rep = parallel.replicated(mesh)
     setup = gan.gan_setup(cfg, num_labels=3, image_shape=(16, 16, 1))

@@ -80,7 +80,7 @@ def _plan(w, tmp_path, rerun_from=None, **new_fields):
         ("dataset.phantom.num_patients", STAGE_ORDER),
         ("dataset.manual_dir", STAGE_ORDER),  # which data: not a mere location
         ("classifier.learning_rate", ("classifier_real", "classifier_synthetic")),
-        ("gan.learning_rate", ("gan",)),
+        ("gan.cpd.learning_rate", ("gan",)),
         ("gan.fd.num_images", ("gan",)),
         ("synthesize.shard_size", ("synthesize",)),
         ("synthesize.batch_size", ("synthesize",)),  # it sets the shard layout
@@ -160,7 +160,7 @@ def test_several_changes_are_all_named(tmp_path):
 def test_a_half_trained_stage_counts_as_started(tmp_path):
     w = _workdir(tmp_path, finished=("prepare", "classifier_real"), checkpointed=("gan",))
     with pytest.raises(ConfigError, match="gan has results made with the old values"):
-        _plan(w, tmp_path, gan__learning_rate=0.01)
+        _plan(w, tmp_path, gan__cpd__learning_rate=0.01)
 
 
 def test_written_shards_count_as_a_started_synthesize(tmp_path):
@@ -173,9 +173,9 @@ def test_written_shards_count_as_a_started_synthesize(tmp_path):
 
 def test_changes_to_stages_not_started_yet_are_accepted(tmp_path):
     w = _workdir(tmp_path, finished=("prepare", "classifier_real"))
-    plan = _plan(w, tmp_path, gan__learning_rate=0.01, evaluate__prdc_k=3)
+    plan = _plan(w, tmp_path, gan__cpd__learning_rate=0.01, evaluate__prdc_k=3)
     assert plan.rerun_from is None
-    assert {c.field for c in plan.changes} == {"gan.learning_rate", "evaluate.prdc_k", "stages"}
+    assert {c.field for c in plan.changes} == {"gan.cpd.learning_rate", "evaluate.prdc_k", "stages"}
 
 
 def test_free_fields_may_change_and_config_json_records_them(tmp_path, capsys):
@@ -249,7 +249,7 @@ def test_rerun_from_sets_the_stages_aside_and_proceeds(tmp_path, capsys):
 
 def test_rerun_from_an_earlier_stage_is_fine(tmp_path):
     w = _workdir(tmp_path, finished=("prepare", "classifier_real", "gan"))
-    plan = _plan(w, tmp_path, "prepare", gan__learning_rate=0.01)
+    plan = _plan(w, tmp_path, "prepare", gan__cpd__learning_rate=0.01)
     assert plan.rerun == STAGE_ORDER
 
 
@@ -317,3 +317,21 @@ def test_an_empty_or_unreadable_summary_is_not_finished(tmp_path, capsys, text):
         run_.summary("gan")
     write_json_atomic(epath.Path(path), {"stage": "gan"})  # what the rerun does
     assert run_.finished("gan") and read_summary(epath.Path(path)) == {"stage": "gan"}
+
+
+def test_a_workdir_from_before_the_gan_sections_resumes_and_still_refuses_a_change(tmp_path):
+    """config.json written when cpD's batch, rate and widths sat directly under `gan`."""
+    new = _resolved(_config(tmp_path))
+    gan = json.loads(json.dumps(new["gan"]))
+    cpd, dcgan, prog = gan.pop("cpd"), gan["dcgan"], gan["prog"]
+    gan.update(cpd)  # batch_size, learning_rate, fmap_base, fmap_max
+    assert dcgan.pop("batch_size") == cpd["batch_size"] and prog.pop("fmap_max") == cpd["fmap_max"]
+    old = {**new, "gan": gan}
+    assert experiment.upgrade_old_config(old) == new
+    w = tmp_path / "w"
+    (w / "gan" / "checkpoints" / "5").mkdir(parents=True)
+    upgraded = experiment.upgrade_old_config(old)
+    assert not plan_config_change(epath.Path(w), upgraded, new, None).changes
+    changed = _resolved(_config(tmp_path, gan__cpd__learning_rate=0.01))
+    with pytest.raises(ConfigError, match="gan has results made with the old values"):
+        plan_config_change(epath.Path(w), upgraded, changed, None)

@@ -114,7 +114,7 @@ def test_resolution_sweep_uses_the_studys_lengths_and_batches(tmp_path):
         256: 9_000,
         512: 9_000,
     }
-    assert {r: c.gan.batch_size for r, c in by_res.items()} == {
+    assert {r: c.gan.cpd.batch_size for r, c in by_res.items()} == {
         32: 256,
         64: 256,
         128: 256,

@@ -17,22 +17,14 @@ from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from synthjax.core.errors import ConfigError
-
 DATA_AXIS = "data"
 
 
 def make_mesh(data: int = -1) -> Mesh:
-    """A 1-D mesh over `data` devices (-1 = all devices of all processes)."""
-    num_devices = jax.device_count()
+    """A 1-D mesh over `data` devices (-1 = all devices of all processes; the schema has
+    checked that `data` divides them)."""
     if data == -1:
-        data = num_devices
-    if data <= 0 or num_devices % data:
-        raise ConfigError(
-            "mesh.data",
-            f"{data} does not divide the {num_devices} available devices",
-            f"use -1 (all devices) or a divisor of {num_devices}",
-        )
+        data = jax.device_count()
     # Auto axes: XLA propagates shardings from the batch and the state (GSPMD), so model
     # code needs no sharding annotations of its own.
     return jax.make_mesh(
@@ -47,17 +39,6 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Leading (batch) axis split over `data`; the rest replicated."""
     return NamedSharding(mesh, P(DATA_AXIS))
-
-
-def check_batch_size(field: str, global_batch: int, mesh: Mesh) -> None:
-    """Refuses a global batch that the data axis cannot split evenly."""
-    n = mesh.shape[DATA_AXIS]
-    if global_batch <= 0 or global_batch % n:
-        raise ConfigError(
-            field,
-            f"global batch {global_batch} is not divisible by the {n} devices on the data axis",
-            f"use a multiple of {n} (e.g. {max(n, (global_batch // n) * n or n)})",
-        )
 
 
 def process_batch_size(global_batch: int) -> int:

@@ -346,8 +346,6 @@ def memorization_audit(
 ) -> dict[str, Any]:
     """The audit in every space, and the release decision; "_flagged" is the mask of
     synthetic images that are close or below the floor in any space."""
-    if not 0.0 < percentile < 50.0:
-        raise ValueError(f"privacy.percentile must be in (0, 50), got {percentile}")
     spaces = {
         name: space_audit(
             s.synthetic,

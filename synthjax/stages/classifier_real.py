@@ -44,8 +44,6 @@ def train_and_test(run: Run, stage: str, *, train: Split, validation: Split) -> 
     data = prepared(run)
     (train_source, train_idx), (val_source, val_idx) = train, validation
     test_source, test_idx = data.source("test"), data.subset.indices["test"]
-    parallel.check_batch_size("classifier.batch_size", ccfg.batch_size, mesh)
-    parallel.check_batch_size("classifier.eval_batch_size", ccfg.eval_batch_size, mesh)
 
     num_labels = len(data.label_names)
     model = classifier.build_model(cfg, num_labels)

@@ -39,12 +39,6 @@ def run(run: Run) -> dict[str, Any]:
     train_indices = data.subset.indices["train"]
     setup = run_setup(run)
     schedule = setup.schedule
-    for phase in schedule.phases:
-        parallel.check_batch_size(
-            "gan.prog.batch_sizes" if setup.models.arch == "prog" else "gan.batch_size",
-            phase.batch_size,
-            mesh,
-        )
     replicated = parallel.replicated(mesh)
     label_table = jax.device_put(train_source.labels[train_indices], replicated)
     # One compiled step per phase (compiled when the phase first runs).

@@ -26,7 +26,7 @@ from synthjax.data.builder import format_report
 from synthjax.data.duplicates import find_duplicates
 from synthjax.data.loader import load_source
 from synthjax.data.phantoms import store
-from synthjax.data.registry import DATASETS, PHANTOM_DATASETS, REGISTRY
+from synthjax.data.registry import PHANTOM_DATASETS, REGISTRY
 from synthjax.data.subsets import SUBSET_RULES, select_subset
 
 
@@ -54,8 +54,6 @@ def ensure_phantom(run: Run) -> epath.Path:
 def _manual_dir(run: Run) -> epath.Path:
     """The raw folder: `dataset.manual_dir`, or the phantom's; ConfigError when neither."""
     ds = run.config.dataset
-    if ds.name not in DATASETS:
-        raise ConfigError("dataset.name", f"unknown dataset {ds.name!r}", f"use one of {DATASETS}")
     if ds.manual_dir:
         return epath.Path(ds.manual_dir)
     has_phantom = ds.name in PHANTOM_DATASETS

@@ -84,8 +84,6 @@ class ClassifierState:
 
 
 def build_model(cfg: ml_collections.ConfigDict, num_labels: int) -> nn.Module:
-    if cfg.classifier.arch not in ARCHS:
-        raise ValueError(f"classifier.arch={cfg.classifier.arch!r}; known: {sorted(ARCHS)}")
     return ARCHS[cfg.classifier.arch](
         num_labels, conv_lowering=resolve_conv_lowering(cfg.conv_lowering)
     )

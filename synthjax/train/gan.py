@@ -161,9 +161,8 @@ FINGERPRINTED = (
 
 
 def learning_rate(gan: ml_collections.ConfigDict) -> float:
-    """`gan.learning_rate`, or the architecture's own where it sets one (> 0)."""
-    own = {"prog": gan.prog.learning_rate, "dcgan": gan.dcgan.learning_rate}.get(gan.arch, 0.0)
-    return own if own > 0 else gan.learning_rate
+    """The architecture's own (`gan.<arch>.learning_rate`)."""
+    return gan[gan.arch].learning_rate
 
 
 def make_optimizer(gan: ml_collections.ConfigDict) -> optax.GradientTransformation:

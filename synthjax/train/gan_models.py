@@ -111,7 +111,7 @@ def build_models(
         resolution=resolution,
         num_labels=num_labels,
         channels=channels,
-        fmap_max=gan.fmap_max,
+        fmap_max=gan[gan.arch].fmap_max,
         conv_lowering=lowering,
         bf16_resolution=gan.bf16_resolution,
     )
@@ -147,6 +147,8 @@ def build_models(
         raise ValueError(f"gan.arch={gan.arch!r}; known: 'cpd', 'prog', 'dcgan'")
     return GanModels(
         "cpd",
-        cpd_gan.Generator(latent_dim=gan.latent_dim, fmap_base=gan.fmap_base, **g_cond, **sizes),
-        cpd_gan.Discriminator(fmap_base=gan.fmap_base, **d_cond, **sizes),
+        cpd_gan.Generator(
+            latent_dim=gan.latent_dim, fmap_base=gan.cpd.fmap_base, **g_cond, **sizes
+        ),
+        cpd_gan.Discriminator(fmap_base=gan.cpd.fmap_base, **d_cond, **sizes),
     )

@@ -1,10 +1,10 @@
 """The GAN's training schedule in the study's units: phases, batch sizes, kimg <-> steps.
 
-A schedule is a list of phases. cpD-GAN has one: the target resolution at `gan.batch_size`
-for the whole run. prog-GAN grows (Karras et al. 2018): the first phase trains at
-`gan.prog.start_resolution` for `stable_kimg`; every later phase doubles the resolution,
-fading the new layers in over `fade_kimg` (alpha 0 -> 1) and then training them for
-`stable_kimg`; the last phase (the target resolution) runs until the end. Each phase has
+A schedule is a list of phases. cpD-GAN and DCGAN have one: the target resolution at
+`gan.<arch>.batch_size` for the whole run. prog-GAN grows (Karras et al. 2018): the first
+phase trains at `gan.prog.start_resolution` for `stable_kimg`; every later phase doubles the
+resolution, fading the new layers in over `fade_kimg` (alpha 0 -> 1) and then training them
+for `stable_kimg`; the last phase (the target resolution) runs until the end. Each phase has
 its own batch size (the study's 256 at 8x8 down to 64 at 32x32) and compiles one step
 function, with alpha a traced input.
 
@@ -158,7 +158,7 @@ def build_schedule(gan: ml_collections.ConfigDict, resolution: int) -> Schedule:
             step += fade + stable
             images += (fade + stable) * b
     else:
-        phases = [Phase(0, resolution, gan.batch_size, 0, 0, 0, 0)]
+        phases = [Phase(0, resolution, gan[gan.arch].batch_size, 0, 0, 0, 0)]
     # The last phase runs until the end of training.
     draft = Schedule(tuple(phases), 1)
     if gan.train_steps > 0:
