@@ -24,7 +24,8 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from step_setup import gan_step  # this folder's module
+import step_setup  # this folder's module
+from step_setup import gan_step
 
 from synthjax.core import config_files, parallel
 from synthjax.core.checkpoint import Checkpointer
@@ -61,11 +62,13 @@ def _stall(step, state, batch, table, directory: Path, *, async_save: bool, step
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="configs/default.py")
-    parser.add_argument("--resolutions", default="32,128")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=5, help="undisturbed steps per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    step_setup.add_timing_flags(
+        parser,
+        config="configs/default.py",
+        resolutions="32,128",
+        batch=8,
+        steps="5:undisturbed steps per round",
+    )
     args = parser.parse_args()
     cfg = config_files.load(args.config)
     mesh = parallel.make_mesh(-1)

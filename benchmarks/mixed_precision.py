@@ -24,7 +24,8 @@ import time
 
 import jax
 import numpy as np
-from step_setup import gan_step  # this folder's module
+import step_setup  # this folder's module
+from step_setup import gan_step
 
 from synthjax.core import config_files, parallel
 
@@ -43,13 +44,15 @@ def _step_program(cfg, arch: str, resolution: int, bf16_from: int, batch: int, m
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="configs/quickstart.py")
-    parser.add_argument("--resolutions", default="64,128")
+    step_setup.add_timing_flags(
+        parser,
+        config="configs/quickstart.py",
+        resolutions="64,128",
+        batch=32,
+        steps="6:timed steps per row and round",
+    )
     parser.add_argument("--archs", default="cpd,prog")
-    parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--bf16-from", type=int, default=0, help="0: half the resolution")
-    parser.add_argument("--steps", type=int, default=6, help="timed steps per row and round")
-    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     cfg = config_files.load(args.config)
     mesh = parallel.make_mesh(-1)

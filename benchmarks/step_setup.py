@@ -115,6 +115,18 @@ def program_stats(jitted, *args) -> tuple[float, float, float]:
     return float(analysis.get("flops", float("nan"))), mib, seconds
 
 
+def add_timing_flags(
+    parser: argparse.ArgumentParser, *, config: str, resolutions: str, batch: int, steps: str
+) -> None:
+    """--config, --resolutions, --batch, --steps (`steps`: "N:what they are") and --rounds."""
+    count, what = steps.split(":", 1)
+    parser.add_argument("--config", default=config)
+    parser.add_argument("--resolutions", default=resolutions)
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--steps", type=int, default=int(count), help=what)
+    parser.add_argument("--rounds", type=int, default=3)
+
+
 def add_step_flags(parser: argparse.ArgumentParser) -> None:
     """`--config`, `--recipe`, `--conv-lowering` and `--fmap-max`: which step is timed."""
     parser.add_argument("--config", default="configs/quickstart.py")

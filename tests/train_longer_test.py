@@ -101,20 +101,20 @@ def _unchanged(workdir, summary):
     assert not (workdir / "superseded").exists()
 
 
-def test_an_early_stopped_gan_stays_finished(shared, tmp_path, capsys):
-    summary = _finished_gan(tmp_path, step=10, early_stopped=True)
-    out = experiment.run(_config(shared, 16, stages=("gan",)), str(tmp_path))
+@pytest.mark.parametrize(
+    "early_stopped,asked,said",
+    [(True, 16, "stopped early at step 10"), (False, 6, "longer than the 6 steps")],
+    ids=["early_stopped", "longer_than_asked"],
+)
+def test_a_finished_gan_that_needs_no_more_steps_stays_finished(
+    shared, tmp_path, capsys, early_stopped, asked, said
+):
+    """An early-stopped GAN, or one already longer than asked (with a warning)."""
+    summary = _finished_gan(tmp_path, step=10, early_stopped=early_stopped)
+    out = experiment.run(_config(shared, asked, stages=("gan",)), str(tmp_path))
     assert out["gan"] == summary
     _unchanged(tmp_path, summary)
-    assert "stopped early at step 10" in capsys.readouterr().out
-
-
-def test_a_gan_longer_than_asked_stays_finished_with_a_warning(shared, tmp_path, capsys):
-    summary = _finished_gan(tmp_path, step=10, early_stopped=False)
-    out = experiment.run(_config(shared, 6, stages=("gan",)), str(tmp_path))
-    assert out["gan"] == summary
-    _unchanged(tmp_path, summary)
-    assert "longer than the 6 steps" in capsys.readouterr().out
+    assert said in capsys.readouterr().out
 
 
 def test_a_longer_gan_without_its_checkpoints_is_refused_before_moving_anything(shared, tmp_path):
