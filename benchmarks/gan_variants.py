@@ -28,8 +28,9 @@ from pathlib import Path
 
 import jax
 
-from synthjax import experiment, schema
+from synthjax import experiment
 from synthjax.core import config_files
+from synthjax.train import gan_models
 
 SHARED_STAGES = ("prepare", "classifier_real")
 VARIANT_STAGES = ("gan", "synthesize", "classifier_synthetic", "evaluate", "report")
@@ -53,7 +54,7 @@ def _variant_config(base, variant: str):
     arch, _, extra = variant.partition("+")
     cfg.gan.arch = arch
     cfg.gan.ada.enabled = extra == "ada"
-    if extra not in ("", "ada") or arch not in schema.GAN_ARCHS:
+    if extra not in ("", "ada") or arch not in gan_models.ARCHS:
         raise SystemExit(f"unknown variant {variant!r}; use cpd, prog, cpd+ada or prog+ada")
     return cfg
 

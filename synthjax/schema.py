@@ -27,11 +27,6 @@ from synthjax.stages import ORDER as STAGE_ORDER
 from synthjax.train import recipes
 from synthjax.train.schedule import build_schedule
 
-# Allowed values with no library constant yet (each belongs to the module named).
-GAN_ARCHS = ("cpd", "prog", "dcgan")  # synthjax.train.gan (its model builders)
-FD_FEATURES = ("classifier", "inception")  # synthjax.train.fd_monitor
-ADA_CENTERS = ("auto", "zero", "midpoint")  # synthjax.train.gan (`ada_center`)
-
 
 def require(ok: bool, field: str, problem: str, fix: str) -> None:
     """Raises ConfigError(field, problem, fix) unless `ok`."""
@@ -207,6 +202,8 @@ def check_gan(gan: ml_collections.ConfigDict, resolution: int, data: int) -> Non
 
 
 def check_gan_design(gan: ml_collections.ConfigDict) -> None:
+    from synthjax.train.gan_models import ARCHS as GAN_ARCHS
+
     require(gan.arch in GAN_ARCHS, "gan.arch", f"{gan.arch!r} is not available", f"use {GAN_ARCHS}")
     require(
         gan.recipe in recipes.RECIPES,
@@ -262,7 +259,7 @@ def check_gan_schedule(gan: ml_collections.ConfigDict, resolution: int, data: in
 
 def check_ada(ada: ml_collections.ConfigDict) -> None:
     """Adaptive discriminator augmentation: which augmentations, and how p adapts."""
-    from synthjax.train.augment import parse_augmentations
+    from synthjax.train.augment import ADA_CENTERS, parse_augmentations
 
     require_parsed(
         "gan.ada.augmentations", "e.g. 'translate,cutout'", parse_augmentations, ada.augmentations
@@ -296,7 +293,7 @@ def check_ada(ada: ml_collections.ConfigDict) -> None:
 
 def check_gan_selection(gan: ml_collections.ConfigDict, data: int) -> None:
     """Model selection by Fréchet distance (`gan.fd`) and the rule that picks the best."""
-    from synthjax.train.fd_monitor import SELECTIONS
+    from synthjax.train.fd_monitor import FD_FEATURES, SELECTIONS
 
     require(
         gan.select in SELECTIONS,

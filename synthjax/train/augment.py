@@ -275,6 +275,9 @@ class AdaSettings:
         )
 
 
+ADA_CENTERS = ("auto", "zero", "midpoint")  # what E[sign(D(real) - center)] is taken about
+
+
 def ada_center(gan: ml_collections.ConfigDict) -> str:
     """`gan.ada.center` resolved: 'auto' is 'midpoint' under WGAN-GP, 'zero' otherwise."""
     if gan.ada.center != "auto":

@@ -57,6 +57,7 @@ class LabelClassifier(Protocol):
 
 
 SELECTIONS = ("fd", "label_fidelity", "combined")
+FD_FEATURES = ("classifier", "inception")  # the space FD is measured in
 
 
 @dataclasses.dataclass(frozen=True)

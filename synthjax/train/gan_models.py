@@ -95,6 +95,9 @@ class GanModels:
         return self.generator.init(k_g, z, y), self.discriminator.init(k_d, x, y)
 
 
+ARCHS = ("cpd", "prog", "dcgan")  # what `build_models` builds for `gan.arch`
+
+
 def build_models(
     gan: ml_collections.ConfigDict,
     *,
@@ -143,8 +146,6 @@ def build_models(
                 conditioning=design.d_conditioning, num_aux=d_cond["num_aux"], **dc, **plain_sizes
             ),
         )
-    if gan.arch != "cpd":
-        raise ValueError(f"gan.arch={gan.arch!r}; known: 'cpd', 'prog', 'dcgan'")
     return GanModels(
         "cpd",
         cpd_gan.Generator(
