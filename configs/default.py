@@ -310,8 +310,11 @@ def shrink_to_smoke(c: ml_collections.ConfigDict) -> None:
     c.classifier.eval_batch_size = 64
     c.gan.update(train_steps=30, latent_dim=32, checkpoint_every=5, log_every=5)
     c.gan.update(sample_every=15, sample_rows=4, sample_cols=4)
+    # DCGAN shrinks its rate with cpD's unless the config chose its own (the quickstart's).
+    dcgan_rate = 0.002 if c.gan.dcgan.learning_rate == c.gan.cpd.learning_rate else None
     c.gan.cpd.update(batch_size=16, learning_rate=0.002, fmap_base=256, fmap_max=32)
-    c.gan.dcgan.update(batch_size=16, learning_rate=0.002, fmap_base=256, fmap_max=64)
+    c.gan.dcgan.update(batch_size=16, fmap_base=256, fmap_max=64)
+    c.gan.dcgan.learning_rate = dcgan_rate or c.gan.dcgan.learning_rate
     c.gan.prog.update(fmap_base=256, fmap_max=32, learning_rate=0.002)
     c.gan.prog.batch_sizes = "8:16,16:16,32:16,64:16"
     c.gan.prog.update(fade_kimg=0.16, stable_kimg=0.16)  # 10 steps of 16

@@ -73,7 +73,9 @@ def resolution_settings(resolution: int) -> dict[str, object]:
         "dataset.base_resolution": max(256, resolution),
         "gan.train_kimg": {32: 12_000.0, 64: 14_000.0}.get(resolution, 16_000.0),
         "gan.fd.start_kimg": 7_000.0 if resolution <= 64 else 9_000.0,
+        # The single-phase GANs' batch (cpD's in the study; DCGAN follows it).
         "gan.cpd.batch_size": {256: 160, 512: 64}.get(resolution, 256),
+        "gan.dcgan.batch_size": {256: 160, 512: 64}.get(resolution, 256),
         "gan.prog.fade_kimg": 1_400.0 if resolution <= 32 else 1_000.0,
         "gan.prog.stable_kimg": 1_400.0 if resolution <= 32 else 1_000.0,
     }
