@@ -17,11 +17,13 @@ older run, another filesystem) counts as not finished, with a warning, and is re
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import threading
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 import jax
 import ml_collections
@@ -33,25 +35,22 @@ from jax.sharding import Mesh
 SPLITS = ("train", "validation", "test")
 
 
-def write_json_atomic(path: epath.Path, obj: Any) -> None:
-    """Writes JSON through a temporary file and a rename: readers never see half a file.
+@contextlib.contextmanager
+def replacing(path: epath.PathLike) -> Iterator[BinaryIO]:
+    """A binary file to write that replaces the local file `path` whole, or not at all.
 
-    On a local path the temporary file is synced before the rename and the directory after
-    it, so after a host crash the file is either the old one or the new one, whole (a rename
-    alone may reach the disk before the data, leaving an empty file). Other epaths (gs://)
-    keep the plain rename: their writes are durable once they return.
+    The data go to a temporary file beside `path`, which is synced and then renamed into
+    place, and the directory synced after it: after a host crash `path` is either the old
+    file or the new one, whole (a rename alone may reach the disk before the data, leaving
+    an empty file). An exception inside the block leaves `path` as it was.
     """
     path = epath.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}"
-    if not is_local(path):  # a bucket: an object appears whole when its upload completes
-        path.write_text(text)
-        return
     fd = os.open(os.fspath(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
     except BaseException:
@@ -59,6 +58,28 @@ def write_json_atomic(path: epath.Path, obj: Any) -> None:
         raise
     os.replace(os.fspath(tmp), os.fspath(path))
     fsync_dir(path.parent)
+
+
+def write_atomic(path: epath.PathLike, data: bytes) -> None:
+    """Writes a whole file that readers see whole or not at all, local or in a bucket.
+
+    On a bucket an object appears only when its upload completes, so the data go straight
+    to its name (a bucket has no rename: a temporary object would be copied and deleted).
+    Locally, through `replacing`.
+    """
+    path = epath.Path(path)
+    if not is_local(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return
+    with replacing(path) as f:
+        f.write(data)
+
+
+def write_json_atomic(path: epath.PathLike, obj: Any) -> None:
+    """Writes JSON that readers never see half of (`write_atomic`)."""
+    text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
+    write_atomic(path, text.encode())
 
 
 def is_local(path: epath.PathLike) -> bool:

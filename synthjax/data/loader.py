@@ -19,6 +19,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from synthjax.core.errors import DataNotFoundError
+from synthjax.core.workdir import write_atomic
 from synthjax.data import remote
 
 LABEL_NAMES_KEY = "label_names"
@@ -77,7 +78,7 @@ class ImageSource:
                 self._labels = self._read_all_labels()
                 buffer = io.BytesIO()
                 np.save(buffer, self._labels)
-                remote.write_atomic(cache, buffer.getvalue())
+                write_atomic(cache, buffer.getvalue())
         return self._labels
 
     def _read_all_labels(self) -> np.ndarray:

@@ -10,7 +10,8 @@ directory in a bucket is read through a local mirror and written through a local
 - `upload(local, remote)` streams a finished local file to its place in the bucket. An
   object store makes an object visible only when its upload completes, so readers never
   see half a shard. `publish` uploads a whole dataset built locally (`dataset_info.json`
-  last); `write_atomic` writes any other file whole, locally or in a bucket.
+  last); `synthjax.core.workdir.write_atomic` writes any other file whole, locally or in a
+  bucket.
 
 Local paths pass through both unchanged.
 """
@@ -22,8 +23,6 @@ import json
 import os
 import posixpath
 import shutil
-import tempfile
-import threading
 from pathlib import Path
 
 import fsspec
@@ -31,7 +30,7 @@ from absl import logging
 from etils import epath
 from etils.epath import backend as epath_backend
 
-from synthjax.core.workdir import is_local
+from synthjax.core.workdir import is_local, replacing, write_json_atomic
 
 CACHE_ENV = "SYNTHJAX_CACHE"
 _MANIFEST = ".mirror.json"
@@ -104,7 +103,7 @@ def local_mirror(dataset_dir: epath.PathLike) -> Path:
         _download(remote / name, dst)
         manifest[name] = stamp
         fetched += stamp[0]
-        _write_manifest(manifest_path, manifest)
+        write_json_atomic(manifest_path, manifest)
     if fetched:
         logging.info("mirrored %s to %s (%.1f MB fetched)", remote, local, fetched / 1e6)
     return local
@@ -128,21 +127,8 @@ def _listing(directory: epath.PathLike) -> dict[str, list]:
 
 
 def _download(src: epath.Path, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out, src.open("rb") as f:
-            shutil.copyfileobj(f, out, _CHUNK)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_manifest(path: Path, manifest: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(manifest, f)
-    os.replace(tmp, path)
+    with replacing(dst) as out, src.open("rb") as f:
+        shutil.copyfileobj(f, out, _CHUNK)
 
 
 def publish(local_dir: Path, dataset_dir: epath.PathLike, last: str = "dataset_info.json") -> None:
@@ -165,25 +151,8 @@ def publish(local_dir: Path, dataset_dir: epath.PathLike, last: str = "dataset_i
         shutil.rmtree(mirror)
     mirror.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(os.fspath(local_dir), os.fspath(mirror))
-    _write_manifest(mirror / _MANIFEST, manifest)
+    write_json_atomic(mirror / _MANIFEST, manifest)
     logging.info("uploaded %d files to %s", len(files), remote)
-
-
-def write_atomic(path: epath.PathLike, data: bytes) -> None:
-    """Writes a whole file that readers see whole or not at all.
-
-    On a bucket an object appears only when its upload completes, so the data goes straight
-    to its name (a bucket has no rename: a temporary object would be copied and deleted).
-    Locally, a temporary file is renamed into place.
-    """
-    path = epath.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if is_remote(path):
-        path.write_bytes(data)
-        return
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}"
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def upload(local: epath.PathLike, remote: epath.PathLike) -> None:

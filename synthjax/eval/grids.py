@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from synthjax.data import remote
+from synthjax.core.workdir import write_atomic
 
 _GUTTER = 2  # px between cells and around the grid
 _PAD = 4  # px around text
@@ -159,4 +159,4 @@ def save_image_grid(
 
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
-    remote.write_atomic(path, buffer.getvalue())  # local, or a bucket (gs://...)
+    write_atomic(path, buffer.getvalue())  # local, or a bucket (gs://...)
