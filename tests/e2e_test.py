@@ -191,17 +191,27 @@ def test_nih_sample_smoke_on_real_radiographs(tmp_path, cache_dir):
     assert (workdir / "gan" / "samples" / "real.png").exists()
 
 
-@pytest.mark.slow  # ~2.5 min; DICOM -> HU -> windows is in rsna_ich_test and dicom_test
-def test_ct_smoke_from_dicom_end_to_end(tmp_path, cache_dir):
-    """The brain-CT arm: phantom DICOMs -> HU -> 3 windows -> classifier -> GAN -> synthetic.
+def test_intervals_resample_test_patients_with_image_level_ones_beside(smoke_run):
+    workdir, _ = smoke_run
+    report = json.loads((workdir / "report.json").read_text())
+    prepared = _summary(workdir, "prepare")
+    assert report["interval_level"] == "patient" and "interval_level_note" not in report
+    assert report["test_images"] == prepared["images"]["test"]
+    assert 1 < report["test_patients"] == prepared["patients"]["test"] <= report["test_images"]
+    for key in ("trtr_auroc_mean", "tstr_auroc_mean", "trtr_auprc_mean", "tstr_auprc_mean"):
+        for level in ("", "_image_level"):
+            low, high = report[f"{key}_ci{level}"]
+            assert low <= report[key] <= high, (key, level)
+    row = report["per_label"][0]
+    assert {"delong_p", "delong_p_image_level", "trtr_ci_image_level"} <= set(row)
 
-    The stages after synthesize run the same code for every dataset (the smoke run covers
-    them); here the three-channel images go as far as the synthetic dataset."""
-    command = _command(
-        tmp_path / "ct",
-        cache_dir,
-        "--config.stages=('prepare','classifier_real','gan','synthesize')",
-    )
+
+@pytest.mark.slow  # ~3 min; DICOM -> HU -> windows is in rsna_ich_test and dicom_test
+def test_ct_smoke_from_dicom_end_to_end(tmp_path, cache_dir):
+    """The brain-CT arm: phantom DICOMs -> HU -> 3 windows -> classifier -> GAN -> synthetic
+    -> evaluation, where a patient's many slices make patient-level intervals wider than
+    image-level ones."""
+    command = _command(tmp_path / "ct", cache_dir)
     command[3] = "--config=configs/ct_256.py:smoke"
     proc = subprocess.run(
         command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900
@@ -228,6 +238,12 @@ def test_ct_smoke_from_dicom_end_to_end(tmp_path, cache_dir):
     assert len(synthetic) == prepared["images"]["train"]
     assert 0.0 <= _summary(workdir, "classifier_real")["best_val_auroc"] <= 1.0
     assert (workdir / "gan" / "samples" / "real.png").exists()
+    report = json.loads((workdir / "report.json").read_text())
+    assert report["interval_level"] == "patient"
+    assert 2 * report["test_patients"] < report["test_images"]  # many slices per patient
+    for key in ("trtr_auroc_mean_ci", "tstr_auroc_mean_ci", "auroc_gap_ci"):
+        (low, high), (image_low, image_high) = report[key], report[f"{key}_image_level"]
+        assert high - low > image_high - image_low, key
 
 
 PROG = (
