@@ -182,31 +182,51 @@ def test_clustered_delong_with_one_image_per_cluster_is_delongs_test():
         assert single[key] == pytest.approx(value, rel=1e-12, abs=1e-15), key
 
 
-def _patients_with_slices(rng, num_patients=50, slices=10):
-    """Many correlated images per patient (a CT series): the patient sets most of the score."""
+def test_clustered_delong_is_undefined_when_all_positives_share_a_patient():
+    """One positive patient: the positives' between-patient variance cannot be estimated, so
+    there is no SE and no p-value (an SE of 0 for that part would overstate significance)."""
+    labels, scores_a, scores_b, ids = _clustered(seed=6, num_labels=1)
+    y, a, b = labels[:, 0].copy(), scores_a[:, 0], scores_b[:, 0]
+    y[:] = 0.0
+    y[ids == ids[0]] = 1.0  # every image of the first patient positive, all others negative
+    got = auc.delong_test(y, a, b, clusters=ids)
+    assert got["auc_a"] == pytest.approx(roc_auc_score(y, a), abs=1e-12)
+    assert got["difference"] == pytest.approx(got["auc_a"] - got["auc_b"], abs=1e-15)
+    assert got["se"] is None and got["z"] is None and got["p_value"] is None
+    assert auc.delong_test(y, a, b)["p_value"] is not None  # image level: 1 patient, n images
+
+
+def _patients_with_slices(rng, num_patients=50, slices=10, mixed=False):
+    """Many correlated images per patient (a CT series): the patient sets most of the score.
+    Sick patients have mostly positive images; `mixed`: every patient's images are positive
+    or negative independently, so positives and negatives share patients."""
     patient = np.repeat(np.arange(num_patients), slices)
-    sick = rng.random(num_patients) < 0.5
-    y = (sick[patient] & (rng.random(patient.size) < 0.8)).astype(np.float64)
+    sick = np.ones(num_patients, bool) if mixed else rng.random(num_patients) < 0.5
+    chance = 0.3 if mixed else 0.8
+    y = (sick[patient] & (rng.random(patient.size) < chance)).astype(np.float64)
     shared = rng.normal(size=num_patients)[patient]
     a = 1.2 * y + 1.5 * rng.normal(size=num_patients)[patient] + shared + rng.normal(size=y.size)
     b = 0.8 * y + 1.5 * rng.normal(size=num_patients)[patient] + shared + rng.normal(size=y.size)
     return y, a, b, patient
 
 
-def test_clustered_delong_is_calibrated_where_image_level_delong_is_too_narrow():
+@pytest.mark.parametrize("mixed", [False, True])
+def test_clustered_delong_matches_the_real_spread_of_the_difference(mixed):
     """Over repeated draws of a clustered test set, the clustered SE matches the real spread
-    of AUC_a - AUC_b; the image-level SE understates it."""
+    of AUC_a - AUC_b. When a patient's images share its label the image-level SE understates
+    it; patients with positive and negative images need no such correction here."""
     rng = np.random.default_rng(11)
     diffs, var_clustered, var_image = [], [], []
     for _ in range(300):
-        y, a, b, patient = _patients_with_slices(rng)
+        y, a, b, patient = _patients_with_slices(rng, mixed=mixed)
         clustered = auc.delong_test(y, a, b, clusters=patient)
         diffs.append(clustered["difference"])
         var_clustered.append(clustered["se"] ** 2)
         var_image.append(auc.delong_test(y, a, b)["se"] ** 2)
     true_var = np.var(diffs, ddof=1)
-    assert np.mean(var_clustered) / true_var == pytest.approx(1.0, abs=0.2)
-    assert np.mean(var_image) / true_var < 0.5
+    assert np.mean(var_clustered) / true_var == pytest.approx(1.0, abs=0.25)
+    if not mixed:
+        assert np.mean(var_image) / true_var < 0.5
 
 
 def test_patient_level_intervals_are_wider_on_clustered_data():

@@ -16,6 +16,7 @@ import pytest
 from conftest import REPO, _command, _env, _run, _summary
 
 from synthjax.data.loader import load_source
+from synthjax.eval import auc
 from synthjax.experiment import STAGE_ORDER
 
 
@@ -209,8 +210,7 @@ def test_intervals_resample_test_patients_with_image_level_ones_beside(smoke_run
 @pytest.mark.slow  # ~3 min; DICOM -> HU -> windows is in rsna_ich_test and dicom_test
 def test_ct_smoke_from_dicom_end_to_end(tmp_path, cache_dir):
     """The brain-CT arm: phantom DICOMs -> HU -> 3 windows -> classifier -> GAN -> synthetic
-    -> evaluation, where a patient's many slices make patient-level intervals wider than
-    image-level ones."""
+    -> evaluation, whose intervals resample the test patients (many slices each)."""
     command = _command(tmp_path / "ct", cache_dir)
     command[3] = "--config=configs/ct_256.py:smoke"
     proc = subprocess.run(
@@ -241,9 +241,18 @@ def test_ct_smoke_from_dicom_end_to_end(tmp_path, cache_dir):
     report = json.loads((workdir / "report.json").read_text())
     assert report["interval_level"] == "patient"
     assert 2 * report["test_patients"] < report["test_images"]  # many slices per patient
-    for key in ("trtr_auroc_mean_ci", "tstr_auroc_mean_ci", "auroc_gap_ci"):
-        (low, high), (image_low, image_high) = report[key], report[f"{key}_image_level"]
-        assert high - low > image_high - image_low, key
+    # The intervals are those of the saved scores with each slice's patient from the real
+    # test shard (patient level), and of single slices (image level).
+    evaluate = _summary(workdir, "evaluate")
+    keep = [prepared["label_names"].index(n) for n in evaluate["labels_evaluated"]]
+    scores = np.load(workdir / "classifier_real" / "test_predictions.npz")
+    test_indices = np.load(workdir / "prepare" / "subset.npz")["indices_test"]
+    patients = load_source(prepared["dataset_dir"], "test").patients[test_indices]
+    y, probs = scores["labels"][:, keep], scores["probs"][:, keep]
+    for clusters, level in ((patients, ""), (None, "_image_level")):
+        want = auc.bootstrap_auroc(y, probs, **evaluate["bootstrap"], clusters=clusters)
+        assert report[f"trtr_auroc_mean_ci{level}"] == pytest.approx(want["mean_ci"], abs=1e-12)
+    assert report["trtr_auroc_mean_ci"] != report["trtr_auroc_mean_ci_image_level"]
 
 
 PROG = (

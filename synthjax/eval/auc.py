@@ -477,7 +477,7 @@ def _clustered_covariance(
     v10: np.ndarray,
     v01: np.ndarray,
     aucs: np.ndarray,
-) -> np.ndarray:
+) -> np.ndarray | None:
     """float64[R, R] covariance of R correlated AUCs on clustered cases (Obuchowski 1997).
 
     Args:
@@ -492,7 +492,8 @@ def _clustered_covariance(
       S11 = I / (I - 1) sum_i (X_i - m_i A)(Y_i - n_i A)'           (all I clusters)
       cov = S10 / M + S01 / N + (S11 + S11') / (M N).
     With one case per cluster S11 = 0, S10 and S01 are the components' sample covariances,
-    and this is DeLong's covariance. A term with fewer than two clusters is taken as 0.
+    and this is DeLong's covariance. None when the positives or the negatives lie in fewer
+    than two clusters: their between-cluster variance cannot be estimated then.
     """
     pos_cluster, neg_cluster = cluster_of[positive], cluster_of[~positive]
     m_i = np.bincount(pos_cluster, minlength=num_clusters)
@@ -501,12 +502,12 @@ def _clustered_covariance(
     x_dev = np.stack([np.bincount(pos_cluster, r, num_clusters) for r in v10]) - np.outer(aucs, m_i)
     y_dev = np.stack([np.bincount(neg_cluster, r, num_clusters) for r in v01]) - np.outer(aucs, n_i)
 
-    def scaled(count: int, total: int) -> float:
-        return count / ((count - 1) * total) if count > 1 else 0.0
-
-    s10 = scaled(int((m_i > 0).sum()), big_m) * (x_dev @ x_dev.T)
-    s01 = scaled(int((n_i > 0).sum()), big_n) * (y_dev @ y_dev.T)
-    s11 = num_clusters / (num_clusters - 1) * (x_dev @ y_dev.T) if num_clusters > 1 else 0.0
+    i10, i01 = int((m_i > 0).sum()), int((n_i > 0).sum())
+    if i10 < 2 or i01 < 2:
+        return None
+    s10 = i10 / ((i10 - 1) * big_m) * (x_dev @ x_dev.T)
+    s01 = i01 / ((i01 - 1) * big_n) * (y_dev @ y_dev.T)
+    s11 = num_clusters / (num_clusters - 1) * (x_dev @ y_dev.T)
     return s10 / big_m + s01 / big_n + (s11 + np.transpose(s11)) / (big_m * big_n)
 
 
@@ -527,8 +528,9 @@ def delong_test(
 
     Returns:
       {"auc_a", "auc_b", "difference", "se", "z", "p_value"} (two-sided). None where the
-      label has a single class. When both score sets order the cases identically the
-      difference and its SE are 0: z = 0 and p = 1.
+      label has a single class; "se", "z" and "p_value" None where, with `clusters`, its
+      positives or negatives lie in a single cluster. When both score sets order the cases
+      identically the difference and its SE are 0: z = 0 and p = 1.
     """
     y, a = _check_pair(y_true, scores_a, ndim=1)
     _, b = _check_pair(y, scores_b, ndim=1)
@@ -546,6 +548,9 @@ def delong_test(
         covariance = s10 / m + s01 / n
     else:
         covariance = _clustered_covariance(positive, cluster_of, num_clusters, v10, v01, aucs)
+    if covariance is None:
+        aucs_only = {"auc_a": aucs[0], "auc_b": aucs[1], "difference": aucs[0] - aucs[1]}
+        return {k: float(v) for k, v in aucs_only.items()} | dict.fromkeys(("se", "z", "p_value"))
     contrast = np.array([1.0, -1.0])
     variance = float(contrast @ covariance @ contrast)
     difference = aucs[0] - aucs[1]
