@@ -225,6 +225,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.evaluate = ml_collections.ConfigDict()
     c.evaluate.bootstrap_resamples = 1000
     c.evaluate.confidence = 0.95
+    # What the intervals and DeLong's test resample: patient (all test images of a drawn
+    # patient; a CT series' slices are not independent) | image (the study's). The
+    # image-level ones are recorded beside the patient-level ones either way.
+    c.evaluate.interval_level = "patient"
     c.evaluate.min_positives = 10  # labels with fewer test positives stay out of the mean
     # Per label combination (utility and fidelity): combinations with this many test images.
     c.evaluate.min_combination_images = 20

@@ -353,11 +353,17 @@ def _binary_findings(path: Path, private: Private) -> list[str]:
 
 
 def _shard_ids(synthetic_dir: Path, splits: Sequence[str]) -> Iterable[str]:
-    """Every record id of a synthetic dataset: the only text a shard holds."""
+    """Every record id of a synthetic dataset: the only text a shard holds. Raises
+    ExportError for shards that keep a patient id per record, as only real ones do."""
     from synthjax.data.loader import load_source  # tfds: imported only when checking
 
     for split in splits:
         source = load_source(synthetic_dir, split)
+        if source.has_patients:
+            raise ExportError(
+                f"the synthetic {split} shards keep a patient id per record (a real dataset's "
+                "feature); nothing was released. Rerun `synthesize`"
+            )
         for i in range(len(source)):
             yield str(source[i]["id"])
 

@@ -373,9 +373,21 @@ def check_privacy(p: ml_collections.ConfigDict) -> None:
     )
 
 
+def check_interval_level(level: str) -> None:
+    from synthjax.eval.utility import INTERVAL_LEVELS
+
+    require(
+        level in INTERVAL_LEVELS,
+        "evaluate.interval_level",
+        f"{level!r} is not a level",
+        f"use one of {list(INTERVAL_LEVELS)} (patient: resample patients, the default)",
+    )
+
+
 def check_evaluate(ev: ml_collections.ConfigDict, resolution: int) -> None:
     from synthjax.eval.discrimination import resolutions_for
 
+    check_interval_level(ev.interval_level)
     require(ev.prdc_k >= 1, "evaluate.prdc_k", f"{ev.prdc_k} < 1", "use 5 (the papers')")
     require(
         ev.inception_weights == "" or os.path.isfile(ev.inception_weights),

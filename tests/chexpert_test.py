@@ -21,6 +21,7 @@ from synthjax.core.errors import ConfigError
 from synthjax.core.workdir import SPLITS
 from synthjax.data import builder, chexpert, source_files
 from synthjax.data.image_ops import box_downsample_2x2, resize_square
+from synthjax.data.loader import load_source
 
 RESOLUTION, BASE = 16, 64
 FOLDER = "CheXpert-v1.0-small"
@@ -323,3 +324,24 @@ def test_config_name_and_validation():
         chexpert.ChexpertConfig(resolution=512, base_resolution=256)
     with pytest.raises(ConfigError, match=r"dataset\.uncertain_policy"):
         chexpert.ChexpertConfig(uncertain_policy="u_maybe")
+
+
+def test_records_keep_their_patient_and_older_builds_are_not_reused(raw, built, tmp_path):
+    _, dataset_dir, report = built
+    for split in SPLITS:
+        source = load_source(dataset_dir, split)
+        ids = [source[i]["id"] for i in range(len(source))]
+        # The phantom's ids are patientNNNNN/studyN/viewN_frontal: the patient folder.
+        assert source.patients.tolist() == [i.split("/")[0] for i in ids]
+        assert len(set(source.patients)) == report["splits"][split]["patients"]
+        assert set(source[0]) == {"image", "labels", "id"}  # records stay as they were
+        np.testing.assert_array_equal(load_source(dataset_dir, split).patients, source.patients)
+    assert (dataset_dir / "patients-test.npy").exists()  # read once, then from the cache
+    # A complete build of the same source from before records kept their patient (version
+    # 1.0.0) is not reused: the version is part of where a build lives.
+    data_dir = tmp_path / "data"
+    old_dir = data_dir / dataset_dir.relative_to(built[0]).parent / "1.0.0"
+    shutil.copytree(dataset_dir, old_dir)
+    new_dir, _ = _prepare(raw[0], data_dir)
+    assert new_dir.name == str(chexpert.Chexpert.VERSION) and new_dir != old_dir
+    assert load_source(new_dir, "test").has_patients

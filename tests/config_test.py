@@ -91,6 +91,7 @@ def _smoke():
         ("stages", ("gan", "prepare"), "out of order"),
         ("gan.arch", "stylegan9", "not available"),
         ("dataset.uncertain_policy", "u_maybe", "not a policy"),
+        ("evaluate.interval_level", "study", "not a level"),
         ("mesh.data", 3, "does not divide"),
         ("conv_lowering", "winograd", "unknown"),
         ("gan.loss", "hinge", "unknown"),

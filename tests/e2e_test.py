@@ -16,6 +16,7 @@ import pytest
 from conftest import REPO, _command, _env, _run, _summary
 
 from synthjax.data.loader import load_source
+from synthjax.eval import auc
 from synthjax.experiment import STAGE_ORDER
 
 
@@ -191,17 +192,26 @@ def test_nih_sample_smoke_on_real_radiographs(tmp_path, cache_dir):
     assert (workdir / "gan" / "samples" / "real.png").exists()
 
 
-@pytest.mark.slow  # ~2.5 min; DICOM -> HU -> windows is in rsna_ich_test and dicom_test
-def test_ct_smoke_from_dicom_end_to_end(tmp_path, cache_dir):
-    """The brain-CT arm: phantom DICOMs -> HU -> 3 windows -> classifier -> GAN -> synthetic.
+def test_intervals_resample_test_patients_with_image_level_ones_beside(smoke_run):
+    workdir, _ = smoke_run
+    report = json.loads((workdir / "report.json").read_text())
+    prepared = _summary(workdir, "prepare")
+    assert report["interval_level"] == "patient" and "interval_level_note" not in report
+    assert report["test_images"] == prepared["images"]["test"]
+    assert 1 < report["test_patients"] == prepared["patients"]["test"] <= report["test_images"]
+    for key in ("trtr_auroc_mean", "tstr_auroc_mean", "trtr_auprc_mean", "tstr_auprc_mean"):
+        for level in ("", "_image_level"):
+            low, high = report[f"{key}_ci{level}"]
+            assert low <= report[key] <= high, (key, level)
+    row = report["per_label"][0]
+    assert {"delong_p", "delong_p_image_level", "trtr_ci_image_level"} <= set(row)
 
-    The stages after synthesize run the same code for every dataset (the smoke run covers
-    them); here the three-channel images go as far as the synthetic dataset."""
-    command = _command(
-        tmp_path / "ct",
-        cache_dir,
-        "--config.stages=('prepare','classifier_real','gan','synthesize')",
-    )
+
+@pytest.mark.slow  # ~3 min; DICOM -> HU -> windows is in rsna_ich_test and dicom_test
+def test_ct_smoke_from_dicom_end_to_end(tmp_path, cache_dir):
+    """The brain-CT arm: phantom DICOMs -> HU -> 3 windows -> classifier -> GAN -> synthetic
+    -> evaluation, whose intervals resample the test patients (many slices each)."""
+    command = _command(tmp_path / "ct", cache_dir)
     command[3] = "--config=configs/ct_256.py:smoke"
     proc = subprocess.run(
         command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900
@@ -228,6 +238,21 @@ def test_ct_smoke_from_dicom_end_to_end(tmp_path, cache_dir):
     assert len(synthetic) == prepared["images"]["train"]
     assert 0.0 <= _summary(workdir, "classifier_real")["best_val_auroc"] <= 1.0
     assert (workdir / "gan" / "samples" / "real.png").exists()
+    report = json.loads((workdir / "report.json").read_text())
+    assert report["interval_level"] == "patient"
+    assert 2 * report["test_patients"] < report["test_images"]  # many slices per patient
+    # The intervals are those of the saved scores with each slice's patient from the real
+    # test shard (patient level), and of single slices (image level).
+    evaluate = _summary(workdir, "evaluate")
+    keep = [prepared["label_names"].index(n) for n in evaluate["labels_evaluated"]]
+    scores = np.load(workdir / "classifier_real" / "test_predictions.npz")
+    test_indices = np.load(workdir / "prepare" / "subset.npz")["indices_test"]
+    patients = load_source(prepared["dataset_dir"], "test").patients[test_indices]
+    y, probs = scores["labels"][:, keep], scores["probs"][:, keep]
+    for clusters, level in ((patients, ""), (None, "_image_level")):
+        want = auc.bootstrap_auroc(y, probs, **evaluate["bootstrap"], clusters=clusters)
+        assert report[f"trtr_auroc_mean_ci{level}"] == pytest.approx(want["mean_ci"], abs=1e-12)
+    assert report["trtr_auroc_mean_ci"] != report["trtr_auroc_mean_ci_image_level"]
 
 
 PROG = (

@@ -22,6 +22,7 @@ from PIL import Image
 
 from synthjax import export
 from synthjax.core import metrics
+from synthjax.data import shards
 from synthjax.data.loader import load_source
 
 SPLITS = ("train", "validation", "test")
@@ -255,6 +256,56 @@ def test_a_private_string_the_scrubber_cannot_reach_fails_the_whole_export(relea
     proc = _export(workdir, out)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "synthetic/samples.png" in proc.stderr
+    assert not out.exists() and not list(tmp_path.glob(".release.partial-*"))
+
+
+def test_no_patient_id_leaves(released):
+    """The real shards keep each image's patient (for patient-level intervals); no byte of
+    the release holds one, and the released shards have no such feature."""
+    workdir, out, _ = released
+    prepared = json.loads((workdir / "prepare" / "summary.json").read_text())
+    patients = set()
+    for split in SPLITS:
+        patients |= set(load_source(prepared["dataset_dir"], split).patients.tolist())
+        assert not load_source(out / "synthetic", split).has_patients
+    assert len(patients) > 10
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        assert not [p for p in patients if p.encode() in data], path
+
+
+def test_synthetic_shards_with_patient_ids_are_refused(released, tmp_path):
+    workdir = _copy_workdir(released[0], tmp_path / "run")
+    _edit_card(workdir, releasable=True)
+    synthetic = workdir / "synthetic"
+    name = json.loads((synthetic / "dataset_info.json").read_text())["name"]
+    sources = {s: load_source(synthetic, s) for s in SPLITS}
+    train = sources["train"]
+    records = {
+        s: [{**src[i], "patient": "patient00001"} for i in range(len(src))]
+        for s, src in sources.items()
+    }
+    features = shards.image_features(train.image_shape, len(train.label_names), with_patient=True)
+    for old in synthetic.glob("*.array_record-*"):
+        old.unlink()
+    lengths = {
+        s: shards.write_split(
+            synthetic, name=name, split=s, features=features, records=r, shard_size=1 << 20
+        )
+        for s, r in records.items()
+    }
+    shards.write_metadata(
+        synthetic,
+        name=name,
+        features=features,
+        shard_lengths=lengths,
+        label_names=train.label_names,
+        description="synthetic shards that wrongly keep a patient id",
+    )
+    out = tmp_path / "release"
+    proc = _export(workdir, out)
+    assert proc.returncode == 2, proc.stdout
+    assert proc.stderr.startswith("error: ") and "patient id" in proc.stderr
     assert not out.exists() and not list(tmp_path.glob(".release.partial-*"))
 
 

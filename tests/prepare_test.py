@@ -76,7 +76,7 @@ def test_a_killed_build_is_rebuilt_not_reused(raw, tmp_path):
             proc.kill()
     config_dir = data_dir / "chexpert" / chexpert.config_name(RESOLUTION, "u_ones", True, BASE)
     assert list(config_dir.glob("incomplete.*")), "the killed build left no temporary dir"
-    assert not (config_dir / "1.0.0" / "dataset_info.json").exists()
+    assert not (config_dir / str(chexpert.Chexpert.VERSION) / "dataset_info.json").exists()
 
     dataset_dir, report = _prepare(raw, data_dir, workers=1)
     assert not list(config_dir.glob("incomplete.*")), "the killed build's files were kept"

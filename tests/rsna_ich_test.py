@@ -343,3 +343,19 @@ def test_missing_download_says_where_to_get_it(tmp_path):
     (tmp_path / "wrong" / rsna_ich.CSV_NAME).write_text("Image,Finding\nx,1\n")
     with pytest.raises(DataNotFoundError, match="ID,Label"):
         rsna_ich.prepare_rsna_ich(tmp_path / "wrong", tmp_path / "d", resolution=16)
+
+
+def test_records_keep_the_series_patient_id(raw, built):
+    """Every slice's patient is its DICOM PatientID: many slices per patient."""
+    root, _, _ = raw
+    _, dataset_dir, report = built
+    for split in SPLITS:
+        source = load_source(dataset_dir, split)
+        want = [
+            str(
+                pydicom.dcmread(_dicom_of(root, source[i]["id"]), stop_before_pixels=True).PatientID
+            )
+            for i in range(len(source))
+        ]
+        assert source.patients.tolist() == want
+        assert len(set(want)) == report["splits"][split]["patients"] < len(want)

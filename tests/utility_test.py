@@ -23,3 +23,14 @@ def test_evaluated_labels_need_positives_and_negatives():
     labels = np.array([[1, 0, 1], [1, 0, 0], [0, 0, 1], [1, 1, 0]], np.float32)
     np.testing.assert_array_equal(utility.evaluated_labels(labels, 1), [True, True, True])
     np.testing.assert_array_equal(utility.evaluated_labels(labels, 2), [False, False, True])
+
+
+def test_prediction_patients_line_up_with_the_scored_records():
+    labels = np.array([[1, 0], [0, 1], [1, 1]], np.float32)
+    patients = np.array(["p1", "p1", "p2"])
+    got = utility.prediction_patients(patients, labels, labels.astype(np.float64))
+    assert got.tolist() == ["p1", "p1", "p2"]
+    with pytest.raises(RuntimeError, match="not the prepared test split"):
+        utility.prediction_patients(patients, labels, labels[::-1])  # another order
+    with pytest.raises(RuntimeError, match="rerun the classifier stages"):
+        utility.prediction_patients(patients, labels, labels[:2])  # another count

@@ -32,7 +32,7 @@ from etils import epath
 from synthjax.core.errors import ConfigError, DataNotFoundError
 from synthjax.core.workdir import SPLITS
 from synthjax.data.image_ops import is_power_of_two, load_pyramid
-from synthjax.data.shards import image_features
+from synthjax.data.shards import PATIENT, image_features
 from synthjax.data.source_files import source_fingerprint
 from synthjax.data.workers import BadInput, ordered_map
 
@@ -141,9 +141,12 @@ class SourceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     REPORT_UNIT: ClassVar[str | None] = None  # the report's name for rows read, if not CSV rows
     EMPTY_SPLIT_WHY: ClassVar[str] = "too few patients for an 80/10/10 patient split"
     # The stored format's version and what it holds; a dataset that changes what it writes
-    # sets its own VERSION and says what changed in RELEASE_NOTES.
-    VERSION = tfds.core.Version("1.0.0")
+    # sets its own VERSION and says what changed in RELEASE_NOTES. The version is part of the
+    # dataset directory (`data_dir/<name>/<config>/<version>/`), so a build of an older
+    # version is never reused: 1.1.0 added each record's patient id.
+    VERSION = tfds.core.Version("1.1.0")
     RELEASE_NOTE: ClassVar[str] = ""
+    PATIENT_NOTE: ClassVar[str] = "Each record keeps its patient id (`patient`)."
     # For TFDS's own `download_and_prepare`; `find_root`'s error says where to get the data.
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Pass the folder holding the dataset's raw download as the manual dir "
@@ -165,7 +168,7 @@ class SourceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     @tfds.core.utils.classproperty
     @classmethod
     def RELEASE_NOTES(cls) -> dict[str, str]:
-        return {str(cls.VERSION): cls.RELEASE_NOTE}
+        return {str(cls.VERSION): f"{cls.RELEASE_NOTE} {cls.PATIENT_NOTE}".strip()}
 
     # What each dataset says about its source --------------------------------------------------
 
@@ -210,7 +213,7 @@ class SourceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return tfds.core.DatasetInfo(
             builder=self,
             description=self.description(),
-            features=image_features((r, r, self.channels()), len(self.LABELS)),
+            features=image_features((r, r, self.channels()), len(self.LABELS), with_patient=True),
             homepage=self.HOMEPAGE,
             citation=self.CITATION,
             metadata=tfds.core.MetadataDict(self.metadata()),
@@ -264,7 +267,15 @@ class SourceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             kept += 1
             patients.add(row.patient)
             label_sums += row.labels
-            yield row.key, {"image": image, "labels": row.labels, "id": row.key}
+            yield (
+                row.key,
+                {
+                    "image": image,
+                    "labels": row.labels,
+                    "id": row.key,
+                    PATIENT: row.patient,
+                },
+            )
             now = time.monotonic()
             if now - last_log >= PROGRESS_SECONDS:
                 last_log = now

@@ -4,7 +4,7 @@ Data flow: `manual_dir` (the real CheXpert-v1.0[-small] download, or the phantom
 `synthjax.data.phantoms.cxr` writes in the same layout) -> `prepare_chexpert` / `Chexpert`
 (this module: frontal views, label policy, patient-level 80/10/10 split, resize to the base
 resolution and 2x2 box pyramid down to the stored one; the rest is `synthjax.data.builder`'s)
--> `data_dir/chexpert/<config>/1.0.0/` holding the shards, `dataset_info.json` and
+-> `data_dir/chexpert/<config>/<version>/` holding the shards, `dataset_info.json` and
 `prepare_report.json` (`synthjax.data.builds`) -> `tfds.builder_from_directory(...)` -> grain.
 
 Every CSV row is accounted for: kept, filtered (lateral view, no positive label) or skipped as
@@ -300,7 +300,7 @@ def prepare_chexpert(
 
     Args:
       manual_dir: the folder holding `CheXpert-v1.0-small/` (or that folder itself).
-      data_dir: TFDS data root; the dataset lands in `data_dir/chexpert/<config>/1.0.0/`.
+      data_dir: TFDS data root; the dataset lands in `data_dir/chexpert/<config>/<version>/`.
       resolution, uncertain_policy, drop_no_positive, base_resolution: see `ChexpertConfig`.
       workers: processes decoding images (0 = every available core).
 

@@ -4,7 +4,7 @@ Data flow: `manual_dir` (any local folder holding a labels CSV with a header row
 image, naming its file, its patient and one 0/1 cell per label) -> `prepare_folder` /
 `FolderDataset` (this module: label cells to a multi-hot vector, patient-level 80/10/10 split,
 each file decoded to 8-bit display values, padded to square with black, resized to the base
-resolution and 2x2 box-downsampled to the stored one) -> `data_dir/folder/<config>/1.0.0/`
+resolution and 2x2 box-downsampled to the stored one) -> `data_dir/folder/<config>/<version>/`
 -> the same loader as every other dataset.
 
 The builder is `synthjax.data.builder.SourceBuilder` with a generic reading of the source:
@@ -479,7 +479,7 @@ def prepare_folder(
 
     Args:
       manual_dir: the folder holding `labels_csv` and the images it names.
-      data_dir: TFDS data root; the dataset lands in `data_dir/folder/<config>/1.0.0/`.
+      data_dir: TFDS data root; the dataset lands in `data_dir/folder/<config>/<version>/`.
       resolution, base_resolution: stored side, and the side images are resized to before the
         2x2 box pyramid (powers of two, resolution <= base_resolution).
       labels_csv: the CSV, relative to manual_dir, with a header row.

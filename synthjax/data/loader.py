@@ -3,7 +3,9 @@
 Real datasets (written by the TFDS builders in this package) and synthetic ones (written by
 `synthjax.synthesize` in the same array_record format) load through `load_source`, so every
 stage downstream reads both alike. Records are `{"image": uint8[H, W, C],
-"labels": float32[K], "id": str}`.
+"labels": float32[K], "id": str}`. A real dataset also knows each record's patient
+(`ImageSource.patients`, for patient-level statistics); it is kept out of the records, so
+nothing that copies or batches records can carry it along.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from etils import epath
 from synthjax.core.errors import DataNotFoundError
 from synthjax.core.workdir import write_atomic
 from synthjax.data import remote
+from synthjax.data.shards import PATIENT
 
 LABEL_NAMES_KEY = "label_names"
 
@@ -52,7 +55,10 @@ class ImageSource:
         )
         shape = builder.info.features["image"].shape
         self.image_shape: tuple[int, int, int] = tuple(int(d) for d in shape)
+        # Real datasets prepared since builder version 1.1.0; never synthetic ones.
+        self.has_patients: bool = PATIENT in builder.info.features
         self._labels: np.ndarray | None = None
+        self._patients: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self._source)
@@ -80,6 +86,40 @@ class ImageSource:
                 np.save(buffer, self._labels)
                 write_atomic(cache, buffer.getvalue())
         return self._labels
+
+    @property
+    def patients(self) -> np.ndarray:
+        """str[N]: every record's patient id, in record order (read once, cached beside the
+        shards like `labels`).
+
+        Raises:
+          DataNotFoundError: the dataset keeps no patient ids (a synthetic dataset).
+        """
+        if not self.has_patients:
+            raise DataNotFoundError(
+                f"{self.dataset_dir} keeps no patient ids: synthetic datasets never do; a real "
+                "one prepared by this version of synthjax does (rerun `prepare`)"
+            )
+        if self._patients is None:
+            cache = self.dataset_dir / f"patients-{self.split}.npy"
+            if cache.exists():
+                with cache.open("rb") as f:
+                    self._patients = np.load(f)
+            else:
+                self._patients = self._read_all_patients()
+                buffer = io.BytesIO()
+                np.save(buffer, self._patients)
+                remote.write_atomic(cache, buffer.getvalue())
+        return self._patients
+
+    def _read_all_patients(self) -> np.ndarray:
+        n, chunk = len(self), 1024
+        ids = [
+            raw[PATIENT]
+            for i in range(0, n, chunk)
+            for raw in self._source.__getitems__(list(range(i, min(n, i + chunk))))
+        ]
+        return np.array([p.decode() if isinstance(p, bytes) else str(p) for p in ids], dtype=str)
 
     def _read_all_labels(self) -> np.ndarray:
         n = len(self)

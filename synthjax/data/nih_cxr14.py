@@ -4,7 +4,7 @@ Data flow: `manual_dir` (the NIH Clinical Center download, or the 1,000-image sa
 same layout) -> `prepare_nih_cxr14` / `NihCxr14` (this module: `|`-separated finding labels
 to a 14-vector, the official patient-disjoint test list plus a patient-hash train/validation
 split, resize to the base resolution and 2x2 box pyramid down to the stored one) ->
-`data_dir/nih_cxr14/<config>/1.0.0/` holding the shards, `dataset_info.json` and
+`data_dir/nih_cxr14/<config>/<version>/` holding the shards, `dataset_info.json` and
 `prepare_report.json` -> `tfds.builder_from_directory(...).as_data_source()` -> grain.
 
 The builder is `synthjax.data.builder.SourceBuilder` with NIH's reading of the source and
@@ -312,7 +312,7 @@ def prepare_nih_cxr14(
 
     Args:
       manual_dir: the folder holding Data_Entry_2017.csv and images*/ (or its parent).
-      data_dir: TFDS data root; the dataset lands in `data_dir/nih_cxr14/<config>/1.0.0/`.
+      data_dir: TFDS data root; the dataset lands in `data_dir/nih_cxr14/<config>/<version>/`.
       resolution, base_resolution, drop_no_positive: see `NihCxr14Config`.
       workers: processes decoding images (0 = every available core).
 

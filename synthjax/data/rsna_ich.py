@@ -6,7 +6,7 @@ the CT phantom `synthjax.data.phantoms.ct` writes in the same layout) -> `prepar
 the DICOM PatientID, series order from ImagePositionPatient) -> `synthjax.data.dicom` (HU
 through the modality LUT, RSNA wrap fixed, one 8-bit channel per display window, optionally
 the slices above and below) -> resize to the base resolution, 2x2 box pyramid ->
-`data_dir/rsna_ich/<config>/1.0.0/` -> the same loader as every other dataset.
+`data_dir/rsna_ich/<config>/<version>/` -> the same loader as every other dataset.
 
 Labels are the study's six classes: the five subtypes and `no_finding`. The CSV's `any` is
 checked against the subtypes (it must be their OR) and kept in the report's prevalence; as a
@@ -510,7 +510,7 @@ def prepare_rsna_ich(
 
     Args:
       manual_dir: the folder holding stage_2_train.csv and stage_2_train/ (or its parent).
-      data_dir: TFDS data root; the dataset lands in `data_dir/rsna_ich/<config>/1.0.0/`.
+      data_dir: TFDS data root; the dataset lands in `data_dir/rsna_ich/<config>/<version>/`.
       resolution, windows, context, drop_no_positive, base_resolution: see `RsnaIchConfig`.
       workers: processes reading DICOMs (0 = every available core).
 

@@ -25,22 +25,31 @@ from synthjax.data import remote
 FILE_FORMAT = "array_record"
 
 
-def image_features(image_shape: Sequence[int], num_labels: int) -> tfds.features.FeaturesDict:
-    """{"image": uint8[H, W, C] raw tensor, "labels": float32[K], "id": text}.
+# The feature of a real record naming its patient (for patient-level statistics). Only the
+# prepared real datasets have it; synthetic datasets never do, so no release can carry it.
+PATIENT = "patient"
+
+
+def image_features(
+    image_shape: Sequence[int], num_labels: int, *, with_patient: bool = False
+) -> tfds.features.FeaturesDict:
+    """{"image": uint8[H, W, C] raw tensor, "labels": float32[K], "id": text}, and with
+    `with_patient` (real datasets only) {"patient": text}, the source's patient id.
 
     The image is stored as its raw bytes: TFDS's default for a uint8 tensor, a protobuf
     list of 64-bit integers, is larger and far slower to write and parse (the numbers are
     in benchmarks/README.md).
     """
-    return tfds.features.FeaturesDict(
-        {
-            "image": tfds.features.Tensor(
-                shape=tuple(image_shape), dtype=np.uint8, encoding=tfds.features.Encoding.BYTES
-            ),
-            "labels": tfds.features.Tensor(shape=(num_labels,), dtype=np.float32),
-            "id": tfds.features.Text(),
-        }
-    )
+    features = {
+        "image": tfds.features.Tensor(
+            shape=tuple(image_shape), dtype=np.uint8, encoding=tfds.features.Encoding.BYTES
+        ),
+        "labels": tfds.features.Tensor(shape=(num_labels,), dtype=np.float32),
+        "id": tfds.features.Text(),
+    }
+    if with_patient:
+        features[PATIENT] = tfds.features.Text()
+    return tfds.features.FeaturesDict(features)
 
 
 def shard_template(dataset_dir: epath.Path, name: str, split: str) -> tfds.core.ShardedFileTemplate:
@@ -166,8 +175,10 @@ def records_sha256(sources: Mapping[str, Any], *, ordered: bool = True) -> str:
 
     sources: {split: a source of records (`loader.load_source`)}. The decoded content, not
     the shard files: their bytes are serialized protos whose field order varies from one
-    writer process to the next, for the same records. `ordered=False`: the same records in
-    any order and under any ids give the same digest (labels and image only, sorted).
+    writer process to the next, for the same records. A source with patient ids
+    (`ImageSource.patients`, real datasets) adds them, in order, after its records.
+    `ordered=False`: the same records in any order and under any ids give the same digest
+    (labels and image only, sorted).
     """
     digest = hashlib.sha256()
     for split, source in sources.items():
@@ -184,4 +195,6 @@ def records_sha256(sources: Mapping[str, Any], *, ordered: bool = True) -> str:
                 records.append(one.digest())
         for one in sorted(records):
             digest.update(one)
+        if ordered and getattr(source, "has_patients", False):
+            digest.update("\0".join(source.patients.tolist()).encode())
     return digest.hexdigest()

@@ -1,5 +1,5 @@
 """Areas under curves: per-label ROC-AUC and AUPRC, their bootstrap intervals, paired gaps,
-DeLong's test and the ROC curve itself.
+DeLong's test and the ROC curve itself; at image level or at patient (cluster) level.
 
 The statistics every evaluation of scores against 0/1 labels uses: the utility of the
 synthetic data (TRTR / TSTR, `utility.py`), label fidelity, the discrimination test, and the
@@ -11,6 +11,13 @@ which hides a classifier that learned the wrong direction and biases the mean up
 Bootstrap resamples are represented as case multiplicities (how often each test case was
 drawn), so a resample's AUC comes from one pass over cases sorted once per label instead of a
 fresh sort per resample; a paired comparison just reuses the same multiplicities.
+
+Test images of one patient are not independent (a CT series has 16-32 slices, a CheXpert
+patient several studies), so every interval and test takes `clusters=` (an id per case, e.g.
+the patient): the bootstrap then resamples clusters with replacement and takes all their
+cases, and DeLong's test becomes Obuchowski's (1997) clustered version. `clusters=None` is
+the image-level statistic, each case its own cluster, and a case-per-cluster `clusters`
+gives exactly the same resamples.
 """
 
 from __future__ import annotations
@@ -134,22 +141,51 @@ def mean_auroc(per_label: Any) -> float:
     return float(defined.mean()) if defined.size else math.nan
 
 
-def _resample_blocks(num_cases: int, num_resamples: int, seed: int) -> Iterator[np.ndarray]:
+def cluster_index(clusters: Any, num_cases: int) -> tuple[np.ndarray | None, int]:
+    """(int64[N] cluster number of each case, number of clusters G); (None, N) for None.
+
+    Clusters are numbered by first appearance, so when every case is its own cluster,
+    case i is cluster i and the cluster bootstrap draws exactly the image-level resamples.
+
+    Args:
+      clusters: None, or [N] ids of any sortable kind (patient id strings, integers).
+      num_cases: N.
+    """
+    if clusters is None:
+        return None, num_cases
+    clusters = np.asarray(clusters)
+    if clusters.shape != (num_cases,):
+        raise ValueError(
+            f"clusters must hold one id per test case, shape ({num_cases},); got {clusters.shape}"
+        )
+    _, first, inverse = np.unique(clusters, return_index=True, return_inverse=True)
+    by_appearance = np.empty(first.size, np.int64)
+    by_appearance[np.argsort(first, kind="stable")] = np.arange(first.size)
+    return by_appearance[inverse.reshape(-1)], int(first.size)
+
+
+def _resample_blocks(
+    num_cases: int, num_resamples: int, seed: int, cluster_of: np.ndarray | None = None
+) -> Iterator[np.ndarray]:
     """Yields float64[N, b] case multiplicities of bootstrap resamples, block by block.
 
     Case-major so that selecting one label's positives or negatives copies whole rows.
     Indices are drawn one resample at a time from a single generator, so resample r is the
     same whatever the block size and whichever function (single or paired) asks for it.
+    With `cluster_of` (int64[N], `cluster_index`) the G clusters are drawn with replacement
+    and each case counts as often as its cluster was drawn.
     """
+    num_units = num_cases if cluster_of is None else int(cluster_of.max(initial=-1)) + 1
     rng = np.random.default_rng(seed)
     block = max(1, _BLOCK_ENTRIES // max(num_cases, 1))
     done = 0
     while done < num_resamples:
         b = min(block, num_resamples - done)
-        draws = np.stack([rng.integers(0, num_cases, size=num_cases) for _ in range(b)])
-        # Case i of resample r lands in bin i * b + r, giving the [N, b] layout directly.
-        counts = np.bincount((draws * b + np.arange(b)[:, None]).ravel(), minlength=b * num_cases)
-        yield counts.reshape(num_cases, b).astype(np.float64)
+        draws = np.stack([rng.integers(0, num_units, size=num_units) for _ in range(b)])
+        # Unit i of resample r lands in bin i * b + r, giving the [G, b] layout directly.
+        counts = np.bincount((draws * b + np.arange(b)[:, None]).ravel(), minlength=b * num_units)
+        counts = counts.reshape(num_units, b).astype(np.float64)
+        yield counts if cluster_of is None else counts[cluster_of]
         done += b
 
 
@@ -207,13 +243,14 @@ def _bootstrap_per_label(
     num_resamples: int,
     seed: int,
     metric: str = "auroc",
+    cluster_of: np.ndarray | None = None,
 ) -> list[np.ndarray]:
     """float64[B, K] resampled per-label metrics for each score set, on shared resamples."""
     fn = _METRICS[metric]
     num_cases, num_labels = labels.shape
     out = [np.empty((num_resamples, num_labels)) for _ in score_sets]
     row = 0
-    for weights in _resample_blocks(num_cases, num_resamples, seed):
+    for weights in _resample_blocks(num_cases, num_resamples, seed, cluster_of):
         rows = slice(row, row + weights.shape[1])
         for k in range(num_labels):
             for result, scores in zip(out, score_sets, strict=True):
@@ -253,11 +290,12 @@ def _check_bootstrap_args(num_resamples: int, confidence: float) -> None:
 
 
 def _settings(
-    labels: np.ndarray, num_resamples: int, seed: int, confidence: float
+    labels: np.ndarray, num_resamples: int, seed: int, confidence: float, num_clusters: int
 ) -> dict[str, Any]:
     """The bootstrap's settings, first in every result."""
     return {
         "num_cases": int(labels.shape[0]),
+        "num_clusters": int(num_clusters),
         "num_labels": int(labels.shape[1]),
         "num_resamples": int(num_resamples),
         "seed": int(seed),
@@ -274,10 +312,12 @@ def bootstrap_auroc(
     confidence: float = 0.95,
     return_samples: bool = False,
     metric: str = "auroc",
+    clusters: Any = None,
 ) -> dict[str, Any]:
     """Per-label and mean AUROC with percentile bootstrap intervals over test cases.
 
-    Test cases are resampled with replacement. A label with a single class in a resample is
+    Test cases are resampled with replacement; with `clusters`, clusters are (all the cases
+    of each drawn cluster, as often as it was drawn). A label with a single class in a resample is
     skipped for that resample (its interval uses the other resamples), and that resample's
     mean AUROC is taken over the labels it does define.
 
@@ -289,10 +329,12 @@ def bootstrap_auroc(
       confidence: coverage of the two-sided percentile intervals.
       return_samples: also return the raw resampled values as numpy arrays.
       metric: 'auroc', or 'auprc' for average precision (`bootstrap_auprc`).
+      clusters: None (image level), or [N] cluster ids (e.g. patient ids) of the cases.
 
     Returns:
       A dict, JSON-serialisable unless `return_samples`; undefined values are None:
-        "num_cases", "num_labels", "num_resamples", "seed", "confidence": the settings.
+        "num_cases", "num_clusters", "num_labels", "num_resamples", "seed", "confidence":
+          the settings ("num_clusters" = "num_cases" at image level).
         "per_label": list[float | None] of K point estimates on the full test set.
         "per_label_ci": list of K [low, high] intervals.
         "per_label_resamples_defined": list[int] of K, resamples in which the label had
@@ -303,11 +345,12 @@ def bootstrap_auroc(
     """
     labels, scores = _check_pair(labels, scores, ndim=2)
     _check_bootstrap_args(num_resamples, confidence)
+    cluster_of, num_clusters = cluster_index(clusters, labels.shape[0])
     point = per_label_metric(labels, scores, metric)
-    (samples,) = _bootstrap_per_label(labels, [scores], num_resamples, seed, metric)
+    (samples,) = _bootstrap_per_label(labels, [scores], num_resamples, seed, metric, cluster_of)
     samples_mean = _row_nanmean(samples)
     result: dict[str, Any] = {
-        **_settings(labels, num_resamples, seed, confidence),
+        **_settings(labels, num_resamples, seed, confidence, num_clusters),
         "per_label": [_json_float(v) for v in point],
         "per_label_ci": [_interval(samples[:, k], confidence) for k in range(point.size)],
         "per_label_resamples_defined": np.sum(~np.isnan(samples), axis=0).tolist(),
@@ -329,6 +372,7 @@ def bootstrap_auroc_gap(
     seed: int = 0,
     confidence: float = 0.95,
     return_samples: bool = False,
+    clusters: Any = None,
 ) -> dict[str, Any]:
     """Paired bootstrap of the AUROC difference a - b on the same test cases.
 
@@ -340,12 +384,13 @@ def bootstrap_auroc_gap(
       labels: float[N, K] multi-hot 0/1 of the test cases.
       scores_a: float[N, K] outputs of classifier a on those cases.
       scores_b: float[N, K] outputs of classifier b on those cases.
-      num_resamples, seed, confidence, return_samples: as in `bootstrap_auroc`; the same
-        seed gives the same resamples as `bootstrap_auroc`.
+      num_resamples, seed, confidence, return_samples, clusters: as in `bootstrap_auroc`;
+        the same seed and clusters give the same resamples as `bootstrap_auroc`.
 
     Returns:
       A dict, JSON-serialisable unless `return_samples`; undefined values are None:
-        "num_cases", "num_labels", "num_resamples", "seed", "confidence": the settings.
+        "num_cases", "num_clusters", "num_labels", "num_resamples", "seed", "confidence":
+          the settings.
         "per_label_a", "per_label_b": list[float | None] of K point estimates.
         "per_label_gap": list of K point differences a - b.
         "per_label_gap_ci": list of K [low, high] intervals of the difference.
@@ -358,15 +403,18 @@ def bootstrap_auroc_gap(
     labels, scores_a = _check_pair(labels, scores_a, ndim=2)
     _, scores_b = _check_pair(labels, scores_b, ndim=2)
     _check_bootstrap_args(num_resamples, confidence)
+    cluster_of, num_clusters = cluster_index(clusters, labels.shape[0])
     point_a = per_label_auroc(labels, scores_a)
     point_b = per_label_auroc(labels, scores_b)
-    samples_a, samples_b = _bootstrap_per_label(labels, [scores_a, scores_b], num_resamples, seed)
+    samples_a, samples_b = _bootstrap_per_label(
+        labels, [scores_a, scores_b], num_resamples, seed, cluster_of=cluster_of
+    )
     # Definedness depends only on the labels, so a and b skip the same labels per resample.
     samples_gap = samples_a - samples_b
     samples_mean_gap = _row_nanmean(samples_a) - _row_nanmean(samples_b)
     mean_a, mean_b = mean_auroc(point_a), mean_auroc(point_b)
     result: dict[str, Any] = {
-        **_settings(labels, num_resamples, seed, confidence),
+        **_settings(labels, num_resamples, seed, confidence, num_clusters),
         "per_label_a": [_json_float(v) for v in point_a],
         "per_label_b": [_json_float(v) for v in point_b],
         "per_label_gap": [_json_float(v) for v in point_a - point_b],
@@ -405,7 +453,67 @@ def _midranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def delong_test(y_true: Any, scores_a: Any, scores_b: Any) -> dict[str, float | None]:
+def _structural_components(
+    positive: np.ndarray, scores: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """DeLong's structural components of one score set, by midranks (Sun & Xu 2014).
+
+    Returns (V10 float64[M]: share of the negatives each positive beats, ties one half;
+    V01 float64[N]: share of the positives beating each negative; the AUC).
+    """
+    m, n = int(positive.sum()), int((~positive).sum())
+    pos, neg = scores[positive], scores[~positive]
+    t_all = _midranks(np.concatenate([pos, neg]))
+    t_pos, t_neg = _midranks(pos), _midranks(neg)
+    v10 = (t_all[:m] - t_pos) / n
+    v01 = 1.0 - (t_all[m:] - t_neg) / m
+    return v10, v01, (t_all[:m].sum() - m * (m + 1) / 2.0) / (m * n)
+
+
+def _clustered_covariance(
+    positive: np.ndarray,
+    cluster_of: np.ndarray,
+    num_clusters: int,
+    v10: np.ndarray,
+    v01: np.ndarray,
+    aucs: np.ndarray,
+) -> np.ndarray | None:
+    """float64[R, R] covariance of R correlated AUCs on clustered cases (Obuchowski 1997).
+
+    Args:
+      positive: bool[N] of the cases; cluster_of: int64[N] (`cluster_index`), G clusters.
+      v10: float64[R, M] and v01: float64[R, N-M], the structural components of each score
+        set (`_structural_components`); aucs: float64[R].
+
+    Each cluster i sums its components, X_i = sum of its V10 and Y_i = sum of its V01, and
+    centres them on its share of the AUC (m_i and n_i = its positive and negative cases):
+      S10 = I10 / ((I10 - 1) M) sum_i (X_i - m_i A)(X_i - m_i A)'   (I10 clusters with m_i > 0)
+      S01 = I01 / ((I01 - 1) N) sum_i (Y_i - n_i A)(Y_i - n_i A)'   (I01 clusters with n_i > 0)
+      S11 = I / (I - 1) sum_i (X_i - m_i A)(Y_i - n_i A)'           (all I clusters)
+      cov = S10 / M + S01 / N + (S11 + S11') / (M N).
+    With one case per cluster S11 = 0, S10 and S01 are the components' sample covariances,
+    and this is DeLong's covariance. None when the positives or the negatives lie in fewer
+    than two clusters: their between-cluster variance cannot be estimated then.
+    """
+    pos_cluster, neg_cluster = cluster_of[positive], cluster_of[~positive]
+    m_i = np.bincount(pos_cluster, minlength=num_clusters)
+    n_i = np.bincount(neg_cluster, minlength=num_clusters)
+    big_m, big_n = int(m_i.sum()), int(n_i.sum())
+    x_dev = np.stack([np.bincount(pos_cluster, r, num_clusters) for r in v10]) - np.outer(aucs, m_i)
+    y_dev = np.stack([np.bincount(neg_cluster, r, num_clusters) for r in v01]) - np.outer(aucs, n_i)
+
+    i10, i01 = int((m_i > 0).sum()), int((n_i > 0).sum())
+    if i10 < 2 or i01 < 2:
+        return None
+    s10 = i10 / ((i10 - 1) * big_m) * (x_dev @ x_dev.T)
+    s01 = i01 / ((i01 - 1) * big_n) * (y_dev @ y_dev.T)
+    s11 = num_clusters / (num_clusters - 1) * (x_dev @ y_dev.T)
+    return s10 / big_m + s01 / big_n + (s11 + np.transpose(s11)) / (big_m * big_n)
+
+
+def delong_test(
+    y_true: Any, scores_a: Any, scores_b: Any, *, clusters: Any = None
+) -> dict[str, float | None]:
     """DeLong's paired test of two correlated ROC-AUCs on the same cases.
 
     DeLong, DeLong & Clarke-Pearson (1988), with the midrank computation of Sun & Xu
@@ -413,30 +521,38 @@ def delong_test(y_true: Any, scores_a: Any, scores_b: Any) -> dict[str, float | 
     positive and one per negative case) give the covariance of the two AUCs, and
     z = (AUC_a - AUC_b) / SE is compared with a standard normal.
 
+    With `clusters` ([N] ids, e.g. the patient of each image) the covariance is
+    Obuchowski's (1997, Biometrics 53:567-578) for clustered data (`_clustered_covariance`):
+    the components are summed per cluster, so correlated images of one patient no longer
+    count as independent evidence. One case per cluster gives DeLong's test.
+
     Returns:
       {"auc_a", "auc_b", "difference", "se", "z", "p_value"} (two-sided). None where the
-      label has a single class. When both score sets order the cases identically the
-      difference and its SE are 0: z = 0 and p = 1.
+      label has a single class; "se", "z" and "p_value" None where, with `clusters`, its
+      positives or negatives lie in a single cluster. When both score sets order the cases
+      identically the difference and its SE are 0: z = 0 and p = 1.
     """
     y, a = _check_pair(y_true, scores_a, ndim=1)
     _, b = _check_pair(y, scores_b, ndim=1)
+    cluster_of, num_clusters = cluster_index(clusters, y.size)
     positive = y == 1
     m, n = int(positive.sum()), int((~positive).sum())
     if m == 0 or n == 0:
         return dict.fromkeys(("auc_a", "auc_b", "difference", "se", "z", "p_value"))
-    v10, v01, aucs = [], [], []
-    for s in (a, b):
-        pos, neg = s[positive], s[~positive]
-        t_all = _midranks(np.concatenate([pos, neg]))
-        t_pos, t_neg = _midranks(pos), _midranks(neg)
-        # V10[i]: share of negatives a positive beats; V01[j]: share of positives beating j.
-        v10.append((t_all[:m] - t_pos) / n)
-        v01.append(1.0 - (t_all[m:] - t_neg) / m)
-        aucs.append((t_all[:m].sum() - m * (m + 1) / 2.0) / (m * n))
-    s10 = np.cov(np.stack(v10)) if m > 1 else np.zeros((2, 2))
-    s01 = np.cov(np.stack(v01)) if n > 1 else np.zeros((2, 2))
+    components = [_structural_components(positive, s) for s in (a, b)]
+    v10, v01 = (np.stack([c[i] for c in components]) for i in (0, 1))
+    aucs = np.array([c[2] for c in components])
+    if cluster_of is None:
+        s10 = np.cov(v10) if m > 1 else np.zeros((2, 2))
+        s01 = np.cov(v01) if n > 1 else np.zeros((2, 2))
+        covariance = s10 / m + s01 / n
+    else:
+        covariance = _clustered_covariance(positive, cluster_of, num_clusters, v10, v01, aucs)
+    if covariance is None:
+        aucs_only = {"auc_a": aucs[0], "auc_b": aucs[1], "difference": aucs[0] - aucs[1]}
+        return {k: float(v) for k, v in aucs_only.items()} | dict.fromkeys(("se", "z", "p_value"))
     contrast = np.array([1.0, -1.0])
-    variance = float(contrast @ (s10 / m + s01 / n) @ contrast)
+    variance = float(contrast @ covariance @ contrast)
     difference = aucs[0] - aucs[1]
     se = math.sqrt(max(variance, 0.0))
     if se < 1e-12:

@@ -6,7 +6,9 @@
   label, and the same per label combination (one-vs-rest, `utility.combination_*`) where a
   combination has `evaluate.min_combination_images` test images. AUCs below 0.5 are
   reported as they are; labels without `evaluate.min_positives` positive and negative test
-  images are listed, not averaged.
+  images are listed, not averaged. Intervals and tests are at `evaluate.interval_level`:
+  patient (resampling the test patients, the clustered DeLong test) by default, with the
+  image-level ones beside them (`*_image_level`) for comparison with the study.
 - Fidelity: Fréchet distance and precision / recall / density / coverage between the real
   and the synthetic test images in the domain features (the real-trained classifier's),
   overall and per combination, next to the same numbers for real validation vs real test
@@ -27,6 +29,7 @@ import json
 from typing import Any
 
 import numpy as np
+from absl import logging
 
 from synthjax.core.workdir import Run, read_json
 from synthjax.data.loader import load_source
@@ -34,7 +37,7 @@ from synthjax.data.prepared import prepared
 from synthjax.eval import auc, discrimination, fidelity, label_fidelity, utility
 from synthjax.eval.grids import label_combination_name
 from synthjax.eval.privacy import seeded_subset
-from synthjax.eval.utility import evaluated_labels, load_predictions
+from synthjax.eval.utility import evaluated_labels, load_predictions, prediction_patients
 from synthjax.train.fd_monitor import CallableFeatures, FeatureSpace, features_of_source
 
 
@@ -56,10 +59,15 @@ def utility_results(run: Run) -> dict[str, Any]:
             f"no label has {ecfg.min_positives} positive and negative test images; lower "
             "evaluate.min_positives or use a larger dataset"
         )
+    clusters, level = interval_clusters(run, labels)
     opts = dict(
-        num_resamples=ecfg.bootstrap_resamples, seed=run.config.seed, confidence=ecfg.confidence
+        num_resamples=ecfg.bootstrap_resamples,
+        seed=run.config.seed,
+        confidence=ecfg.confidence,
+        clusters=clusters,
     )
     y, p_real, p_synth = labels[:, keep], real["probs"][:, keep], synth["probs"][:, keep]
+    image_level = _image_level_utility(y, p_real, p_synth, opts)
     trtr = auc.bootstrap_auroc(y, p_real, **opts)
     tstr = auc.bootstrap_auroc(y, p_synth, **opts)
     gap = auc.bootstrap_auroc_gap(y, p_real, p_synth, **opts)
@@ -68,7 +76,7 @@ def utility_results(run: Run) -> dict[str, Any]:
     kept_names = [n for n, k in zip(names, keep, strict=True) if k]
     per_label = []
     for i, name in enumerate(kept_names):
-        delong = auc.delong_test(y[:, i], p_real[:, i], p_synth[:, i])
+        delong = auc.delong_test(y[:, i], p_real[:, i], p_synth[:, i], clusters=clusters)
         per_label.append(
             {
                 "label": name,
@@ -86,10 +94,12 @@ def utility_results(run: Run) -> dict[str, Any]:
                 "trtr_auprc_ci": trtr_pr["per_label_ci"][i],
                 "tstr_auprc": tstr_pr["per_label"][i],
                 "tstr_auprc_ci": tstr_pr["per_label_ci"][i],
+                **image_level["per_label"][i],
             }
         )
     return {
         "test_images": len(labels),
+        **level,
         "labels_evaluated": kept_names,
         "labels_excluded": {n: int(labels[:, i].sum()) for i, n in enumerate(names) if not keep[i]},
         "min_positives": ecfg.min_positives,
@@ -103,14 +113,85 @@ def utility_results(run: Run) -> dict[str, Any]:
         "trtr_auprc_mean_ci": trtr_pr["mean_ci"],
         "tstr_auprc_mean": tstr_pr["mean"],
         "tstr_auprc_mean_ci": tstr_pr["mean_ci"],
+        **image_level["means"],
         "per_label": per_label,
-        "per_combination": _per_combination_utility(run, labels, real["probs"], synth["probs"]),
+        "per_combination": _per_combination_utility(
+            run, labels, real["probs"], synth["probs"], clusters
+        ),
         "bootstrap": {k: opts[k] for k in ("num_resamples", "seed", "confidence")},
     }
 
 
-def _per_combination_utility(run: Run, labels, p_real, p_synth) -> list[dict[str, Any]]:
-    """One-vs-rest AUROC of each kept combination with enough test cases on both sides."""
+def interval_clusters(run: Run, labels: np.ndarray) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """The resampling clusters of the saved test predictions, and how to record them.
+
+    Returns (clusters, fields): at patient level, str[N] the patient of each prediction
+    (from the prepared test split, checked to line up with the saved labels); None at
+    image level. `fields` has "interval_level" (the level actually used), "test_patients"
+    (None when unknown), and "interval_level_note" when patient level was asked for but the
+    prepared shards predate patient ids (the intervals then fall back to image level).
+    """
+    data = prepared(run)
+    source, indices = data.source("test"), data.subset.indices["test"]
+    patients = None
+    if source.has_patients:
+        patients = prediction_patients(source.patients[indices], source.labels[indices], labels)
+    fields: dict[str, Any] = {
+        "interval_level": run.config.evaluate.interval_level,
+        "test_patients": None if patients is None else len(np.unique(patients)),
+    }
+    if fields["interval_level"] == "image":
+        return None, fields
+    if patients is None:
+        note = (
+            f"{data.dataset_dir} keeps no patient ids (prepared before synthjax kept them): "
+            "intervals and tests are image-level; delete DIR/prepare and rerun for "
+            "patient-level ones"
+        )
+        logging.warning("evaluate: %s", note)
+        return None, {**fields, "interval_level": "image", "interval_level_note": note}
+    return patients, fields
+
+
+def _image_level_utility(y, p_real, p_synth, opts: dict[str, Any]) -> dict[str, Any]:
+    """The image-level intervals and DeLong tests, under `*_image_level` keys: "means" for
+    the utility section, "per_label" a dict per evaluated label (for comparison with the
+    study, which resampled images)."""
+    image = {**opts, "clusters": None}
+    trtr = auc.bootstrap_auroc(y, p_real, **image)
+    tstr = auc.bootstrap_auroc(y, p_synth, **image)
+    gap = auc.bootstrap_auroc_gap(y, p_real, p_synth, **image)
+    trtr_pr = auc.bootstrap_auprc(y, p_real, **image)
+    tstr_pr = auc.bootstrap_auprc(y, p_synth, **image)
+    per_label = []
+    for i in range(y.shape[1]):
+        delong = auc.delong_test(y[:, i], p_real[:, i], p_synth[:, i])
+        per_label.append(
+            {
+                "trtr_ci_image_level": trtr["per_label_ci"][i],
+                "tstr_ci_image_level": tstr["per_label_ci"][i],
+                "gap_ci_image_level": gap["per_label_gap_ci"][i],
+                "delong_z_image_level": delong["z"],
+                "delong_p_image_level": delong["p_value"],
+                "trtr_auprc_ci_image_level": trtr_pr["per_label_ci"][i],
+                "tstr_auprc_ci_image_level": tstr_pr["per_label_ci"][i],
+            }
+        )
+    means = {
+        "trtr_auroc_mean_ci_image_level": trtr["mean_ci"],
+        "tstr_auroc_mean_ci_image_level": tstr["mean_ci"],
+        "auroc_gap_ci_image_level": gap["mean_gap_ci"],
+        "trtr_auprc_mean_ci_image_level": trtr_pr["mean_ci"],
+        "tstr_auprc_mean_ci_image_level": tstr_pr["mean_ci"],
+    }
+    return {"means": means, "per_label": per_label}
+
+
+def _per_combination_utility(
+    run: Run, labels, p_real, p_synth, clusters: np.ndarray | None = None
+) -> list[dict[str, Any]]:
+    """One-vs-rest AUROC of each kept combination with enough test cases on both sides, at
+    the level `clusters` gives (None: images), with the image-level intervals beside."""
     ecfg = run.config.evaluate
     combos = prepared(run).subset.combos
     names = prepared(run).label_names
@@ -126,20 +207,29 @@ def _per_combination_utility(run: Run, labels, p_real, p_synth) -> list[dict[str
     y = member[:, enough]
     s_real = utility.combination_log_scores(p_real, combos)[:, enough]
     s_synth = utility.combination_log_scores(p_synth, combos)[:, enough]
-    trtr = auc.bootstrap_auroc(y, s_real, **opts)
-    tstr = auc.bootstrap_auroc(y, s_synth, **opts)
+    trtr = auc.bootstrap_auroc(y, s_real, **opts, clusters=clusters)
+    tstr = auc.bootstrap_auroc(y, s_synth, **opts, clusters=clusters)
+    trtr_image = auc.bootstrap_auroc(y, s_real, **opts)
+    tstr_image = auc.bootstrap_auroc(y, s_synth, **opts)
     rows = []
     for j, c in enumerate(np.flatnonzero(enough)):
-        delong = auc.delong_test(y[:, j], s_real[:, j], s_synth[:, j])
+        delong = auc.delong_test(y[:, j], s_real[:, j], s_synth[:, j], clusters=clusters)
+        delong_image = auc.delong_test(y[:, j], s_real[:, j], s_synth[:, j])
+        members = y[:, j] > 0
+        patients = None if clusters is None else len(np.unique(clusters[members]))
         rows.append(
             {
                 "combination": label_combination_name(combos[c], names, max_len=200),
-                "test_images": int(y[:, j].sum()),
+                "test_images": int(members.sum()),
                 "trtr_auroc": trtr["per_label"][j],
                 "trtr_ci": trtr["per_label_ci"][j],
                 "tstr_auroc": tstr["per_label"][j],
                 "tstr_ci": tstr["per_label_ci"][j],
                 "delong_p": delong["p_value"],
+                "test_patients": patients,
+                "trtr_ci_image_level": trtr_image["per_label_ci"][j],
+                "tstr_ci_image_level": tstr_image["per_label_ci"][j],
+                "delong_p_image_level": delong_image["p_value"],
             }
         )
     return rows

@@ -141,5 +141,9 @@ def run(run: Run) -> dict[str, Any]:
         "images": {s: len(subset.indices[s]) for s in SPLITS},
         "images_per_combination": subset.counts(split_labels),
         "prepared_images": {s: len(src) for s, src in sources.items()},
+        # Patient-level statistics resample these (`evaluate.interval_level`).
+        "patients": {
+            s: len(np.unique(src.patients[subset.indices[s]])) for s, src in sources.items()
+        },
         "duplicate_images": {k: len(v) for k, v in duplicates.items()},
     }

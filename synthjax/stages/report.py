@@ -49,6 +49,21 @@ def build_report(run: Run) -> dict[str, Any]:
         "tstr_auprc_mean_ci",
     ):
         report[key] = ev.get(key)
+    # What the intervals above resample (patient or image), over how many test patients and
+    # images, and the image-level intervals beside them for comparison with the study.
+    for key in (
+        "interval_level",
+        "interval_level_note",
+        "test_patients",
+        "test_images",
+        "trtr_auroc_mean_ci_image_level",
+        "tstr_auroc_mean_ci_image_level",
+        "auroc_gap_ci_image_level",
+        "trtr_auprc_mean_ci_image_level",
+        "tstr_auprc_mean_ci_image_level",
+    ):
+        if key in ev:
+            report[key] = ev[key]
     lf = ev.get("label_fidelity") or {}
     report["label_fidelity_auroc_mean"] = lf.get("auroc_mean")
     report["label_fidelity_auroc_mean_ci"] = lf.get("auroc_mean_ci")
