@@ -28,7 +28,10 @@ with what it has (`finished` says how far it got); the tables and figures leave 
 files the pipeline writes are read; nothing is recomputed.
 
 `study_reference` gives the study's published mean test AUROC (PAPER.md, read off its
-figure, about +-0.005, at 32x32) for the classes and samples-per-class benchmarks.
+figure, about +-0.005, at 32x32) for the classes and samples-per-class benchmarks. The study's
+code flipped a per-label AUC below 0.5 to 1 - AUC before averaging; ours does not, so a row
+also holds `trtr_auroc_mean_study_style` / `tstr_auroc_mean_study_style` (that flip, from
+report.json): the like-for-like numbers to set beside the study's.
 """
 
 from __future__ import annotations
@@ -89,6 +92,9 @@ def report_columns(report: dict[str, Any]) -> dict[str, Any]:
         value = report.get(name)
         row[name] = np.nan if value is None else value
         _interval(row, name, report.get(f"{name}_ci"))
+    for name in ("trtr_auroc_mean_study_style", "tstr_auroc_mean_study_style"):
+        value = report.get(name)
+        row[name] = np.nan if value is None else value
     fid = (report.get("fidelity") or {}).get("overall") or {}
     for name in ("fd", "precision", "recall", "density", "coverage"):
         row[f"fidelity.{name}"] = fid.get(name, np.nan)

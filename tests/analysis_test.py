@@ -185,3 +185,10 @@ def test_no_workdir_is_a_clear_error(tmp_path):
         analysis.load_runs(tmp_path)
     with pytest.raises(FileNotFoundError, match="not a synthjax workdir"):
         analysis.load_run(tmp_path)
+
+
+def test_a_row_holds_the_study_style_auroc_beside_ours(tmp_path):
+    # report_columns reads what the evaluate stage wrote; an older report.json gives NaN.
+    row = analysis.report_columns({"tstr_auroc_mean": 0.525, "tstr_auroc_mean_study_style": 0.575})
+    assert row["tstr_auroc_mean"] == 0.525 and row["tstr_auroc_mean_study_style"] == 0.575
+    assert np.isnan(row["trtr_auroc_mean_study_style"])

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from statsmodels.stats.multitest import multipletests
 
 from synthjax.eval import multiplicity, study_auroc
+from synthjax.stages.evaluate import with_holm_and_study_style
 
 
 def _statsmodels_holm(p):
@@ -76,3 +77,26 @@ def test_study_style_mean_by_hand():
     # Ours: (0.9 + 0.4 + 0.48) / 3 = 0.5933; the study's: (0.9 + 0.6 + 0.52) / 3 = 0.6733.
     assert study_auroc.study_style_mean([0.9, 0.4, 0.48, None]) == pytest.approx(2.02 / 3)
     assert study_auroc.study_style_mean([None, math.nan]) is None
+
+
+def test_the_evaluate_stage_adds_both_after_its_rows():
+    utility = {
+        "trtr_auroc_mean": 0.75,
+        "tstr_auroc_mean": (0.6 + 0.45) / 2,
+        "per_label": [
+            {"label": "A", "trtr_auroc": 0.8, "tstr_auroc": 0.6, "delong_p": 0.01},
+            {"label": "B", "trtr_auroc": 0.7, "tstr_auroc": 0.45, "delong_p": 0.04},
+        ],
+        "per_combination": [{"combination": "A", "trtr_auroc": 0.9, "delong_p": 0.03}],
+    }
+    out = with_holm_and_study_style(utility)
+    assert out["multiplicity"]["tests"] == 3 and out["multiplicity"]["method"] == "holm"
+    np.testing.assert_allclose(
+        [out["per_label"][0]["delong_p_holm"], out["per_label"][1]["delong_p_holm"]],
+        _statsmodels_holm([0.01, 0.04, 0.03])[:2],
+    )
+    assert out["per_combination"][0]["delong_p_holm"] == pytest.approx(0.06)
+    assert out["per_label"][1]["tstr_auroc_study_style"] == pytest.approx(0.55)
+    assert out["per_label"][1]["tstr_auroc"] == 0.45  # ours stays as measured
+    assert out["tstr_auroc_mean_study_style"] == pytest.approx(0.575)
+    assert out["trtr_auroc_mean_study_style"] == pytest.approx(out["trtr_auroc_mean"])
