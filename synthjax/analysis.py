@@ -28,7 +28,11 @@ with what it has (`finished` says how far it got); the tables and figures leave 
 files the pipeline writes are read; nothing is recomputed.
 
 `study_reference` gives the study's published mean test AUROC (PAPER.md, read off its
-figure, about +-0.005, at 32x32) for the classes and samples-per-class benchmarks.
+figure, about +-0.005, at 32x32) for the classes and samples-per-class benchmarks. The study's
+code flipped a per-label AUC below 0.5 to 1 - AUC before averaging; ours does not, so a row
+also holds `trtr_auroc_mean_study_style` / `tstr_auroc_mean_study_style` (that flip, from
+report.json, or from its per-label AUROCs in reports written before it had them): the
+like-for-like numbers to set beside the study's.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ import numpy as np
 import pandas as pd
 from etils import epath
 
+from synthjax.eval.study_auroc import study_style_mean
 from synthjax.experiment import STAGE_ORDER
 
 _HEADLINE = (
@@ -89,6 +94,12 @@ def report_columns(report: dict[str, Any]) -> dict[str, Any]:
         value = report.get(name)
         row[name] = np.nan if value is None else value
         _interval(row, name, report.get(f"{name}_ci"))
+    for side in ("trtr", "tstr"):
+        value = report.get(f"{side}_auroc_mean_study_style")
+        if value is None and f"{side}_auroc_mean_study_style" not in report:
+            # Older reports: the same flip of the per-label AUROCs they hold.
+            value = study_style_mean([r.get(f"{side}_auroc") for r in report.get("per_label", [])])
+        row[f"{side}_auroc_mean_study_style"] = np.nan if value is None else value
     fid = (report.get("fidelity") or {}).get("overall") or {}
     for name in ("fd", "precision", "recall", "density", "coverage"):
         row[f"fidelity.{name}"] = fid.get(name, np.nan)

@@ -144,18 +144,21 @@ def _utility_lines(r: dict[str, Any]) -> list[str]:
         f"{_fmt_ci(r['tstr_auroc_mean_ci'])} | {_fmt(r['tstr_auprc_mean'])}"
         f"{_fmt_ci(r['tstr_auprc_mean_ci'])} |",
         f"| gap TRTR - TSTR (paired) | {_fmt(r['auroc_gap'])}{_fmt_ci(r['auroc_gap_ci'])} | |",
+        *_study_style_rows(r),
         "",
         "Both classifiers are tested on the same real test images. AUCs below 0.5 are "
         "reported as they are; AUPRC's chance level is the label's prevalence. DeLong p: "
-        "DeLong's paired test of TRTR vs TSTR AUROC.",
+        f"DeLong's paired test of TRTR vs TSTR AUROC.{_holm_note(r)}",
+        *_study_style_note(r),
         "",
         *_table(
-            "| label | test positives | TRTR AUROC | TSTR AUROC | gap | DeLong p | TRTR AUPRC | "
-            "TSTR AUPRC |",
+            "| label | test positives | TRTR AUROC | TSTR AUROC | gap | DeLong p | Holm p | "
+            "TRTR AUPRC | TSTR AUPRC |",
             (
                 f"| {row['label']} | {row['positives']} | {_fmt(row['trtr_auroc'])}"
                 f"{_fmt_ci(row['trtr_ci'])} | {_fmt(row['tstr_auroc'])}{_fmt_ci(row['tstr_ci'])} "
                 f"| {_fmt(row['gap'])}{_fmt_ci(row['gap_ci'])} | {_fmt_p(row.get('delong_p'))} "
+                f"| {_fmt_p(row.get('delong_p_holm'))} "
                 f"| {_fmt(row.get('trtr_auprc'))} | {_fmt(row.get('tstr_auprc'))} |"
                 for row in r["per_label"]
             ),
@@ -172,16 +175,64 @@ def _utility_lines(r: dict[str, Any]) -> list[str]:
             "Per label combination (one-vs-rest AUROC of the combination's log-probability):",
             "",
             *_table(
-                "| combination | test images | TRTR | TSTR | DeLong p |",
+                "| combination | test images | TRTR | TSTR | DeLong p | Holm p |",
                 (
                     f"| {row['combination']} | {row['test_images']} | {_fmt(row['trtr_auroc'])}"
                     f"{_fmt_ci(row['trtr_ci'])} | {_fmt(row['tstr_auroc'])}"
-                    f"{_fmt_ci(row['tstr_ci'])} | {_fmt_p(row['delong_p'])} |"
+                    f"{_fmt_ci(row['tstr_ci'])} | {_fmt_p(row['delong_p'])} "
+                    f"| {_fmt_p(row.get('delong_p_holm'))} |"
                     for row in r["per_combination"]
                 ),
             ),
         ]
     return [*lines, ""]
+
+
+def _holm_note(r: dict[str, Any]) -> str:
+    """The sentence saying what the Holm column adjusts for."""
+    tests = (r.get("multiplicity") or {}).get("tests")
+    if not tests:
+        return ""
+    return (
+        f" Holm p: the DeLong p adjusted by Holm's step-down method over all {tests} DeLong "
+        "tests of this report (labels and label combinations, one family): a Holm p below "
+        "alpha keeps the chance of any false difference among them at alpha."
+    )
+
+
+def _study_style_rows(r: dict[str, Any]) -> list[str]:
+    """Headline rows of the study-style AUROC (AUC < 0.5 flipped), when the report has it."""
+    return [
+        f"| {name}, study-style (AUC < 0.5 flipped) | {_fmt(r[key])} | |"
+        for name, key in (
+            ("TRTR", "trtr_auroc_mean_study_style"),
+            ("TSTR", "tstr_auroc_mean_study_style"),
+        )
+        if r.get(key) is not None
+    ]
+
+
+def _study_style_note(r: dict[str, Any]) -> list[str]:
+    """What the study-style rows are, and which per-label AUCs the flip changed."""
+    if r.get("tstr_auroc_mean_study_style") is None:
+        return []
+    flipped = [
+        f"{side.upper()} {row['label']} {row[f'{side}_auroc']:.3f} -> "
+        f"{row[f'{side}_auroc_study_style']:.3f}"
+        for side in ("trtr", "tstr")
+        for row in r.get("per_label", [])
+        if row.get(f"{side}_auroc") is not None
+        and row.get(f"{side}_auroc_study_style") is not None
+        and row[f"{side}_auroc_study_style"] != row[f"{side}_auroc"]
+    ]
+    return [
+        "",
+        "Study-style: each label's AUROC as max(AUC, 1 - AUC), then averaged, as the study's "
+        "evaluation code did. The study flipped AUC < 0.5; ours does not, so near chance the "
+        "study-style mean runs higher. Compare the study's published figures with these rows "
+        "only; everything else here uses ours. "
+        + (f"Flipped: {', '.join(flipped)}." if flipped else "No label's AUC was below 0.5."),
+    ]
 
 
 def _label_fidelity_lines(r: dict[str, Any]) -> list[str]:

@@ -185,3 +185,28 @@ def test_no_workdir_is_a_clear_error(tmp_path):
         analysis.load_runs(tmp_path)
     with pytest.raises(FileNotFoundError, match="not a synthjax workdir"):
         analysis.load_run(tmp_path)
+
+
+def test_a_row_holds_the_study_style_auroc_beside_ours():
+    # report_columns reads what the evaluate stage wrote ...
+    row = analysis.report_columns(
+        {"tstr_auroc_mean": 0.525, "tstr_auroc_mean_study_style": 0.575, "per_label": []}
+    )
+    assert row["tstr_auroc_mean"] == 0.525 and row["tstr_auroc_mean_study_style"] == 0.575
+    assert np.isnan(row["trtr_auroc_mean_study_style"])
+    # ... and flips the per-label AUROCs of a report written before the key existed.
+    older = {
+        "per_label": [
+            {"label": "Edema", "trtr_auroc": 0.9, "tstr_auroc": 0.4},
+            {"label": "Cardiomegaly", "trtr_auroc": 0.7},
+        ]
+    }
+    row = analysis.report_columns(older)
+    assert row["tstr_auroc_mean_study_style"] == pytest.approx(0.6)
+    assert row["trtr_auroc_mean_study_style"] == pytest.approx(0.8)
+
+
+def test_the_sweep_fixtures_study_style_means(sweep):
+    runs = analysis.load_runs(sweep).set_index("run")
+    row = runs.loc["c4-prog-s1"]  # per label 0.76 and 0.66: nothing to flip
+    assert row["tstr_auroc_mean_study_style"] == pytest.approx((0.76 + 0.66) / 2)

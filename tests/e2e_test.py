@@ -108,6 +108,24 @@ def test_evaluation_measures_utility_fidelity_discrimination_and_privacy(smoke_r
     assert row["verdict"] == verdict["decision"] and row["gan.arch"] == "dcgan"
 
 
+def test_report_adjusts_delong_p_and_shows_the_study_style_auroc(smoke_run):
+    workdir, _ = smoke_run
+    report = json.loads((workdir / "report.json").read_text())
+    rows = report["per_label"] + report["per_combination"]
+    assert report["multiplicity"]["tests"] == sum(r["delong_p"] is not None for r in rows)
+    for row in rows:  # Holm never lowers a p-value
+        assert row["delong_p"] <= row["delong_p_holm"] <= 1.0
+    for side in ("trtr", "tstr"):
+        ours, study = report[f"{side}_auroc_mean"], report[f"{side}_auroc_mean_study_style"]
+        assert study >= ours and study >= 0.5
+        assert all(
+            r[f"{side}_auroc_study_style"] == max(r[f"{side}_auroc"], 1 - r[f"{side}_auroc"])
+            for r in report["per_label"]
+        )
+    text = (workdir / "report.md").read_text()
+    assert "| DeLong p | Holm p |" in text and "study-style (AUC < 0.5 flipped)" in text
+
+
 def _latest_checkpoint(stage_dir):
     steps = [int(p.name) for p in (stage_dir / "checkpoints").glob("*") if p.name.isdigit()]
     return max(steps, default=0)

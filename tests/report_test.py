@@ -121,3 +121,97 @@ def test_markdown_starts_with_the_verdict():
     text = report_lib.report_markdown(r)
     assert text.index("## Verdict: **do not release**") < text.index("## Utility")
     assert "privacy: not measured" in text and "![fidelity](report_fidelity.png)" in text
+
+
+def _utility_report(**extra):
+    """A report with two labels and one combination, shaped like the evaluate stage's."""
+    row = {"trtr_ci": [0.6, 0.9], "tstr_ci": [0.3, 0.6], "gap_ci": [0.1, 0.4], "gap": 0.3}
+    r = {
+        "dataset": "chexpert",
+        "phantom": True,
+        "resolution": 32,
+        "gan_arch": "cpd",
+        "num_classes": 4,
+        "images": {"train": 10},
+        "gan_kimg": 1.0,
+        "trtr_auroc_mean_ci": [0.6, 0.9],
+        "auroc_gap_ci": [0.0, 0.3],
+        "trtr_auprc_mean": None,
+        "trtr_auprc_mean_ci": None,
+        "tstr_auprc_mean": None,
+        "tstr_auprc_mean_ci": None,
+        "per_label": [
+            {
+                **row,
+                "label": "Edema",
+                "positives": 9,
+                "trtr_auroc": 0.8,
+                "tstr_auroc": 0.6,
+                "delong_p": 0.012,
+                "delong_p_holm": 0.036,
+                "trtr_auroc_study_style": 0.8,
+                "tstr_auroc_study_style": 0.6,
+            },
+            {
+                **row,
+                "label": "Effusion",
+                "positives": 7,
+                "trtr_auroc": 0.7,
+                "tstr_auroc": 0.45,
+                "delong_p": 0.02,
+                "delong_p_holm": 0.04,
+                "trtr_auroc_study_style": 0.7,
+                "tstr_auroc_study_style": 0.55,
+            },
+        ],
+        "per_combination": [
+            {
+                "combination": "Edema",
+                "test_images": 5,
+                "trtr_auroc": 0.9,
+                "trtr_ci": [0.8, 1.0],
+                "tstr_auroc": 0.7,
+                "tstr_ci": [0.5, 0.9],
+                "delong_p": 0.3,
+                "delong_p_holm": 0.3,
+            },
+        ],
+        "labels_excluded": {},
+        "figures": {},
+        "wall_s": {"prepare": 1.0},
+        "state_sha256": {"prepare": None},
+        **{k: v for k, v in GOOD.items() if k not in ("fidelity", "privacy", "discrimination")},
+        "trtr_auroc_mean": 0.75,
+        "tstr_auroc_mean": 0.525,
+        **extra,
+    }
+    r["verdict"] = report_lib.verdict(r)
+    return r
+
+
+def test_markdown_shows_raw_and_holm_p_and_the_study_style_auroc():
+    text = report_lib.report_markdown(
+        _utility_report(
+            trtr_auroc_mean_study_style=0.75,
+            tstr_auroc_mean_study_style=0.575,
+            multiplicity={"method": "holm", "tests": 3},
+        )
+    )
+    assert "| DeLong p | Holm p |" in text
+    assert "| 0.012 | 0.036 |" in text and "| 0.02 | 0.04 |" in text  # per label
+    assert "| 0.3 | 0.3 |" in text  # per combination
+    assert "adjusted by Holm's step-down method over all 3 DeLong tests" in text
+    assert "| TRTR, study-style (AUC < 0.5 flipped) | 0.750 | |" in text
+    assert "| TSTR, study-style (AUC < 0.5 flipped) | 0.575 | |" in text
+    assert "The study flipped AUC < 0.5; ours does not" in text
+    assert "Flipped: TSTR Effusion 0.450 -> 0.550." in text
+
+
+def test_markdown_of_a_report_without_them():
+    # Reports written before the Holm and study-style keys existed still render.
+    r = _utility_report()
+    for row in r["per_label"] + r["per_combination"]:
+        row.pop("delong_p_holm")
+    text = report_lib.report_markdown(r)
+    assert "study-style" not in text and "Holm's step-down" not in text
+    assert "| 0.012 | n/a |" in text

@@ -20,6 +20,10 @@
 - Discrimination: the discrimination test (`discrimination.py`) on real held-out vs
   synthetic images, at each resolution.
 - Privacy: the memorization audit that `synthesize` recorded in DATASET_CARD.json.
+- Read with care: every DeLong p also gets Holm's adjustment over all of this report's
+  DeLong tests (labels and combinations, one family: `multiplicity.py`), and the per-label
+  AUROC also appears in the study's convention, AUC < 0.5 flipped (`study_auroc.py`), for
+  comparison with its published figures only.
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ from synthjax.data.loader import load_source
 from synthjax.data.prepared import prepared
 from synthjax.eval import auc, discrimination, fidelity, label_fidelity, utility
 from synthjax.eval.grids import label_combination_name
+from synthjax.eval.multiplicity import add_holm_adjusted
 from synthjax.eval.privacy import seeded_subset
+from synthjax.eval.study_auroc import add_study_style_auroc
 from synthjax.eval.utility import evaluated_labels, load_predictions, prediction_patients
 from synthjax.train.fd_monitor import CallableFeatures, FeatureSpace, features_of_source
 
@@ -359,10 +365,24 @@ def label_fidelity_results(run: Run, classifier: Any) -> dict[str, Any]:
     )
 
 
+def with_holm_and_study_style(utility_result: dict[str, Any]) -> dict[str, Any]:
+    """`utility_results`' result with, added once its rows are built: `delong_p_holm` beside
+    each row's `delong_p` (Holm over one family, every TRTR vs TSTR DeLong test of this
+    report: per label and per combination), `multiplicity` (the family's size), and the
+    study-style AUROC (AUC < 0.5 flipped, `add_study_style_auroc`)."""
+    tests = add_holm_adjusted([utility_result["per_label"], utility_result["per_combination"]])
+    utility_result["multiplicity"] = {
+        "method": "holm",
+        "family": "DeLong TRTR vs TSTR AUROC, per label and per label combination",
+        "tests": tests,
+    }
+    return add_study_style_auroc(utility_result)
+
+
 def run(run: Run) -> dict[str, Any]:
     from synthjax.train.classifier import DomainFeatures  # model code, loaded when needed
 
-    result: dict[str, Any] = {"step": 0, **utility_results(run)}
+    result: dict[str, Any] = {"step": 0, **with_holm_and_study_style(utility_results(run))}
     classifier = DomainFeatures(run)
     result["label_fidelity"] = label_fidelity_results(run, classifier)
     result["fidelity"] = fidelity_results(run, classifier)

@@ -68,6 +68,9 @@ def build_report(run: Run) -> dict[str, Any]:
     report["label_fidelity_auroc_mean"] = lf.get("auroc_mean")
     report["label_fidelity_auroc_mean_ci"] = lf.get("auroc_mean_ci")
     report["label_fidelity_per_label"] = lf.get("per_label")
+    # The study's convention (AUC < 0.5 flipped), beside ours; and the DeLong family's size.
+    for key in ("trtr_auroc_mean_study_style", "tstr_auroc_mean_study_style", "multiplicity"):
+        report[key] = ev.get(key)
     report["per_label"] = ev.get("per_label", [])
     report["per_combination"] = ev.get("per_combination", [])
     report["labels_excluded"] = ev.get("labels_excluded", {})
