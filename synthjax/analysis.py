@@ -41,6 +41,7 @@ figure, about +-0.005, at 32x32) for the classes and samples-per-class benchmark
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 from collections.abc import Iterable
@@ -51,14 +52,9 @@ import numpy as np
 import pandas as pd
 from etils import epath
 
+from synthjax import experiment
 from synthjax.eval import seeds as seed_stats
-from synthjax.experiment import (
-    FIELD_STAGES,
-    FREE_FIELDS,
-    GAN_LENGTH_FIELDS,
-    STAGE_ORDER,
-    stages_of_field,
-)
+from synthjax.experiment import STAGE_ORDER
 
 _HEADLINE = (
     "trtr_auroc_mean",
@@ -246,7 +242,7 @@ def _reported(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 # Every config field is under one of these (a trailing dot: a section); report columns are not.
-_CONFIG_FIELDS = (*FIELD_STAGES, *FREE_FIELDS, *GAN_LENGTH_FIELDS)
+_CONFIG_FIELDS = (*experiment.FIELD_STAGES, *experiment.FREE_FIELDS, *experiment.GAN_LENGTH_FIELDS)
 
 
 def _matches(column: str, pattern: str) -> bool:
@@ -262,9 +258,9 @@ def setting_columns(runs: pd.DataFrame, *, real: bool = False) -> list[str]:
     for c in runs.columns:
         if c == "seed" or not any(_matches(c, p) for p in _CONFIG_FIELDS):
             continue
-        if any(_matches(c, p) for p in FREE_FIELDS):
+        if any(_matches(c, p) for p in experiment.FREE_FIELDS):
             continue
-        if real and "classifier_real" not in stages_of_field(c):
+        if real and "classifier_real" not in experiment.stages_of_field(c):
             continue
         columns.append(c)
     return columns
@@ -279,6 +275,7 @@ def aggregate_seeds(
     *,
     by: list[str] | None = None,
     confidence: float = 0.95,
+    limits: tuple[float, float] | None = (0.0, 1.0),
 ) -> pd.DataFrame:
     """`metric` per setting over its seeds: a row per setting (the runs that agree on `by`,
     by default `setting_columns`: every config field but `seed` and the free ones) with the
@@ -291,7 +288,10 @@ def aggregate_seeds(
     (the mean of the runs' own interval ends) and `interval`, what `lo` / `hi` cover. A
     setting with one seed has no seed interval: `lo` and `hi` are NaN and `interval` says
     so. Runs of a setting with the same seed (the TRTR of both generators, one shared real
-    classifier) count once, their values averaged. Runs without the metric are left out."""
+    classifier) count once, their values averaged. Runs without the metric are left out.
+    `limits` is the range the metric can take (an AUROC's [0, 1] by default; a gap's is
+    [-1, 1]; None for none): `lo` / `hi` are clipped to it, which keeps the true value
+    inside whenever the unclipped interval held it."""
     if "seed" not in runs:
         raise ValueError("the runs have no seed column: not rows of load_runs")
     runs = runs.dropna(subset=[metric])
@@ -316,6 +316,10 @@ def aggregate_seeds(
         stats = seed_stats.seed_interval(
             per_seed["value"], per_seed["test_var"], confidence=confidence
         )
+        if limits is not None:
+            stats = dataclasses.replace(
+                stats, lo=max(stats.lo, limits[0]), hi=min(stats.hi, limits[1])
+            )
         first = runs.loc[group.index[0], by].to_dict()
         rows.append(
             first
@@ -331,11 +335,18 @@ def aggregate_seeds(
     return pd.DataFrame(rows, columns=columns)
 
 
-def _points(runs: pd.DataFrame, x: str, metric: str, *, real: bool = False) -> pd.DataFrame:
+def _points(
+    runs: pd.DataFrame,
+    x: str,
+    metric: str,
+    *,
+    real: bool = False,
+    limits: tuple[float, float] = (0.0, 1.0),
+) -> pd.DataFrame:
     """`aggregate_seeds` of one curve, a row per value of `x` in ascending order; refuses
     two settings at one point (say which fields tell them apart: filter the runs first)."""
     by = setting_columns(runs, real=real)
-    agg = aggregate_seeds(runs, metric, by=by if x in by else [*by, x])
+    agg = aggregate_seeds(runs, metric, by=by if x in by else [*by, x], limits=limits)
     for value, group in agg.groupby(x, dropna=False):
         if len(group) > 1:
             differ = [c for c in by if c != x and group[c].nunique(dropna=False) > 1]
@@ -450,7 +461,8 @@ def plot_gap_against(runs: pd.DataFrame, x: str, *, ax=None, arch_column: str = 
     runs = _reported(runs)
     ax = _axes(ax)
     for i, (arch, part) in enumerate(runs.groupby(arch_column)):
-        _errorbar(ax, _points(part, x, "auroc_gap"), x, color=f"C{i + 1}", label=str(arch))
+        points = _points(part, x, "auroc_gap", limits=(-1.0, 1.0))
+        _errorbar(ax, points, x, color=f"C{i + 1}", label=str(arch))
     ax.axhline(0.0, color="gray", lw=0.8)
     _format_x(ax, x, runs[x])
     ax.set_ylabel("AUROC gap (TRTR - TSTR)")

@@ -105,6 +105,16 @@ def test_aggregate_over_seeds_of_a_three_seed_sweep(tmp_path):
     )
     assert real["n_seeds"].tolist() == [3] and real["mean"].tolist() == pytest.approx([0.9])
     assert real["hi"].tolist() == pytest.approx([0.92])  # seeds agree: the runs' +-0.02
+    # An interval is clipped to the range the metric can take.
+    high = runs.assign(tstr_auroc_mean=runs["tstr_auroc_mean"] + 0.2)
+    high = analysis.aggregate_seeds(high[high["gan.arch"] == "cpd"])
+    assert high["hi"].tolist() == [1.0] and high["lo"].tolist() == pytest.approx(
+        [0.94 - THREE_SEED_HALF]
+    )
+    unclipped = analysis.aggregate_seeds(
+        runs.assign(tstr_auroc_mean=runs["tstr_auroc_mean"] + 0.2), limits=None
+    )
+    assert unclipped["hi"].max() == pytest.approx(0.94 + THREE_SEED_HALF)
 
 
 def test_free_fields_do_not_split_a_setting_and_result_fields_do(tmp_path):
