@@ -19,8 +19,15 @@ generator and later stages (`gan.*`, `synthesize.*`, `privacy.*`, `evaluate.*`) 
 from a copy of that run's `prepare` and `classifier_real`: the same data, seed and
 classifier give the same real classifier, so it is trained once per setting.
 
-A `get_sweep` entry may carry a `name` for its run; otherwise the name is made from the
-overrides.
+Every sweep has a seed axis: each `get_sweep` entry is a setting, run once per seed (the
+config file's `SEEDS`, else `DEFAULT_SEEDS`, three; `--seeds=0,1,2,3,4` chooses others), so
+the runs of one setting differ only in `seed` and `synthjax.analysis.aggregate_seeds` can
+give the setting an interval that covers training randomness, not only the test sample. An
+entry that sets `seed` itself is refused. Seeds are the outer loop: the first pass over the
+settings is a whole one-seed sweep, the next seeds add to it.
+
+A `get_sweep` entry may carry a `name` for its setting; otherwise the name is made from the
+overrides. A run is named `<setting>_seed-<seed>`.
 
 Everything after `--` goes to the launcher named by `--via`. `--only` picks runs by name.
 `sweep.json` in `--workdir` lists the runs, their overrides and workdirs (for notebooks).
@@ -42,6 +49,9 @@ from launch import common
 from synthjax.core import config_files
 
 VIA = ("local", "print", "slurm", "tpu_vm")
+# Seeds per setting when the config file names none (`SEEDS`): one seed gives an interval
+# over the test sample only; a setting's seed interval needs at least two.
+DEFAULT_SEEDS = (0, 1, 2)
 
 
 def load_sweep(config: str) -> list[dict[str, Any]]:
@@ -56,6 +66,25 @@ def load_sweep(config: str) -> list[dict[str, Any]]:
     if not sweep or not all(isinstance(run, dict) for run in sweep):
         raise common.LaunchError(f"{file}: get_sweep must return a non-empty list of dicts")
     return sweep
+
+
+def sweep_seeds(config: str) -> tuple[int, ...]:
+    """The seeds each setting of the sweep runs with: the config file's `SEEDS`, else
+    `DEFAULT_SEEDS`."""
+    module = config_files.load_module(_config_path(config))
+    return parse_seeds(getattr(module, "SEEDS", DEFAULT_SEEDS))
+
+
+def parse_seeds(seeds: str | Sequence[int]) -> tuple[int, ...]:
+    """`0,1,2` (or a sequence of ints) as distinct integer seeds, in the order given."""
+    items = seeds.split(",") if isinstance(seeds, str) else list(seeds)
+    try:
+        out = tuple(int(str(s).strip()) for s in items if str(s).strip())
+    except ValueError:
+        raise common.LaunchError(f"seeds {seeds!r}: give whole numbers, e.g. 0,1,2") from None
+    if not out or len(set(out)) != len(out):
+        raise common.LaunchError(f"seeds {seeds!r}: give at least one seed, each once")
+    return out
 
 
 def override_text(field: str, value: Any) -> str:
@@ -97,27 +126,44 @@ def _config_path(config: str) -> Path:
     return common.REPO / file if (common.REPO / file).is_file() else Path(file)
 
 
-def expand(config: str, workdir: str) -> list[dict[str, Any]]:
-    """[{name, workdir, overrides: [field=value, ...], values: {field: value}}] in order.
-    `values` are the sweep's own settings (the run's name); `overrides` add the shared
-    directories."""
-    runs, names = [], set()
-    shared = shared_dirs(config, workdir)
+def expand(
+    config: str, workdir: str, seeds: str | Sequence[int] | None = None
+) -> list[dict[str, Any]]:
+    """[{name, setting, seed, workdir, overrides: [field=value, ...], values: {field: value}}]
+    in order: every setting of `get_sweep` once per seed (`seeds`, else `sweep_seeds`), seeds
+    outermost. `values` are the setting's overrides and the seed (the run's name); `overrides`
+    add the shared directories."""
+    seeds = sweep_seeds(config) if seeds is None else parse_seeds(seeds)
+    settings, names = [], set()
     for entry in load_sweep(config):
+        if "seed" in entry:
+            raise common.LaunchError(
+                f"a get_sweep entry sets seed ({entry}): seeds are the sweep's own axis "
+                "(the config file's SEEDS, or --seeds)"
+            )
         values = {f: v for f, v in entry.items() if f != "name"}
-        name = entry.get("name") or run_name(values)
-        if name in names:
-            raise common.LaunchError(f"two runs of the sweep are both named {name!r}")
-        names.add(name)
-        runs.append(
-            {
-                "name": name,
-                "workdir": f"{workdir.rstrip('/')}/{name}",
-                "overrides": [override_text(f, v) for f, v in {**shared, **values}.items()],
-                "values": values,
-                "real_key": real_key(values),
-            }
-        )
+        setting = entry.get("name") or run_name(values)
+        if setting in names:
+            raise common.LaunchError(f"two settings of the sweep are both named {setting!r}")
+        names.add(setting)
+        settings.append((setting, values))
+    shared = shared_dirs(config, workdir)
+    runs = []
+    for seed in seeds:
+        for setting, values in settings:
+            values = {**values, "seed": seed}
+            name = f"{setting}_seed-{seed}"
+            runs.append(
+                {
+                    "name": name,
+                    "setting": setting,
+                    "seed": seed,
+                    "workdir": f"{workdir.rstrip('/')}/{name}",
+                    "overrides": [override_text(f, v) for f, v in {**shared, **values}.items()],
+                    "values": values,
+                    "real_key": real_key(values),
+                }
+            )
     return runs
 
 
@@ -165,10 +211,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workdir", required=True, help="parent of the runs' workdirs")
     parser.add_argument("--via", choices=VIA, default="local")
     parser.add_argument("--only", default="", help="comma-separated run names")
+    parser.add_argument(
+        "--seeds",
+        help="comma-separated seeds each setting runs with (default: the config file's SEEDS, "
+        f"else {','.join(map(str, DEFAULT_SEEDS))})",
+    )
     parser.add_argument("--dry-run", action="store_true", help="say what would run; run nothing")
     args = parser.parse_args(argv)
 
-    runs = expand(args.config, args.workdir)
+    runs = expand(args.config, args.workdir, args.seeds)
     if args.only:
         wanted = set(args.only.split(","))
         unknown = wanted - {r["name"] for r in runs}
@@ -181,7 +232,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open(os.path.join(args.workdir, "sweep.json"), "w") as f:
             json.dump({"config": args.config, "runs": runs}, f, indent=2, default=str)
 
-    print(f"sweep {args.config}: {len(runs)} runs under {args.workdir} (via {args.via})")
+    settings = len({r["setting"] for r in runs})
+    seeds = ",".join(str(s) for s in dict.fromkeys(r["seed"] for r in runs))
+    print(
+        f"sweep {args.config}: {len(runs)} runs ({settings} settings x seeds {seeds}) "
+        f"under {args.workdir} (via {args.via})"
+    )
     todo = []
     for run in runs:
         done = common.finished(run["workdir"], common.stages_of(args.config, run["overrides"]))

@@ -7,6 +7,8 @@ from synthjax import analysis
 runs = analysis.load_runs("runs/sweep")         # one row per workdir with a config.json
 table = analysis.study_table(runs, "dataset.num_classes")  # real and each generator, per setting
 print(analysis.to_markdown(table))
+seeds = analysis.aggregate_seeds(runs, "tstr_auroc_mean")  # per setting, over its seeds
+analysis.seed_table(runs, "dataset.num_classes")  # the figure's points: mean, seed std, interval
 analysis.plot_auroc_against(runs, "dataset.num_classes", reference="cxr_classes")
 analysis.plot_gap_against(runs, "dataset.resolution")  # TRTR - TSTR per generator
 ```
@@ -27,6 +29,11 @@ copy rate, the verdict, per-label AUROC as `trtr_auroc.<label>` / `tstr_auroc.<l
 with what it has (`finished` says how far it got); the tables and figures leave it out. Only
 files the pipeline writes are read; nothing is recomputed.
 
+Settings are compared over seeds: `aggregate_seeds` groups the runs by every config field but
+`seed` (and the free ones, `experiment.FREE_FIELDS`) and gives each setting its mean, seed
+standard deviation, number of seeds and an interval that covers training randomness as well
+as the test sample (`synthjax.eval.seeds`); the figures draw it.
+
 `study_reference` gives the study's published mean test AUROC (PAPER.md, read off its
 figure, about +-0.005, at 32x32) for the classes and samples-per-class benchmarks. The study's
 code flipped a per-label AUC below 0.5 to 1 - AUC before averaging; ours does not, so a row
@@ -38,6 +45,7 @@ like-for-like numbers to set beside the study's.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 from collections.abc import Iterable
@@ -48,6 +56,8 @@ import numpy as np
 import pandas as pd
 from etils import epath
 
+from synthjax import experiment
+from synthjax.eval import seeds as seed_stats
 from synthjax.eval.study_auroc import study_style_mean
 from synthjax.experiment import STAGE_ORDER
 
@@ -242,22 +252,137 @@ def _reported(runs: pd.DataFrame) -> pd.DataFrame:
     return done
 
 
-def _errorbar(ax, runs: pd.DataFrame, x: str, metric: str, **style) -> None:
-    """Draw the mean of `metric` per value of `x` with the error bars every figure here shares:
-    with one run per point, the mean of the runs' 95% interval ends (`<metric>_lo`, `_hi`);
-    with more, the standard deviation over the runs (seeds). A missing interval draws no bar."""
-    stats = summarize(runs, x, metric)
-    if stats.empty:
+# Every config field is under one of these (a trailing dot: a section); report columns are not.
+_CONFIG_FIELDS = (*experiment.FIELD_STAGES, *experiment.FREE_FIELDS, *experiment.GAN_LENGTH_FIELDS)
+
+
+def _matches(column: str, pattern: str) -> bool:
+    return column.startswith(pattern) if pattern.endswith(".") else column == pattern
+
+
+def setting_columns(runs: pd.DataFrame, *, real: bool = False) -> list[str]:
+    """The config columns that make a setting: every config field except `seed` and those
+    that change no result (`experiment.FREE_FIELDS`: where things go, how fast). `real`
+    keeps only what the real-data classifier depends on (no generator, synthesis or
+    evaluation fields), so runs of both generators share their TRTR setting."""
+    columns = []
+    for c in runs.columns:
+        if c == "seed" or not any(_matches(c, p) for p in _CONFIG_FIELDS):
+            continue
+        if any(_matches(c, p) for p in experiment.FREE_FIELDS):
+            continue
+        if real and "classifier_real" not in experiment.stages_of_field(c):
+            continue
+        columns.append(c)
+    return columns
+
+
+_SEED_COLUMNS = ("n_seeds", "seeds", "mean", "seed_std", "test_se", "se", "lo", "hi")
+
+
+def aggregate_seeds(
+    runs: pd.DataFrame,
+    metric: str = "tstr_auroc_mean",
+    *,
+    by: list[str] | None = None,
+    confidence: float = 0.95,
+    limits: tuple[float, float] | None = (0.0, 1.0),
+) -> pd.DataFrame:
+    """`metric` per setting over its seeds: a row per setting (the runs that agree on `by`,
+    by default `setting_columns`: every config field but `seed` and the free ones) with the
+    `by` columns, `n_seeds`, `seeds`, `mean` over seeds, `seed_std` (their sample standard
+    deviation), `lo` / `hi`, the `confidence` interval for the setting's mean that covers
+    training randomness and the test sample (`synthjax.eval.seeds`: mean +- sqrt(t_{n-1}^2
+    S^2/n + z^2 v), S^2 the seeds' variance, v their mean bootstrap variance; conservative
+    when the seeds' test sets differ), `se` (sqrt(S^2/n + v)), `test_se` (sqrt v, from the
+    runs' own `<metric>_lo` / `_hi` at their `evaluate.confidence`), `test_lo` / `test_hi`
+    (the mean of the runs' own interval ends) and `interval`, what `lo` / `hi` cover. A
+    setting with one seed has no seed interval: `lo` and `hi` are NaN and `interval` says
+    so. Runs of a setting with the same seed (the TRTR of both generators, one shared real
+    classifier) count once, their values averaged. Runs without the metric are left out.
+    `limits` is the range the metric can take (an AUROC's [0, 1] by default; a gap's is
+    [-1, 1]; None for none): `lo` / `hi` are clipped to it, which keeps the true value
+    inside whenever the unclipped interval held it."""
+    if "seed" not in runs:
+        raise ValueError("the runs have no seed column: not rows of load_runs")
+    runs = runs.dropna(subset=[metric])
+    by = setting_columns(runs) if by is None else list(by)
+    lo_col, hi_col = f"{metric}_lo", f"{metric}_hi"
+    ends = runs.reindex(columns=[lo_col, hi_col]).to_numpy(np.float64)
+    run_confidence = runs["evaluate.confidence"] if "evaluate.confidence" in runs else 0.95
+    work = pd.DataFrame(
+        {
+            "key": [json.dumps(k, default=str) for k in runs[by].to_numpy().tolist()],
+            "seed": runs["seed"].to_numpy(),
+            "value": runs[metric].to_numpy(np.float64),
+            "test_var": seed_stats.bootstrap_variance(ends[:, 0], ends[:, 1], run_confidence),
+            "test_lo": ends[:, 0],
+            "test_hi": ends[:, 1],
+        },
+        index=runs.index,
+    )
+    rows = []
+    for _, group in work.groupby("key", sort=False):
+        per_seed = group.groupby("seed").mean(numeric_only=True)
+        stats = seed_stats.seed_interval(
+            per_seed["value"], per_seed["test_var"], confidence=confidence
+        )
+        if limits is not None:
+            stats = dataclasses.replace(
+                stats, lo=max(stats.lo, limits[0]), hi=min(stats.hi, limits[1])
+            )
+        first = runs.loc[group.index[0], by].to_dict()
+        rows.append(
+            first
+            | {c: getattr(stats, c) for c in _SEED_COLUMNS if c != "seeds"}
+            | {
+                "seeds": tuple(per_seed.index.tolist()),
+                "test_lo": group["test_lo"].mean(),
+                "test_hi": group["test_hi"].mean(),
+                "interval": stats.basis,
+            }
+        )
+    columns = [*by, *_SEED_COLUMNS, "test_lo", "test_hi", "interval"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _points(
+    runs: pd.DataFrame,
+    x: str,
+    metric: str,
+    *,
+    real: bool = False,
+    limits: tuple[float, float] = (0.0, 1.0),
+) -> pd.DataFrame:
+    """`aggregate_seeds` of one curve, a row per value of `x` in ascending order; refuses
+    two settings at one point (say which fields tell them apart: filter the runs first)."""
+    by = setting_columns(runs, real=real)
+    agg = aggregate_seeds(runs, metric, by=by if x in by else [*by, x], limits=limits)
+    for value, group in agg.groupby(x, dropna=False):
+        if len(group) > 1:
+            differ = [c for c in by if c != x and group[c].nunique(dropna=False) > 1]
+            raise ValueError(
+                f"{len(group)} settings at {x}={value} ({metric}) differ in more than the "
+                f"seed: {', '.join(differ) or 'values that print alike'}; keep one setting "
+                "per point (filter the runs on those columns first)"
+            )
+    return agg.sort_values(x, ignore_index=True)
+
+
+def _errorbar(ax, points: pd.DataFrame, x: str, **style) -> None:
+    """Draw `_points` with the error bars every figure here shares: the seed interval
+    (`aggregate_seeds`: training randomness and the test sample) where a point has two or
+    more seeds; where it has one, the run's own interval (the test sample only), its bar
+    dotted. A missing interval draws no bar."""
+    if points.empty:
         return
-    mean = stats["mean"].to_numpy()
-    if (stats["count"] == 1).all():
-        ends = runs.dropna(subset=[metric]).groupby(x)[[f"{metric}_lo", f"{metric}_hi"]].mean()
-        lo, hi = ends.to_numpy(dtype=float).T
-        err = np.abs(np.stack([mean - lo, hi - mean]))  # float[2, points]: below, above
-    else:
-        err = stats["std"].to_numpy(dtype=float)
-    err = np.nan_to_num(err, nan=0.0)
-    ax.errorbar(stats[x], mean, yerr=err, marker="o", capsize=3, **style)
+    mean = points["mean"].to_numpy(np.float64)
+    one = points["n_seeds"].to_numpy() < 2
+    lo = np.where(one, points["test_lo"], points["lo"]).astype(np.float64)
+    hi = np.where(one, points["test_hi"], points["hi"]).astype(np.float64)
+    err = np.nan_to_num(np.abs(np.stack([mean - lo, hi - mean])), nan=0.0)
+    bars = ax.errorbar(points[x], mean, yerr=err, marker="o", capsize=3, **style)
+    bars.lines[2][0].set_linestyle([":" if o else "-" for o in one])
 
 
 def _axes(ax):
@@ -281,6 +406,27 @@ def _format_x(ax, x: str, values: Iterable[float]) -> None:
         ax.minorticks_off()
 
 
+def _curves(runs: pd.DataFrame, x: str, arch_column: str) -> list[tuple[str, pd.DataFrame]]:
+    """[(curve, `_points`)]: real (TRTR over the real-data settings) and each generator's
+    TSTR, in that order."""
+    curves = [("real", _points(runs, x, "trtr_auroc_mean", real=True))]
+    for arch in sorted(runs[arch_column].dropna().unique()):
+        part = runs[runs[arch_column] == arch]
+        curves.append((str(arch), _points(part, x, "tstr_auroc_mean")))
+    return curves
+
+
+def seed_table(runs: pd.DataFrame, x: str, arch_column: str = "gan.arch") -> pd.DataFrame:
+    """The figure's points as a table: a row per curve (`real` TRTR, each generator's TSTR)
+    and value of `x`, with `n_seeds`, `mean`, `seed_std`, the seed interval `lo` / `hi`
+    (`aggregate_seeds`; `-` with one seed) and the mean of the runs' own intervals
+    (`test_lo` / `test_hi`, the test sample only)."""
+    runs = _reported(runs)
+    shown = [x, "n_seeds", "mean", "seed_std", "lo", "hi", "test_lo", "test_hi"]
+    parts = [p[shown].assign(curve=c) for c, p in _curves(runs, x, arch_column)]
+    return pd.concat(parts, ignore_index=True)[["curve", *shown]]
+
+
 def plot_auroc_against(
     runs: pd.DataFrame,
     x: str,
@@ -291,20 +437,18 @@ def plot_auroc_against(
 ):
     """Mean AUROC of real (TRTR) and of each generator's synthetic data (TSTR) against `x`
     (e.g. `dataset.num_classes`, `dataset.samples_per_class`), as in the study's figures.
-    Points are means over runs (seeds); bars are the mean of the runs' 95% intervals when
-    there is one run per point, else the spread (std) over runs. `reference` (a benchmark of
-    `study_reference`, or a table shaped like its result) adds the study's published curves,
-    dashed and lighter, in the colours of ours."""
+    Points are means over a setting's seeds (`aggregate_seeds`, one setting per point and
+    curve); bars are its seed interval, which covers training randomness and the test
+    sample, or, for a point with one seed, the run's own interval (the test sample only),
+    dotted. `reference` (a benchmark of `study_reference`, or a table shaped like its
+    result) adds the study's published curves, dashed and lighter, in the colours of ours."""
     runs = _reported(runs)
     ax = _axes(ax)
     archs = sorted(runs[arch_column].dropna().unique())
-    colors = {"real": "C0"} | {arch: f"C{i + 1}" for i, arch in enumerate(archs)}
-    curves = [("real", "real (TRTR)", runs, "trtr_auroc_mean")]
-    for arch in archs:
-        part = runs[runs[arch_column] == arch]
-        curves.append((arch, f"{arch} (TSTR)", part, "tstr_auroc_mean"))
-    for key, label, part, metric in curves:
-        _errorbar(ax, part, x, metric, color=colors[key], label=label)
+    colors = {"real": "C0"} | {str(arch): f"C{i + 1}" for i, arch in enumerate(archs)}
+    for curve, points in _curves(runs, x, arch_column):
+        label = "real (TRTR)" if curve == "real" else f"{curve} (TSTR)"
+        _errorbar(ax, points, x, color=colors[curve], label=label)
     xs = list(runs[x])
     if reference is not None:
         study = study_reference(reference) if isinstance(reference, str) else reference
@@ -328,7 +472,8 @@ def plot_gap_against(runs: pd.DataFrame, x: str, *, ax=None, arch_column: str = 
     runs = _reported(runs)
     ax = _axes(ax)
     for i, (arch, part) in enumerate(runs.groupby(arch_column)):
-        _errorbar(ax, part, x, "auroc_gap", color=f"C{i + 1}", label=str(arch))
+        points = _points(part, x, "auroc_gap", limits=(-1.0, 1.0))
+        _errorbar(ax, points, x, color=f"C{i + 1}", label=str(arch))
     ax.axhline(0.0, color="gray", lw=0.8)
     _format_x(ax, x, runs[x])
     ax.set_ylabel("AUROC gap (TRTR - TSTR)")
@@ -426,6 +571,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print()
     print(to_markdown(table))
+    print(f"\nover seeds (interval: {seed_stats.__name__}; '-' for one seed):\n")
+    print(to_markdown(seed_table(runs, args.x, args.arch_column)))
 
     if args.out is not None:
         from matplotlib.figure import Figure  # no pyplot: no display, no global figure state

@@ -1,12 +1,14 @@
 """synthjax.analysis: workdirs under a root -> one tidy DataFrame, the study's table and plots,
 the study's published numbers, and the command line."""
 
+import json
+
 import matplotlib
 
 matplotlib.use("Agg")
 import numpy as np
 import pytest
-from sweep_fixtures import RESOLUTION_GAPS, make_resolution_sweep, make_sweep
+from sweep_fixtures import RESOLUTION_GAPS, make_resolution_sweep, make_sweep, write_run
 
 from synthjax import analysis
 
@@ -49,8 +51,100 @@ def test_summarize_over_seeds_and_the_study_plot(sweep):
     ax = analysis.plot_auroc_against(runs, "dataset.num_classes")
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels == ["real (TRTR)", "cpd (TSTR)", "prog (TSTR)"]
-    bars = ax.containers[1].lines[2][0].get_segments()  # cpd: std over its two seeds
-    assert [seg[1, 1] - seg[0, 1] for seg in bars] == pytest.approx([2 * 0.00707107] * 2)
+    # cpd: seeds 0.70 and 0.71, each +-0.05 at 95%: sqrt(t_1^2 s^2/2 + z^2 v) with
+    # s^2 = 5e-5, t_1 = 12.7062, z^2 v = 0.05^2: 0.0808467 either side.
+    bars = ax.containers[1].lines[2][0].get_segments()
+    assert [seg[1, 1] - seg[0, 1] for seg in bars] == pytest.approx([2 * 0.0808467] * 2)
+
+
+def _three_seeds(root, **config):
+    """cpd at 2 classes with seeds 0, 1, 2 (TSTR 0.70, 0.74, 0.78, each +-0.05) and prog with
+    seed 0 only (TSTR 0.76); TRTR 0.90 +-0.02 throughout. `config` adds fields to the first
+    seed's config.json ({section: {field: value}})."""
+    for seed, tstr in enumerate((0.70, 0.74, 0.78)):
+        workdir = write_run(
+            root, f"cpd-s{seed}", classes=2, arch="cpd", seed=seed, trtr=0.9, tstr=tstr
+        )
+        if seed == 0 and config:
+            cfg = json.loads((workdir / "config.json").read_text())
+            for section, fields in config.items():
+                cfg.setdefault(section, {}).update(fields)
+            (workdir / "config.json").write_text(json.dumps(cfg))
+    write_run(root, "prog-s0", classes=2, arch="prog", seed=0, trtr=0.9, tstr=0.76)
+    return analysis.load_runs(root)
+
+
+# The 3-seed setting by hand: s = 0.04, t_2 = 4.302653, z^2 v = 0.05^2 (each run's +-0.05).
+THREE_SEED_HALF = (4.302653**2 * 0.04**2 / 3 + 0.05**2) ** 0.5  # 0.111280
+
+
+def test_aggregate_over_seeds_of_a_three_seed_sweep(tmp_path):
+    runs = _three_seeds(tmp_path)
+    agg = analysis.aggregate_seeds(runs, "tstr_auroc_mean").set_index("gan.arch")
+    assert sorted(analysis.setting_columns(runs)) == [
+        "dataset.num_classes",
+        "dataset.resolution",
+        "gan.arch",
+    ]
+    cpd, prog = agg.loc["cpd"], agg.loc["prog"]
+    assert cpd["n_seeds"] == 3 and cpd["seeds"] == (0, 1, 2)
+    assert cpd["mean"] == pytest.approx(0.74) and cpd["seed_std"] == pytest.approx(0.04)
+    assert (cpd["lo"], cpd["hi"]) == pytest.approx((0.74 - THREE_SEED_HALF, 0.74 + THREE_SEED_HALF))
+    assert cpd["test_se"] == pytest.approx(0.05 / 1.959964)
+    assert (cpd["test_lo"], cpd["test_hi"]) == pytest.approx((0.69, 0.79))
+    # Wider than the runs' own intervals (the test sample only): the seeds disagree.
+    assert cpd["hi"] - cpd["lo"] > 1.5 * (cpd["test_hi"] - cpd["test_lo"])
+    assert cpd["interval"] == "seeds + test sample"
+    # One seed: a mean, and no seed interval invented for it.
+    assert prog["n_seeds"] == 1 and prog["mean"] == pytest.approx(0.76)
+    assert np.isnan(prog["lo"]) and np.isnan(prog["hi"]) and np.isnan(prog["seed_std"])
+    assert prog["interval"] == "none: one seed"
+    # TRTR: the real setting leaves the generator out; each seed counts once.
+    real = analysis.aggregate_seeds(
+        runs, "trtr_auroc_mean", by=analysis.setting_columns(runs, real=True)
+    )
+    assert real["n_seeds"].tolist() == [3] and real["mean"].tolist() == pytest.approx([0.9])
+    assert real["hi"].tolist() == pytest.approx([0.92])  # seeds agree: the runs' +-0.02
+    # An interval is clipped to the range the metric can take.
+    high = runs.assign(tstr_auroc_mean=runs["tstr_auroc_mean"] + 0.2)
+    high = analysis.aggregate_seeds(high[high["gan.arch"] == "cpd"])
+    assert high["hi"].tolist() == [1.0] and high["lo"].tolist() == pytest.approx(
+        [0.94 - THREE_SEED_HALF]
+    )
+    unclipped = analysis.aggregate_seeds(
+        runs.assign(tstr_auroc_mean=runs["tstr_auroc_mean"] + 0.2), limits=None
+    )
+    assert unclipped["hi"].max() == pytest.approx(0.94 + THREE_SEED_HALF)
+
+
+def test_free_fields_do_not_split_a_setting_and_result_fields_do(tmp_path):
+    free = _three_seeds(tmp_path / "free", dataset={"data_dir": "/elsewhere"}, gan={"log_every": 5})
+    agg = analysis.aggregate_seeds(free[free["gan.arch"] == "cpd"])
+    assert agg["n_seeds"].tolist() == [3]
+    longer = _three_seeds(tmp_path / "longer", gan={"train_kimg": 51.2})
+    agg = analysis.aggregate_seeds(longer[longer["gan.arch"] == "cpd"])
+    assert sorted(agg["n_seeds"].tolist()) == [1, 2]
+    with pytest.raises(ValueError, match=r"2 settings at dataset.num_classes=2.*gan.train_kimg"):
+        analysis.plot_auroc_against(longer, "dataset.num_classes")
+
+
+def test_the_plot_draws_the_seed_interval_and_a_dotted_bar_for_one_seed(tmp_path, capsys):
+    runs = _three_seeds(tmp_path)
+    ax = analysis.plot_auroc_against(runs, "dataset.num_classes")
+    _, cpd, prog = ax.containers
+    (segment,) = cpd.lines[2][0].get_segments()
+    assert segment[:, 1] == pytest.approx([0.74 - THREE_SEED_HALF, 0.74 + THREE_SEED_HALF])
+    assert cpd.lines[2][0].get_linestyle()[0][1] is None  # solid
+    (segment,) = prog.lines[2][0].get_segments()
+    assert segment[:, 1] == pytest.approx([0.71, 0.81])  # its own interval
+    assert prog.lines[2][0].get_linestyle()[0][1] is not None  # dotted
+    table = analysis.seed_table(runs, "dataset.num_classes")
+    assert table["curve"].tolist() == ["real", "cpd", "prog"]
+    assert table["n_seeds"].tolist() == [3, 3, 1]
+    assert analysis.main([str(tmp_path), "--x", "dataset.num_classes"]) == 0
+    out = capsys.readouterr().out
+    assert "| curve | dataset.num_classes | n_seeds | mean | seed_std | lo | hi |" in out
+    assert "| prog | 2 | 1 | 0.760 | - | - | - | 0.710 | 0.810 |" in out
 
 
 def test_the_study_plot_with_the_published_curves(sweep):

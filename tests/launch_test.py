@@ -23,19 +23,25 @@ def _finish(workdir, stages):
 
 def test_sweep_expands_into_named_runs_with_their_overrides(tmp_path):
     runs = sweep.expand(CONFIG, str(tmp_path))
-    assert [r["name"] for r in runs] == [
+    settings = [
         "samples_per_class-35_arch-cpd",
         "samples_per_class-35_arch-prog",
         "samples_per_class-70_arch-cpd",
         "samples_per_class-70_arch-prog",
+    ]
+    # Every setting with each of the default seeds, seeds outermost.
+    assert [r["name"] for r in runs] == [
+        f"{setting}_seed-{seed}" for seed in sweep.DEFAULT_SEEDS for setting in settings
     ]
     assert runs[1]["overrides"] == [
         f"dataset.data_dir={tmp_path}/data",  # every run shares the prepared data
         f"dataset.phantom.dir={tmp_path}/phantoms",  # and the phantoms
         "dataset.samples_per_class=35",
         "gan.arch=prog",
+        "seed=0",
     ]
-    assert runs[1]["workdir"] == f"{tmp_path}/samples_per_class-35_arch-prog"
+    assert runs[1]["workdir"] == f"{tmp_path}/samples_per_class-35_arch-prog_seed-0"
+    assert (runs[1]["setting"], runs[1]["seed"]) == ("samples_per_class-35_arch-prog", 0)
 
 
 def test_override_text_and_names_of_tuples_and_strings():
@@ -49,27 +55,28 @@ def test_override_text_and_names_of_tuples_and_strings():
 
 def test_sweep_skips_finished_runs_and_runs_the_rest_in_order(tmp_path, capsys):
     stages = common.stages_of(CONFIG)
-    _finish(tmp_path / "samples_per_class-35_arch-prog", stages)
-    _finish(tmp_path / "samples_per_class-70_arch-cpd", stages[:-1])  # not the last stage
-    assert sweep.main([f"--config={CONFIG}", f"--workdir={tmp_path}", "--dry-run"]) == 0
+    _finish(tmp_path / "samples_per_class-35_arch-prog_seed-0", stages)
+    _finish(tmp_path / "samples_per_class-70_arch-cpd_seed-0", stages[:-1])  # not the last
+    args = [f"--config={CONFIG}", f"--workdir={tmp_path}", "--seeds=0", "--dry-run"]
+    assert sweep.main(args) == 0
     out = capsys.readouterr().out
-    assert "finished  samples_per_class-35_arch-prog" in out
-    assert "to run    samples_per_class-70_arch-cpd" in out
+    assert "finished  samples_per_class-35_arch-prog_seed-0" in out
+    assert "to run    samples_per_class-70_arch-cpd_seed-0" in out
     commands = [line for line in out.splitlines() if line.startswith("[")]
     assert len(commands) == 3
-    assert commands[0].startswith("[1/3 samples_per_class-35_arch-cpd]")
+    assert commands[0].startswith("[1/3 samples_per_class-35_arch-cpd_seed-0]")
     assert "-m synthjax.main --config=configs/quickstart.py:smoke" in commands[0]
-    assert f"--workdir={tmp_path}/samples_per_class-70_arch-prog" in commands[2]
-    assert "--config.gan.arch=prog" in commands[2]
+    assert f"--workdir={tmp_path}/samples_per_class-70_arch-prog_seed-0" in commands[2]
+    assert "--config.gan.arch=prog" in commands[2] and "--config.seed=0" in commands[2]
     assert not (tmp_path / "sweep.json").exists()  # a dry run writes nothing
 
 
 def test_sweep_hands_runs_to_a_cloud_launcher_and_checks_names(tmp_path, capsys):
     args = [f"--config={CONFIG}", f"--workdir={tmp_path}", "--via=slurm", "--dry-run"]
-    sweep.main([*args, "--only=samples_per_class-35_arch-cpd", "--", "--nodes=2"])
+    sweep.main([*args, "--only=samples_per_class-35_arch-cpd_seed-1", "--", "--nodes=2"])
     out = capsys.readouterr().out
     assert "-m launch.slurm" in out and "--nodes=2" in out and "--dry-run" in out
-    assert "--override=gan.arch=cpd" in out
+    assert "--override=gan.arch=cpd" in out and "--override=seed=1" in out
     with pytest.raises(SystemExit):
         sweep.main([*args, "--only=nope"])
     assert "no runs named ['nope']" in capsys.readouterr().err
@@ -78,10 +85,13 @@ def test_sweep_hands_runs_to_a_cloud_launcher_and_checks_names(tmp_path, capsys)
 def test_sweep_runs_locally_and_writes_its_index(tmp_path, monkeypatch):
     ran = []
     monkeypatch.setattr(common.subprocess, "call", lambda cmd: ran.append(cmd) or 0)
-    sweep.main([f"--config={CONFIG}", f"--workdir={tmp_path}"])
-    assert len(ran) == 4 and ran[0][:3] == [sys.executable, "-m", "synthjax.main"]
+    sweep.main([f"--config={CONFIG}", f"--workdir={tmp_path}", "--seeds=0,1"])
+    assert len(ran) == 8 and ran[0][:3] == [sys.executable, "-m", "synthjax.main"]
     index = json.loads((tmp_path / "sweep.json").read_text())
-    assert index["config"] == CONFIG and len(index["runs"]) == 4
+    assert index["config"] == CONFIG and len(index["runs"]) == 8
+    assert {(r["setting"], r["seed"]) for r in index["runs"]} >= {
+        ("samples_per_class-70_arch-prog", 1)
+    }
 
 
 def test_a_config_without_a_sweep_is_refused(capsys):

@@ -11,7 +11,7 @@ import pytest
 
 from configs.sweeps import study
 from launch import sweep
-from synthjax import schema
+from synthjax import experiment, schema
 from synthjax.core import config_files
 from synthjax.core.errors import ConfigError
 from synthjax.core.workdir import Run
@@ -54,7 +54,7 @@ def test_study_sweeps_expand_into_valid_runs(config, runs, tmp_path):
     for run in expanded:
         c = _resolved(config, run)
         schema.validate(c, num_devices=1)
-        assert c.gan.arch in study.GENERATORS and c.seed in study.SEEDS
+        assert c.gan.arch in study.GENERATORS and c.seed in sweep.DEFAULT_SEEDS
         assert c.dataset.data_dir == f"{tmp_path}/data"  # prepared once, shared
         assert c.dataset.name == ("rsna_ich" if config.endswith(":ct") else "chexpert")
         assert c.dataset.samples_per_class > 0
@@ -201,14 +201,18 @@ def test_a_setting_the_data_cannot_fill_is_refused_not_shrunk():
 def test_runs_differing_only_in_the_generator_share_the_real_classifier(tmp_path):
     runs = sweep.expand("configs/quickstart.py", str(tmp_path))
     by_name = {r["name"]: r for r in runs}
-    cpd, prog = by_name["samples_per_class-35_arch-cpd"], by_name["samples_per_class-35_arch-prog"]
-    other = by_name["samples_per_class-70_arch-prog"]
+    cpd = by_name["samples_per_class-35_arch-cpd_seed-0"]
+    prog = by_name["samples_per_class-35_arch-prog_seed-0"]
+    other = by_name["samples_per_class-70_arch-prog_seed-0"]
+    other_seed = by_name["samples_per_class-35_arch-prog_seed-1"]
     assert cpd["real_key"] == prog["real_key"] != other["real_key"]
+    assert other_seed["real_key"] != prog["real_key"]  # another seed trains its own
     assert sweep.share_real_stages(prog, runs) is None  # nothing finished yet
     for stage in sweep.REAL_STAGES:
         (Path(cpd["workdir"]) / stage).mkdir(parents=True)
         (Path(cpd["workdir"]) / stage / "summary.json").write_text(json.dumps({"stage": stage}))
     assert sweep.share_real_stages(other, runs) is None  # other data: trains its own
+    assert sweep.share_real_stages(other_seed, runs) is None  # another seed: its own
     assert sweep.share_real_stages(prog, runs) == cpd["name"]
     for stage in sweep.REAL_STAGES:
         assert json.loads((Path(prog["workdir"]) / stage / "summary.json").read_text()) == {
@@ -230,3 +234,63 @@ def test_runs_of_any_seed_share_one_phantom_per_setting(tmp_path):
     assert sorted(p.name for p in (tmp_path / "phantoms").iterdir() if p.is_dir()) == sorted(
         {r.name for r in roots}
     )
+
+
+STUDY_SWEEPS = (
+    "configs/sweeps/reproduction.py",
+    "configs/sweeps/classes.py",
+    "configs/sweeps/samples.py:ct",
+    "configs/sweeps/resolution.py",
+)
+
+
+@pytest.mark.parametrize("config", STUDY_SWEEPS)
+def test_each_setting_runs_with_three_seeds_that_differ_only_in_seed(config, tmp_path):
+    runs = sweep.expand(config, str(tmp_path))
+    by_setting: dict[str, list[dict]] = {}
+    for run in runs:
+        by_setting.setdefault(run["setting"], []).append(run)
+        assert run["name"] == f"{run['setting']}_seed-{run['seed']}"
+        assert run["values"]["seed"] == run["seed"]
+    assert len(runs) == 3 * len(by_setting)
+    for setting, group in by_setting.items():
+        assert [r["seed"] for r in group] == [0, 1, 2], setting
+        first = _resolved(config, group[0]).to_dict()
+        for other in group[1:]:
+            changes = experiment.config_changes(first, _resolved(config, other).to_dict())
+            assert [c.field for c in changes] == ["seed"], setting
+    # Seeds are the outer loop: the first pass is a whole one-seed sweep.
+    assert {r["seed"] for r in runs[: len(by_setting)]} == {0}
+
+
+def test_seeds_from_the_command_line_and_refusals(tmp_path, monkeypatch, capsys):
+    config = "configs/quickstart.py:smoke"
+    runs = sweep.expand(config, str(tmp_path), seeds=[4, 7])
+    assert [r["name"] for r in runs][:2] == [
+        "samples_per_class-35_arch-cpd_seed-4",
+        "samples_per_class-35_arch-prog_seed-4",
+    ]
+    assert {r["seed"] for r in runs} == {4, 7} and len(runs) == 8
+    assert runs[0]["overrides"][-1] == "seed=4"
+    assert sweep.parse_seeds("0, 1,2") == (0, 1, 2)
+    for bad in ("", "0,0", "a"):
+        with pytest.raises(SystemExit):
+            sweep.parse_seeds(bad)
+    args = [f"--config={config}", f"--workdir={tmp_path}", "--seeds=3", "--dry-run"]
+    assert sweep.main(args) == 0
+    assert "4 runs (4 settings x seeds 3)" in capsys.readouterr().out
+
+    # A sweep whose entries set the seed themselves would mix settings and seeds: refused.
+    file = tmp_path / "seeded.py"
+    file.write_text(
+        "from configs import quickstart\n"
+        "get_config = quickstart.get_config\n"
+        "SEEDS = (5,)\n"
+        "def get_sweep(arg=None):\n"
+        "    return [{'gan.arch': 'cpd'}]\n"
+    )
+    assert [r["name"] for r in sweep.expand(str(file), str(tmp_path))] == ["arch-cpd_seed-5"]
+    file.write_text(file.read_text().replace("'cpd'}", "'cpd', 'seed': 1}"))
+    with pytest.raises(SystemExit):
+        sweep.expand(str(file), str(tmp_path))
+    assert "sets seed" in capsys.readouterr().err

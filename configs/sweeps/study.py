@@ -20,7 +20,6 @@ from synthjax.core import config_files
 
 MODALITIES = ("cxr", "ct")
 GENERATORS = ("cpd", "prog")
-SEEDS = (0, 1, 2)
 
 # Number of classes: the N most frequent combinations, with train images per combination
 # (the smallest kept combination's share), and fixed validation / test images per class.
@@ -90,16 +89,16 @@ def modality(arg: str | None) -> str:
 
 
 def crossed(settings: list[dict[str, object]]) -> list[dict[str, object]]:
-    """Each benchmark setting crossed with both generators and the three seeds, as runs (a
-    setting's `name`, if it has one, gains `_arch-<arch>_seed-<seed>`)."""
+    """Each benchmark setting crossed with both generators (a setting's `name`, if it has
+    one, gains `_arch-<arch>`). `launch.sweep` runs each with its seeds: three by default
+    (`launch.sweep.DEFAULT_SEEDS`), others with `--seeds`."""
     runs = []
     for setting in settings:
         for arch in GENERATORS:
-            for seed in SEEDS:
-                run = {**setting, "gan.arch": arch, "seed": seed}
-                if "name" in setting:
-                    run["name"] = f"{setting['name']}_arch-{arch}_seed-{seed}"
-                runs.append(run)
+            run = {**setting, "gan.arch": arch}
+            if "name" in setting:
+                run["name"] = f"{setting['name']}_arch-{arch}"
+            runs.append(run)
     return runs
 
 
