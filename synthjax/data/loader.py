@@ -109,7 +109,7 @@ class ImageSource:
                 self._patients = self._read_all_patients()
                 buffer = io.BytesIO()
                 np.save(buffer, self._patients)
-                remote.write_atomic(cache, buffer.getvalue())
+                write_atomic(cache, buffer.getvalue())
         return self._patients
 
     def _read_all_patients(self) -> np.ndarray:
