@@ -256,12 +256,17 @@ def _fd_kid_paragraphs(fid: dict[str, Any]) -> list[str]:
     )
     if fid.get("fd_note"):
         size = f"**Note:** {fid['fd_note']}."
+
+    def subsets(m: dict[str, Any]) -> str:
+        n = m["kid_subsets"]
+        return f"{n} subset{'s' if n > 1 else ''} of {m['kid_subset_size']} images per side"
+
     overall = fid["overall"]
     kid = (
         "KID: the unbiased MMD² with the cubic kernel (Binkowski et al. 2018), averaged over "
-        f"{overall['kid_subsets']} subsets of {overall['kid_subset_size']} images per side "
-        "(per combination, of the combination's images); 0 on average for a perfect "
-        f"generator at any sample size. Interval: {fid['kid_interval']}."
+        f"{subsets(overall)} (the real baseline: {subsets(overall['real_baseline'])}; per "
+        "combination, of the combination's images); 0 on average for a perfect generator at "
+        f"any sample size. Interval: {fid['kid_interval']}."
     )
     return [size, kid]
 

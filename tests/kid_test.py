@@ -225,12 +225,13 @@ def _fidelity_block(with_kid=True, **extra):
     row = {"fd": 2.5, "precision": 0.5, "recall": 0.4, "density": 0.9, "coverage": 0.6}
     kid = {"kid": 0.0123, "kid_ci": [0.0081, 0.0172], "kid_subsets": 1, "kid_subset_size": 40}
     kid = kid if with_kid else {}
+    base = {**row, "fd": 1.5, **kid, "kid_subsets": 100, "kid_subset_size": 38}
     block = {
         "feature_space": "domain",
         "num_real": 40,
         "num_synthetic": 44,
         "num_real_baseline": 38,
-        "overall": {**row, **kid, "real_baseline": {**row, "fd": 1.5}},
+        "overall": {**row, **kid, "real_baseline": base if with_kid else {**row, "fd": 1.5}},
         "per_combination": [],
     }
     return {**block, **extra}
@@ -247,7 +248,7 @@ def test_report_markdown_shows_kid_and_the_fd_sample_size():
     )
     assert "| KID (95% CI) |" in text and "| 0.0123 [0.0081, 0.0172] |" in text
     assert "**Note:** FD at 38 images per side, not the 150" in text
-    assert "averaged over 1 subsets of 40 images" in text
+    assert "over 1 subset of 40 images per side (the real baseline: 100 subsets of 38" in text
     assert "bootstrap over images" in text
     # A report from before KID: the table says n/a, no paragraph about sizes.
     old = _report(_fidelity_block(with_kid=False))
