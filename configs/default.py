@@ -234,6 +234,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.evaluate.min_combination_images = 20
     c.evaluate.prdc_k = 5  # neighbourhood of precision / recall / density / coverage
     c.evaluate.max_images = 10000  # real and synthetic test images compared (seeded choice)
+    # FD grows as the sample shrinks: the overall FDs use exactly this many images per side
+    # (a seeded choice; fewer, said so in report.json, when a split has fewer), so runs
+    # with different test splits compare. At most max_images.
+    c.evaluate.fd_num_images = 10000
+    # KID: the unbiased MMD^2 averaged over kid_subsets subsets of kid_subset_size images per
+    # side (the references' 1000 x 100; smaller sets use all their images).
+    c.evaluate.kid_subset_size = 1000
+    c.evaluate.kid_subsets = 100
     # FD and PRDC in Inception-v3 features too, from this file (scripts/convert_fid_inception.py).
     c.evaluate.inception_weights = ""
     # The discrimination test: a CNN told to separate real held-out from synthetic images.

@@ -262,6 +262,14 @@ def _label_fidelity_lines(r: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _fmt_kid(m: dict[str, Any]) -> str:
+    """KID to 3 significant digits, with its interval (n/a in reports from before KID)."""
+    if m.get("kid") is None:
+        return "n/a"
+    ci = m.get("kid_ci")
+    return f"{m['kid']:.3g}" + (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else "")
+
+
 def _fidelity_lines(fid: dict[str, Any] | None) -> list[str]:
     if not fid:
         return []
@@ -270,6 +278,7 @@ def _fidelity_lines(fid: dict[str, Any] | None) -> list[str]:
         f"In the {fid['feature_space']}; {fid['num_real']} real and {fid['num_synthetic']} "
         f"synthetic test images. The real baseline compares {fid['num_real_baseline']} real "
         "validation images with the real test images: what a perfect generator would score.",
+        *_fd_kid_paragraphs(fid),
     )
     rows = [("synthetic", fid["overall"]), ("real baseline", fid["overall"]["real_baseline"])]
     if "inception" in fid:
@@ -277,14 +286,40 @@ def _fidelity_lines(fid: dict[str, Any] | None) -> list[str]:
         rows.append(("real baseline (Inception)", fid["inception"]["real_baseline"]))
     rows += [(f"{c['combination']} ({c['num_real']} real)", c) for c in fid["per_combination"]]
     lines += _table(
-        "| | FD (lower is better) | precision | recall | density | coverage |",
+        "| | FD (lower is better) | KID (95% CI) | precision | recall | density | coverage |",
         (
-            f"| {name} | {_fmt(m['fd'], 2)} | {_fmt(m['precision'])} | {_fmt(m['recall'])} "
-            f"| {_fmt(m['density'])} | {_fmt(m['coverage'])} |"
+            f"| {name} | {_fmt(m['fd'], 2)} | {_fmt_kid(m)} | {_fmt(m['precision'])} "
+            f"| {_fmt(m['recall'])} | {_fmt(m['density'])} | {_fmt(m['coverage'])} |"
             for name, m in rows
         ),
     )
     return [*lines, ""]
+
+
+def _fd_kid_paragraphs(fid: dict[str, Any]) -> list[str]:
+    """What sample size the FDs are at, and what KID is (reports from before: nothing)."""
+    if fid.get("fd_num_images") is None:
+        return []
+    size = (
+        f"The overall FDs are at {fid['fd_num_images']} images per side "
+        "(`evaluate.fd_num_images`): FD falls as the sample grows, so FDs compare only at "
+        "one size; per combination, at the combination's own counts."
+    )
+    if fid.get("fd_note"):
+        size = f"**Note:** {fid['fd_note']}."
+
+    def subsets(m: dict[str, Any]) -> str:
+        n = m["kid_subsets"]
+        return f"{n} subset{'s' if n > 1 else ''} of {m['kid_subset_size']} images per side"
+
+    overall = fid["overall"]
+    kid = (
+        "KID: the unbiased MMD² with the cubic kernel (Binkowski et al. 2018), averaged over "
+        f"{subsets(overall)} (the real baseline: {subsets(overall['real_baseline'])}; per "
+        "combination, of the combination's images); 0 on average for a perfect generator at "
+        f"any sample size. Interval: {fid['kid_interval']}."
+    )
+    return [size, kid]
 
 
 def _discrimination_lines(d: dict[str, Any] | None) -> list[str]:

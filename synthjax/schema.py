@@ -390,6 +390,18 @@ def check_evaluate(ev: ml_collections.ConfigDict, resolution: int) -> None:
     check_interval_level(ev.interval_level)
     require(ev.prdc_k >= 1, "evaluate.prdc_k", f"{ev.prdc_k} < 1", "use 5 (the papers')")
     require(
+        ev.fd_num_images >= 2 and (ev.max_images <= 0 or ev.fd_num_images <= ev.max_images),
+        "evaluate.fd_num_images",
+        f"{ev.fd_num_images} images per side for FD (evaluate.max_images {ev.max_images})",
+        "use 2 or more and at most evaluate.max_images, e.g. 10000",
+    )
+    require(
+        ev.kid_subset_size >= 2 and ev.kid_subsets >= 1,
+        "evaluate.kid_subset_size",
+        f"KID over {ev.kid_subsets} subsets of {ev.kid_subset_size} images",
+        "use the references' kid_subset_size=1000, kid_subsets=100",
+    )
+    require(
         ev.inception_weights == "" or os.path.isfile(ev.inception_weights),
         "evaluate.inception_weights",
         f"{ev.inception_weights!r} is not a file",

@@ -9,11 +9,13 @@
   images are listed, not averaged. Intervals and tests are at `evaluate.interval_level`:
   patient (resampling the test patients, the clustered DeLong test) by default, with the
   image-level ones beside them (`*_image_level`) for comparison with the study.
-- Fidelity: Fréchet distance and precision / recall / density / coverage between the real
-  and the synthetic test images in the domain features (the real-trained classifier's),
-  overall and per combination, next to the same numbers for real validation vs real test
-  images (what a perfect generator would score here); in Inception features too when
-  `evaluate.inception_weights` is given.
+- Fidelity: Fréchet distance, KID (with a bootstrap interval) and precision / recall /
+  density / coverage between the real and the synthetic test images in the domain features
+  (the real-trained classifier's), overall and per combination, next to the same numbers
+  for real validation vs real test images (what a perfect generator would score here); in
+  Inception features too when `evaluate.inception_weights` is given. The overall FDs are at
+  `evaluate.fd_num_images` images per side (a seeded choice), or at what the smallest side
+  has, said so in `fd_note`; per combination, at the combination's own counts.
 - Label fidelity: the real-trained classifier's per-label AUROC on the synthetic test
   images against the label vectors they were generated from, with a bootstrap interval
   (`label_fidelity.py`): 0.5 = the labels left no trace in the images.
@@ -241,16 +243,54 @@ def _per_combination_utility(
     return rows
 
 
-def _fidelity_in(real: np.ndarray, synth: np.ndarray, baseline: np.ndarray, k: int) -> dict:
-    """FD and PRDC of synthetic vs real test features, and of real validation vs real test."""
+def _fidelity_in(
+    real: np.ndarray,
+    synth: np.ndarray,
+    baseline: np.ndarray,
+    k: int,
+    kid_opts: dict[str, Any],
+    fd_rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> dict:
+    """FD, KID and PRDC of synthetic vs real test features, and of real validation vs real
+    test. FD on the rows `fd_rows` picks of (real, synth, baseline) (None: all)."""
+    fd_real, fd_synth, fd_base = (
+        (real, synth, baseline)
+        if fd_rows is None
+        else (real[fd_rows[0]], synth[fd_rows[1]], baseline[fd_rows[2]])
+    )
     return {
-        "fd": fidelity.frechet_distance_of_features(real, synth),
+        "fd": fidelity.frechet_distance_of_features(fd_real, fd_synth),
+        **fidelity.kid(real, synth, **kid_opts),
         **fidelity.prdc(real, synth, k=k),
         "real_baseline": {
-            "fd": fidelity.frechet_distance_of_features(real, baseline),
+            "fd": fidelity.frechet_distance_of_features(fd_real, fd_base),
+            **fidelity.kid(real, baseline, **kid_opts),
             **fidelity.prdc(real, baseline, k=k),
         },
     }
+
+
+def fd_sample_size(requested: int, available: dict[str, int]) -> tuple[int, str | None]:
+    """FD's images per side: `evaluate.fd_num_images`, or all the smallest side has, with a
+    note saying so (FD shrinks as the sample grows, so only FDs at one size compare)."""
+    size = min(requested, *available.values())
+    if size == requested:
+        return size, None
+    have = ", ".join(f"{n} {name}" for name, n in available.items())
+    return size, (
+        f"FD at {size} images per side, not the {requested} evaluate.fd_num_images asks for "
+        f"(there are {have}): FD falls as the sample grows, so these FDs compare only with "
+        f"FDs at {size} images; KID, unbiased at any size, compares across sizes"
+    )
+
+
+def fd_sample(size: int, lengths: tuple[int, int, int], seed: int) -> tuple[np.ndarray, ...]:
+    """The rows FD uses of (real test, synthetic test, real validation): `size` of each,
+    seeded, so every FD of a run is at the same size."""
+    return tuple(
+        seeded_subset(np.arange(n), size, seed, stream)
+        for n, stream in zip(lengths, (67, 79, 83), strict=True)
+    )
 
 
 def fidelity_results(run: Run, space: FeatureSpace) -> dict[str, Any]:
@@ -262,6 +302,22 @@ def fidelity_results(run: Run, space: FeatureSpace) -> dict[str, Any]:
     synth_idx = seeded_subset(np.arange(len(synth_source)), ecfg.max_images, cfg.seed, 43)
     val_idx = seeded_subset(data.subset.indices["validation"], ecfg.max_images, cfg.seed, 47)
     real_source = data.source("test")
+    fd_size, fd_note = fd_sample_size(
+        ecfg.fd_num_images,
+        {
+            "real test": len(real_idx),
+            "synthetic test": len(synth_idx),
+            "real validation": len(val_idx),
+        },
+    )
+    fd_rows = fd_sample(fd_size, (len(real_idx), len(synth_idx), len(val_idx)), cfg.seed)
+    kid_opts = dict(
+        subset_size=ecfg.kid_subset_size,
+        num_subsets=ecfg.kid_subsets,
+        num_resamples=ecfg.bootstrap_resamples,
+        confidence=ecfg.confidence,
+        seed=cfg.seed,
+    )
 
     def features(source, idx, sp: FeatureSpace) -> np.ndarray:
         return features_of_source(sp, source, idx, batch_size=batch)
@@ -275,7 +331,14 @@ def fidelity_results(run: Run, space: FeatureSpace) -> dict[str, Any]:
         "num_real": len(real_idx),
         "num_synthetic": len(synth_idx),
         "num_real_baseline": len(val_idx),
-        "overall": _fidelity_in(real, synth, baseline, k),
+        "fd_num_images": fd_size,
+        "fd_num_images_requested": ecfg.fd_num_images,
+        "fd_note": fd_note,
+        "kid_interval": (
+            f"{100 * ecfg.confidence:g}% percentile bootstrap over images (real and synthetic "
+            f"resampled with replacement, {ecfg.bootstrap_resamples} resamples)"
+        ),
+        "overall": _fidelity_in(real, synth, baseline, k, kid_opts, fd_rows),
         "per_combination": [],
     }
     real_labels = real_source.labels[real_idx]
@@ -293,7 +356,7 @@ def fidelity_results(run: Run, space: FeatureSpace) -> dict[str, Any]:
                 "combination": label_combination_name(combo, data.label_names, max_len=200),
                 "num_real": int(r.sum()),
                 "num_synthetic": int(s.sum()),
-                **_fidelity_in(real[r], synth[s], baseline[v], k),
+                **_fidelity_in(real[r], synth[s], baseline[v], k, kid_opts),
             }
         )
     if ecfg.inception_weights:
@@ -307,6 +370,8 @@ def fidelity_results(run: Run, space: FeatureSpace) -> dict[str, Any]:
                 features(synth_source, synth_idx, space_i),
                 features(data.source("validation"), val_idx, space_i),
                 k,
+                kid_opts,
+                fd_rows,
             ),
         }
     return out

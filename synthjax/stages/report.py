@@ -76,6 +76,14 @@ def build_report(run: Run) -> dict[str, Any]:
     report["labels_excluded"] = ev.get("labels_excluded", {})
     report["min_positives"] = ev.get("min_positives")
     report["fidelity"] = ev.get("fidelity")
+    overall = (report["fidelity"] or {}).get("overall") or {}
+    report["fd"] = overall.get("fd")
+    report["fd_real_baseline"] = (overall.get("real_baseline") or {}).get("fd")
+    report["fd_num_images"] = (report["fidelity"] or {}).get("fd_num_images")
+    report["kid"] = overall.get("kid")
+    report["kid_ci"] = overall.get("kid_ci")
+    report["kid_real_baseline"] = (overall.get("real_baseline") or {}).get("kid")
+    report["kid_real_baseline_ci"] = (overall.get("real_baseline") or {}).get("kid_ci")
     report["discrimination"] = ev.get("discrimination")
     report["privacy"] = ev.get("privacy")
     if report["privacy"] is None and run.synthetic_dir.joinpath("DATASET_CARD.json").exists():
