@@ -69,7 +69,7 @@ def test_a_weights_file_that_exists_is_accepted(tmp_path):
     schema.validate(config, num_devices=4)
 
 
-def _run(workdir, *overrides, timeout=900):
+def _run(workdir, *overrides, stages="('prepare','classifier_real')", timeout=900):
     env = dict(os.environ)
     env["XLA_FLAGS"] = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
     env["PYTHONPATH"] = f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}"
@@ -79,7 +79,7 @@ def _run(workdir, *overrides, timeout=900):
         "synthjax.main",
         "--config=configs/quickstart.py:smoke",
         f"--workdir={workdir}",
-        "--config.stages=('prepare','classifier_real')",
+        f"--config.stages={stages}",
         *overrides,
     ]
     proc = subprocess.run(
@@ -96,6 +96,7 @@ def test_a_study_protocol_run_without_weights_trains_and_says_its_weights_are_ra
         "--config.classifier.protocol=study",
         "--config.classifier.input_resolution=32",
         "--config.classifier.augment=True",
+        stages="('prepare','classifier_real','report')",
     )
     assert summary["protocol"] == {
         "name": "study",
@@ -105,6 +106,8 @@ def test_a_study_protocol_run_without_weights_trains_and_says_its_weights_are_ra
     }
     assert 0.0 <= summary["test_auroc_mean"] <= 1.0
     assert "RANDOM weights" in proc.stderr
+    report = json.loads((tmp_path / "w" / "report.json").read_text())
+    assert report["classifier_protocol"] == summary["protocol"]
     with np.load(tmp_path / "w" / "classifier_real" / "test_predictions.npz") as npz:
         assert np.all(np.isfinite(npz["probs"])) and npz["features"].shape[1] > 0
 
