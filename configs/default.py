@@ -96,6 +96,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.classifier.eval_batch_size = 256
     c.classifier.checkpoint_every = 500
     c.classifier.log_every = 50
+    # What the network sees (synthjax/train/classifier_inputs.py). synthjax: the image at its
+    # own resolution in [-1, 1], trained from scratch. study: the study's input, grayscale
+    # tiled to 3 channels, resized bilinearly to input_resolution, ImageNet-normalised, for
+    # a DenseNet-121 started from `weights` (without a file: random weights, logged loudly).
+    c.classifier.protocol = "synthjax"
+    c.classifier.input_resolution = 224  # study: the network's input side (the study's 224)
+    # study: .npz of torchvision's densenet121 from scripts/convert_densenet121.py ('' = none)
+    c.classifier.weights = ""
+    c.classifier.augment = False  # mild translate/scale augmentation in training (either)
 
     # --- GAN ---------------------------------------------------------------------------------
     c.gan = ml_collections.ConfigDict()

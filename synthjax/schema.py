@@ -180,6 +180,43 @@ def check_classifier(cl: ml_collections.ConfigDict, data: int) -> None:
     require(
         cl.train_steps > 0, "classifier.train_steps", "must be positive", "use a step count > 0"
     )
+    check_classifier_protocol(cl)
+
+
+def check_classifier_protocol(cl: ml_collections.ConfigDict) -> None:
+    """The input protocol, its resolution and the weights file (`classifier.augment` is a
+    bool, which the locked ConfigDict enforces)."""
+    from synthjax.train.classifier_inputs import PROTOCOLS
+
+    require(
+        cl.protocol in PROTOCOLS,
+        "classifier.protocol",
+        f"{cl.protocol!r} is not a protocol",
+        f"use one of {list(PROTOCOLS)}",
+    )
+    # DenseNet-121 halves the side 5 times: below 32 its last block would have no pixels.
+    require(
+        cl.input_resolution >= 32,
+        "classifier.input_resolution",
+        f"{cl.input_resolution!r} is not a side of at least 32 pixels",
+        "use 224 (the study's) or e.g. 64 for a CPU",
+    )
+    if not cl.weights:
+        return
+    require(
+        cl.protocol == "study" and cl.arch == "densenet121",
+        "classifier.weights",
+        f"ImageNet DenseNet-121 weights need classifier.protocol=study and "
+        f"classifier.arch=densenet121 (got {cl.protocol!r}, {cl.arch!r})",
+        "set both, or leave classifier.weights empty",
+    )
+    require(
+        os.path.isfile(cl.weights),
+        "classifier.weights",
+        f"{cl.weights!r} is not a file",
+        "convert torchvision's densenet121 state_dict once with "
+        "scripts/convert_densenet121.py and pass the .npz, or leave it empty (random weights)",
+    )
 
 
 def check_synthesize(synthesize: ml_collections.ConfigDict, data: int) -> None:

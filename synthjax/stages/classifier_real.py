@@ -11,6 +11,8 @@ the summary.
 from __future__ import annotations
 
 import functools
+import hashlib
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -25,6 +27,7 @@ from synthjax.data.loader import ImageSource
 from synthjax.data.prepared import prepared
 from synthjax.eval import auc
 from synthjax.train import classifier
+from synthjax.train.classifier_inputs import InputSpec
 from synthjax.train.loop import Hook, LoopSettings, train_loop
 
 Split = tuple[ImageSource, np.ndarray]  # a source and the indices of its records in use
@@ -49,9 +52,18 @@ def train_and_test(run: Run, stage: str, *, train: Split, validation: Split) -> 
     model = classifier.build_model(cfg, num_labels)
     optimizer = classifier.make_optimizer(ccfg.learning_rate)
     replicated = parallel.replicated(mesh)
+    inputs = InputSpec.from_config(ccfg)
     init = functools.partial(
-        classifier.init_state, cfg.seed, model, optimizer, train_source.image_shape
+        classifier.init_state, cfg.seed, model, optimizer, train_source.image_shape, inputs=inputs
     )
+    pretrained = classifier.pretrained_variables(cfg, model)  # None: random initialisation
+    create_state = compiler.jit(init, out_shardings=replicated)
+    if pretrained is not None:
+        # The weights go in as an argument (closed over, they would be a constant of the
+        # program: 30 MB of HLO); plain jit, since the loop also traces this inside
+        # eval_shape, where a nested jit may not carry compiler options.
+        init_from = jax.jit(init, out_shardings=replicated)
+        create_state = lambda: init_from(pretrained)
     weights = (
         classifier.positive_weights(train_source.labels[train_idx])
         if ccfg.pos_weight
@@ -59,12 +71,14 @@ def train_and_test(run: Run, stage: str, *, train: Split, validation: Split) -> 
     )
     pos_weight = jax.device_put(weights, replicated)
     jit_step = compiler.jit_everywhere(
-        functools.partial(classifier.train_step, model=model, optimizer=optimizer),
+        functools.partial(
+            classifier.train_step, model=model, optimizer=optimizer, inputs=inputs, seed=cfg.seed
+        ),
         f"{stage} step",
         donate_argnums=0,
     )
     predict_fn = compiler.jit_everywhere(
-        functools.partial(classifier.predict, model=model), f"{stage} predict"
+        functools.partial(classifier.predict, model=model, inputs=inputs), f"{stage} predict"
     )
     score = functools.partial(
         classifier.score_split, predict_fn, batch_size=ccfg.eval_batch_size, mesh=mesh
@@ -101,7 +115,7 @@ def train_and_test(run: Run, stage: str, *, train: Split, validation: Split) -> 
             log_every=ccfg.log_every,
         ),
         mesh=mesh,
-        create_state=compiler.jit(init, out_shardings=replicated),
+        create_state=create_state,
         step_fn=lambda state, batch, _: jit_step(state, batch, pos_weight),
         dataset=pipeline.train_dataset(
             train_source,
@@ -137,4 +151,22 @@ def train_and_test(run: Run, stage: str, *, train: Split, validation: Split) -> 
         "validation_images": len(val_idx),
         "test_images": len(test_idx),
         "throughput": result.throughput,
+        "protocol": protocol_record(ccfg),
+    }
+
+
+def protocol_record(ccfg: Any) -> dict[str, Any]:
+    """What the network saw and where it started (summary.json `protocol`): the input
+    protocol, its resolution (None under 'synthjax': the stored one), augmentation, and
+    the weights file's name and sha256 (None: random initialisation)."""
+    study = ccfg.protocol == "study"
+    weights = None
+    if ccfg.weights:
+        digest = hashlib.sha256(Path(ccfg.weights).read_bytes()).hexdigest()
+        weights = {"file": Path(ccfg.weights).name, "sha256": digest}
+    return {
+        "name": ccfg.protocol,
+        "input_resolution": ccfg.input_resolution if study else None,
+        "augment": bool(ccfg.augment),
+        "initial_weights": weights,
     }

@@ -36,6 +36,8 @@ def build_report(run: Run) -> dict[str, Any]:
         "images": stages.get("prepare", {}).get("images"),
         "gan_kimg": stages.get("gan", {}).get("kimg"),
     }
+    # What TRTR's and TSTR's classifier saw and where it started (train/classifier_inputs.py).
+    report["classifier_protocol"] = stages.get("classifier_real", {}).get("protocol")
     for key in (
         "trtr_auroc_mean",
         "trtr_auroc_mean_ci",

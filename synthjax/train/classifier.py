@@ -6,6 +6,11 @@ AUROC, early stop after `patience`. `classifier_real` trains and validates on re
 (TRTR); `classifier_synthetic` trains and validates on the synthetic dataset (TSTR). Both
 are tested on the *real* test split; their test scores feed `evaluate`. The real-trained
 classifier's pooled features are also the domain feature space of later metrics.
+
+What the network sees is `classifier.protocol` (`train/classifier_inputs.py`), applied in
+the train step and in `predict`, which every other use of the classifier goes through; under
+the study's protocol the network may start from a weights file (`classifier.weights`,
+`models/densenet_weights.py`).
 """
 
 from __future__ import annotations
@@ -21,14 +26,21 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from absl import logging
 
 from synthjax.core import compiler, parallel
 from synthjax.core.workdir import Run
 from synthjax.data import input_pipeline as pipeline
 from synthjax.data.loader import ImageSource
 from synthjax.data.prepared import prepared
-from synthjax.models import densenet
+from synthjax.models import densenet, densenet_weights
 from synthjax.models.layers import resolve_conv_lowering
+from synthjax.train.classifier_inputs import (
+    DEFAULT_INPUTS,
+    InputSpec,
+    classifier_inputs,
+    model_input_shape,
+)
 from synthjax.train.loop import restore_final_state
 from synthjax.train.selection import BestSoFar
 
@@ -94,15 +106,44 @@ def make_optimizer(learning_rate: float) -> optax.GradientTransformation:
     return optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate)
 
 
+def pretrained_variables(
+    cfg: ml_collections.ConfigDict, model: nn.Module
+) -> dict[str, PyTree] | None:
+    """The variables `classifier.weights` gives (all but the head), or None without a file
+    (the network then starts from its random initialisation; logged as such)."""
+    ccfg = cfg.classifier
+    if not ccfg.weights:
+        if ccfg.protocol == "study":
+            logging.warning(
+                "classifier.protocol=study without classifier.weights: the DenseNet starts "
+                "from RANDOM weights, not ImageNet's as in the study; its TRTR/TSTR numbers "
+                "are not the study's protocol. Convert torchvision's densenet121 with "
+                "%s and pass it as classifier.weights.",
+                densenet_weights.CONVERT_SCRIPT,
+            )
+        return None
+    variables = densenet_weights.load_pretrained(ccfg.weights, model)
+    logging.info("classifier: stem and blocks from %s; the head is new", ccfg.weights)
+    return variables
+
+
 def init_state(
     seed: int,
     model: nn.Module,
     optimizer: optax.GradientTransformation,
     image_shape: tuple[int, int, int],
+    pretrained: dict[str, PyTree] | None = None,
+    *,
+    inputs: InputSpec = DEFAULT_INPUTS,
 ) -> ClassifierState:
+    """The state at step 0. image_shape: the stored images' (H, W, C); the network is built
+    for `model_input_shape(inputs, image_shape)`. pretrained: variables that replace the
+    initialisation of the modules they hold (`pretrained_variables`)."""
+    input_shape = model_input_shape(inputs, image_shape)
     variables = model.init(
-        jax.random.key(seed), jnp.zeros((1, *image_shape), jnp.float32), train=False
+        jax.random.key(seed), jnp.zeros((1, *input_shape), jnp.float32), train=False
     )
+    variables = densenet_weights.with_pretrained(variables, pretrained)
     params, batch_stats = variables["params"], variables["batch_stats"]
     return ClassifierState(
         step=jnp.zeros((), jnp.int32),
@@ -128,9 +169,15 @@ def train_step(
     *,
     model: nn.Module,
     optimizer: optax.GradientTransformation,
+    inputs: InputSpec = DEFAULT_INPUTS,
+    seed: int = 0,
 ) -> tuple[ClassifierState, dict[str, jax.Array]]:
-    """One Adam step on weighted BCE. batch: {"image": uint8[B,H,W,C], "labels": f32[B,K]}."""
-    images = pipeline.images_to_float(batch["image"])
+    """One Adam step on weighted BCE. batch: {"image": uint8[B,H,W,C], "labels": f32[B,K]}.
+
+    The images go through `classifier_inputs`; with `inputs.augment` the step's augmentation
+    draws from fold_in(key(seed), step), so a resumed run draws the same."""
+    key = jax.random.fold_in(jax.random.key(seed), state.step) if inputs.augment else None
+    images = classifier_inputs(batch["image"], inputs, key)
     labels = batch["labels"]
 
     def loss_fn(params):
@@ -181,12 +228,18 @@ def after_validation(
 
 
 def predict(
-    params: PyTree, batch_stats: PyTree, images: jax.Array, *, model: nn.Module
+    params: PyTree,
+    batch_stats: PyTree,
+    images: jax.Array,
+    *,
+    model: nn.Module,
+    inputs: InputSpec = DEFAULT_INPUTS,
 ) -> tuple[jax.Array, jax.Array]:
-    """uint8[B,H,W,C] -> (probabilities float32[B,K], pooled features float32[B,F])."""
+    """uint8[B,H,W,C] -> (probabilities float32[B,K], pooled features float32[B,F]), the
+    images through `classifier_inputs` (never augmented)."""
     logits, features = model.apply(
         {"params": params, "batch_stats": batch_stats},
-        pipeline.images_to_float(images),
+        classifier_inputs(images, inputs),
         train=False,
     )
     return jax.nn.sigmoid(logits), features
@@ -229,15 +282,21 @@ class DomainFeatures:
         run.summary("classifier_real")  # a clear error if it has not finished
         image_shape = prepared(run).source("train").image_shape
         model = build_model(cfg, len(prepared(run).label_names))
+        inputs = InputSpec.from_config(cfg.classifier)
         init = functools.partial(
-            init_state, cfg.seed, model, make_optimizer(cfg.classifier.learning_rate), image_shape
+            init_state,
+            cfg.seed,
+            model,
+            make_optimizer(cfg.classifier.learning_rate),
+            image_shape,
+            inputs=inputs,
         )
         state = restore_final_state(
             run.stage_dir("classifier_real"), parallel.replicated_abstract(init, run.mesh)
         )
         self._variables = (state.best.params["params"], state.best.params["batch_stats"])
         self._predict = compiler.jit_everywhere(
-            functools.partial(predict, model=model), "domain features"
+            functools.partial(predict, model=model, inputs=inputs), "domain features"
         )
         self._batch = cfg.classifier.eval_batch_size
         self._mesh = run.mesh
