@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from synthjax.models.torch_checkpoints import load_state_dict, to_float32
+
 DROPPED_PREFIXES = ("classifier.",)
 DROPPED_SUFFIXES = (".num_batches_tracked",)
 # torchvision's densenet loader renames the names of its first released checkpoints
@@ -38,16 +40,6 @@ DROPPED_SUFFIXES = (".num_batches_tracked",)
 OLD_LAYER_NAME = re.compile(
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
 )
-NO_TORCH = (
-    "PyTorch is not installed here. The .pth checkpoint can only be read by PyTorch: run this "
-    "once on any machine with PyTorch (pip install torch), then copy the .npz it writes."
-)
-
-
-def _to_float32(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):  # a torch.Tensor
-        value = value.detach().cpu().float().numpy()
-    return np.asarray(value, dtype=np.float32)
 
 
 def torchvision_name(name: str) -> str:
@@ -69,26 +61,10 @@ def convert_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
             continue
         if name in out:
             raise ValueError(f"{name} appears twice in the checkpoint (old and new names?)")
-        out[name] = _to_float32(value)
+        out[name] = to_float32(value)
     if "features.conv0.weight" not in out:
         raise ValueError("this does not look like a torchvision DenseNet state_dict")
     return out
-
-
-def _load_checkpoint(path: str) -> Mapping[str, Any]:
-    try:
-        import torch  # only this step needs PyTorch
-    except ImportError:
-        raise SystemExit(NO_TORCH) from None
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except TypeError:  # PyTorch < 1.13 has no weights_only
-        checkpoint = torch.load(path, map_location="cpu")
-    if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("state_dict"), Mapping):
-        checkpoint = checkpoint["state_dict"]
-    if not isinstance(checkpoint, Mapping):
-        raise SystemExit(f"{path} does not hold a state_dict (got {type(checkpoint).__name__})")
-    return checkpoint
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -98,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     try:
-        arrays = convert_state_dict(_load_checkpoint(args.input))
+        arrays = convert_state_dict(load_state_dict(args.input))
     except ValueError as error:
         raise SystemExit(f"{args.input}: {error}") from None
     output = args.output if args.output.endswith(".npz") else args.output + ".npz"  # as np.savez

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -76,15 +76,7 @@ class ImageSource:
     def labels(self) -> np.ndarray:
         """float32[N, K]: every record's label vector, in record order."""
         if self._labels is None:
-            cache = self.dataset_dir / f"labels-{self.split}.npy"
-            if cache.exists():
-                with cache.open("rb") as f:
-                    self._labels = np.load(f)
-            else:
-                self._labels = self._read_all_labels()
-                buffer = io.BytesIO()
-                np.save(buffer, self._labels)
-                write_atomic(cache, buffer.getvalue())
+            self._labels = self._cached("labels", self._read_all_labels)
         return self._labels
 
     @property
@@ -101,16 +93,20 @@ class ImageSource:
                 "one prepared by this version of synthjax does (rerun `prepare`)"
             )
         if self._patients is None:
-            cache = self.dataset_dir / f"patients-{self.split}.npy"
-            if cache.exists():
-                with cache.open("rb") as f:
-                    self._patients = np.load(f)
-            else:
-                self._patients = self._read_all_patients()
-                buffer = io.BytesIO()
-                np.save(buffer, self._patients)
-                write_atomic(cache, buffer.getvalue())
+            self._patients = self._cached("patients", self._read_all_patients)
         return self._patients
+
+    def _cached(self, name: str, read: Callable[[], np.ndarray]) -> np.ndarray:
+        """`read()`, saved beside the shards as `<name>-<split>.npy` the first time."""
+        cache = self.dataset_dir / f"{name}-{self.split}.npy"
+        if cache.exists():
+            with cache.open("rb") as f:
+                return np.load(f)
+        values = read()
+        buffer = io.BytesIO()
+        np.save(buffer, values)
+        write_atomic(cache, buffer.getvalue())
+        return values
 
     def _read_all_patients(self) -> np.ndarray:
         n, chunk = len(self), 1024

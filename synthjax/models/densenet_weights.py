@@ -32,6 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from synthjax.models.torch_checkpoints import layout_differences
+
 CONVERT_SCRIPT = "scripts/convert_densenet121.py"
 HEAD = "head"  # new for each task: never read from the file
 # Entries of torchvision's state_dict that are not ours: the ImageNet classifier and torch
@@ -119,13 +121,7 @@ def load_pretrained(path: str | os.PathLike, model: nn.Module, input_channels: i
             for k in npz.files
             if not k.startswith(IGNORED_PREFIXES) and not k.endswith(IGNORED_SUFFIXES)
         }
-    missing = sorted(set(expected) - set(arrays))
-    extra = sorted(set(arrays) - set(expected))
-    wrong = sorted(
-        f"{k} {tuple(arrays[k].shape)} (expected {expected[k]})"
-        for k in set(expected) & set(arrays)
-        if tuple(arrays[k].shape) != expected[k]
-    )
+    missing, extra, wrong = layout_differences(expected, arrays)
     problems = [
         f"{what}: {_short_list(names)}"
         for what, names in (("missing", missing), ("unexpected", extra), ("wrong shapes", wrong))

@@ -33,6 +33,7 @@ from flax import linen as nn
 
 from synthjax.core import compiler
 from synthjax.models.layers import conv2d
+from synthjax.models.torch_checkpoints import layout_differences
 
 Array = jax.Array
 Pads = tuple[tuple[int, int], tuple[int, int]]
@@ -412,13 +413,7 @@ def load_params(path: str | os.PathLike) -> dict:
     with np.load(path, allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files if not k.endswith(_IGNORED_SUFFIX)}
 
-    missing = sorted(set(expected) - set(arrays))
-    extra = sorted(set(arrays) - set(expected))
-    wrong = sorted(
-        f"{k} {arrays[k].shape} (expected {expected[k]})"
-        for k in set(expected) & set(arrays)
-        if tuple(arrays[k].shape) != expected[k]
-    )
+    missing, extra, wrong = layout_differences(expected, arrays)
     problems = []
     if missing:
         problems.append(f"missing keys: {_short_list(missing)}")
