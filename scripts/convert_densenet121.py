@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from synthjax.models.torch_checkpoints import load_state_dict, to_float32
+from synthjax.models.torch_checkpoints import load_state_dict, save_npz, to_float32
 
 DROPPED_PREFIXES = ("classifier.",)
 DROPPED_SUFFIXES = (".num_batches_tracked",)
@@ -77,10 +77,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         arrays = convert_state_dict(load_state_dict(args.input))
     except ValueError as error:
         raise SystemExit(f"{args.input}: {error}") from None
-    output = args.output if args.output.endswith(".npz") else args.output + ".npz"  # as np.savez
-    np.savez(output, **arrays)
-    values = sum(a.size for a in arrays.values())
-    print(f"wrote {len(arrays)} arrays ({values:,} values) to {output}")
+    save_npz(args.output, arrays)
 
 
 if __name__ == "__main__":

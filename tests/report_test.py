@@ -92,23 +92,29 @@ def test_caveats_do_not_refuse():
     assert "override" in overridden["caveats"][0] and "IRB ok" in overridden["caveats"][0]
 
 
+# What every report in these tests has: the run it describes, no AUPRC.
+_RUN = {
+    "dataset": "chexpert",
+    "phantom": True,
+    "resolution": 32,
+    "gan_arch": "cpd",
+    "num_classes": 4,
+    "images": {"train": 10},
+    "gan_kimg": 1.0,
+    "trtr_auprc_mean": None,
+    "trtr_auprc_mean_ci": None,
+    "tstr_auprc_mean": None,
+    "tstr_auprc_mean_ci": None,
+}
+
+
 def test_markdown_starts_with_the_verdict():
     r = {
-        "dataset": "chexpert",
-        "phantom": True,
-        "resolution": 32,
-        "gan_arch": "cpd",
-        "num_classes": 4,
-        "images": {"train": 10},
-        "gan_kimg": 1.0,
+        **_RUN,
         "trtr_auroc_mean": 0.9,
         "trtr_auroc_mean_ci": [0.8, 1.0],
         "auroc_gap": 0.1,
         "auroc_gap_ci": [0.0, 0.2],
-        "trtr_auprc_mean": None,
-        "trtr_auprc_mean_ci": None,
-        "tstr_auprc_mean": None,
-        "tstr_auprc_mean_ci": None,
         "per_label": [],
         "per_combination": [],
         "labels_excluded": {},
@@ -127,19 +133,9 @@ def _utility_report(**extra):
     """A report with two labels and one combination, shaped like the evaluate stage's."""
     row = {"trtr_ci": [0.6, 0.9], "tstr_ci": [0.3, 0.6], "gap_ci": [0.1, 0.4], "gap": 0.3}
     r = {
-        "dataset": "chexpert",
-        "phantom": True,
-        "resolution": 32,
-        "gan_arch": "cpd",
-        "num_classes": 4,
-        "images": {"train": 10},
-        "gan_kimg": 1.0,
+        **_RUN,
         "trtr_auroc_mean_ci": [0.6, 0.9],
         "auroc_gap_ci": [0.0, 0.3],
-        "trtr_auprc_mean": None,
-        "trtr_auprc_mean_ci": None,
-        "tstr_auprc_mean": None,
-        "tstr_auprc_mean_ci": None,
         "per_label": [
             {
                 **row,

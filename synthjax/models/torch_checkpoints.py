@@ -57,3 +57,13 @@ def layout_differences(
         if tuple(arrays[k].shape) != expected[k]
     )
     return missing, extra, wrong
+
+
+def save_npz(output: str, arrays: Mapping[str, np.ndarray]) -> str:
+    """Writes `arrays` to `output` (".npz" added if missing, as np.savez does), says so,
+    and returns the path written."""
+    output = output if output.endswith(".npz") else output + ".npz"
+    np.savez(output, **arrays)
+    values = sum(a.size for a in arrays.values())
+    print(f"wrote {len(arrays)} arrays ({values:,} values) to {output}")
+    return output
