@@ -22,7 +22,6 @@ cores), so no test here needs the slow mark.
 import hashlib
 import importlib.util
 import json
-import sys
 import zlib
 from pathlib import Path
 
@@ -228,14 +227,6 @@ def test_convert_state_dict_drops_unused_entries():
     )
     assert list(converted) == ["Conv2d_1a_3x3.conv.weight"]
     assert converted["Conv2d_1a_3x3.conv.weight"].dtype == np.float32
-
-
-def test_convert_script_without_torch_says_where_to_run(monkeypatch, tmp_path):
-    script = _load_script()
-    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
-    with pytest.raises(SystemExit) as info:
-        script.main([str(tmp_path / "in.pth"), str(tmp_path / "out.npz")])
-    assert "run this once on any machine with PyTorch" in str(info.value)
 
 
 # --- preprocessing ---------------------------------------------------------------------------
