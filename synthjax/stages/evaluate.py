@@ -75,36 +75,28 @@ def utility_results(run: Run) -> dict[str, Any]:
         clusters=clusters,
     )
     y, p_real, p_synth = labels[:, keep], real["probs"][:, keep], synth["probs"][:, keep]
-    image_level = _image_level_utility(y, p_real, p_synth, opts)
-    trtr = auc.bootstrap_auroc(y, p_real, **opts)
-    tstr = auc.bootstrap_auroc(y, p_synth, **opts)
-    gap = auc.bootstrap_auroc_gap(y, p_real, p_synth, **opts)
-    trtr_pr = auc.bootstrap_auprc(y, p_real, **opts)
-    tstr_pr = auc.bootstrap_auprc(y, p_synth, **opts)
+    (trtr, tstr, gap, trtr_pr, tstr_pr), means, intervals = _level_statistics(
+        y, p_real, p_synth, opts, suffix=""
+    )
+    _, image_means, image_intervals = _level_statistics(
+        y, p_real, p_synth, {**opts, "clusters": None}, suffix="_image_level"
+    )
     kept_names = [n for n, k in zip(names, keep, strict=True) if k]
-    per_label = []
-    for i, name in enumerate(kept_names):
-        delong = auc.delong_test(y[:, i], p_real[:, i], p_synth[:, i], clusters=clusters)
-        per_label.append(
-            {
-                "label": name,
-                "positives": int(y[:, i].sum()),
-                "prevalence": float(y[:, i].mean()),
-                "trtr_auroc": trtr["per_label"][i],
-                "trtr_ci": trtr["per_label_ci"][i],
-                "tstr_auroc": tstr["per_label"][i],
-                "tstr_ci": tstr["per_label_ci"][i],
-                "gap": gap["per_label_gap"][i],
-                "gap_ci": gap["per_label_gap_ci"][i],
-                "delong_z": delong["z"],
-                "delong_p": delong["p_value"],
-                "trtr_auprc": trtr_pr["per_label"][i],
-                "trtr_auprc_ci": trtr_pr["per_label_ci"][i],
-                "tstr_auprc": tstr_pr["per_label"][i],
-                "tstr_auprc_ci": tstr_pr["per_label_ci"][i],
-                **image_level["per_label"][i],
-            }
-        )
+    per_label = [
+        {
+            "label": name,
+            "positives": int(y[:, i].sum()),
+            "prevalence": float(y[:, i].mean()),
+            "trtr_auroc": trtr["per_label"][i],
+            "tstr_auroc": tstr["per_label"][i],
+            "gap": gap["per_label_gap"][i],
+            "trtr_auprc": trtr_pr["per_label"][i],
+            "tstr_auprc": tstr_pr["per_label"][i],
+            **intervals[i],
+            **image_intervals[i],
+        }
+        for i, name in enumerate(kept_names)
+    ]
     return {
         "test_images": len(labels),
         **level,
@@ -112,16 +104,12 @@ def utility_results(run: Run) -> dict[str, Any]:
         "labels_excluded": {n: int(labels[:, i].sum()) for i, n in enumerate(names) if not keep[i]},
         "min_positives": ecfg.min_positives,
         "trtr_auroc_mean": trtr["mean"],
-        "trtr_auroc_mean_ci": trtr["mean_ci"],
         "tstr_auroc_mean": tstr["mean"],
-        "tstr_auroc_mean_ci": tstr["mean_ci"],
         "auroc_gap": gap["mean_gap"],
-        "auroc_gap_ci": gap["mean_gap_ci"],
         "trtr_auprc_mean": trtr_pr["mean"],
-        "trtr_auprc_mean_ci": trtr_pr["mean_ci"],
         "tstr_auprc_mean": tstr_pr["mean"],
-        "tstr_auprc_mean_ci": tstr_pr["mean_ci"],
-        **image_level["means"],
+        **means,
+        **image_means,
         "per_label": per_label,
         "per_combination": _per_combination_utility(
             run, labels, real["probs"], synth["probs"], clusters
@@ -161,38 +149,38 @@ def interval_clusters(run: Run, labels: np.ndarray) -> tuple[np.ndarray | None, 
     return patients, fields
 
 
-def _image_level_utility(y, p_real, p_synth, opts: dict[str, Any]) -> dict[str, Any]:
-    """The image-level intervals and DeLong tests, under `*_image_level` keys: "means" for
-    the utility section, "per_label" a dict per evaluated label (for comparison with the
-    study, which resampled images)."""
-    image = {**opts, "clusters": None}
-    trtr = auc.bootstrap_auroc(y, p_real, **image)
-    tstr = auc.bootstrap_auroc(y, p_synth, **image)
-    gap = auc.bootstrap_auroc_gap(y, p_real, p_synth, **image)
-    trtr_pr = auc.bootstrap_auprc(y, p_real, **image)
-    tstr_pr = auc.bootstrap_auprc(y, p_synth, **image)
+def _level_statistics(y, p_real, p_synth, opts: dict[str, Any], suffix: str):
+    """TRTR, TSTR, gap and AUPRC bootstraps and the per-label DeLong tests at one level
+    (`opts["clusters"]`: patients, or None for images): (the five bootstrap results, the
+    means' intervals, a dict per label of its intervals and test), keys ending in `suffix`."""
+    clusters = opts.get("clusters")
+    trtr = auc.bootstrap_auroc(y, p_real, **opts)
+    tstr = auc.bootstrap_auroc(y, p_synth, **opts)
+    gap = auc.bootstrap_auroc_gap(y, p_real, p_synth, **opts)
+    trtr_pr = auc.bootstrap_auprc(y, p_real, **opts)
+    tstr_pr = auc.bootstrap_auprc(y, p_synth, **opts)
+    means = {
+        f"trtr_auroc_mean_ci{suffix}": trtr["mean_ci"],
+        f"tstr_auroc_mean_ci{suffix}": tstr["mean_ci"],
+        f"auroc_gap_ci{suffix}": gap["mean_gap_ci"],
+        f"trtr_auprc_mean_ci{suffix}": trtr_pr["mean_ci"],
+        f"tstr_auprc_mean_ci{suffix}": tstr_pr["mean_ci"],
+    }
     per_label = []
     for i in range(y.shape[1]):
-        delong = auc.delong_test(y[:, i], p_real[:, i], p_synth[:, i])
+        delong = auc.delong_test(y[:, i], p_real[:, i], p_synth[:, i], clusters=clusters)
         per_label.append(
             {
-                "trtr_ci_image_level": trtr["per_label_ci"][i],
-                "tstr_ci_image_level": tstr["per_label_ci"][i],
-                "gap_ci_image_level": gap["per_label_gap_ci"][i],
-                "delong_z_image_level": delong["z"],
-                "delong_p_image_level": delong["p_value"],
-                "trtr_auprc_ci_image_level": trtr_pr["per_label_ci"][i],
-                "tstr_auprc_ci_image_level": tstr_pr["per_label_ci"][i],
+                f"trtr_ci{suffix}": trtr["per_label_ci"][i],
+                f"tstr_ci{suffix}": tstr["per_label_ci"][i],
+                f"gap_ci{suffix}": gap["per_label_gap_ci"][i],
+                f"delong_z{suffix}": delong["z"],
+                f"delong_p{suffix}": delong["p_value"],
+                f"trtr_auprc_ci{suffix}": trtr_pr["per_label_ci"][i],
+                f"tstr_auprc_ci{suffix}": tstr_pr["per_label_ci"][i],
             }
         )
-    means = {
-        "trtr_auroc_mean_ci_image_level": trtr["mean_ci"],
-        "tstr_auroc_mean_ci_image_level": tstr["mean_ci"],
-        "auroc_gap_ci_image_level": gap["mean_gap_ci"],
-        "trtr_auprc_mean_ci_image_level": trtr_pr["mean_ci"],
-        "tstr_auprc_mean_ci_image_level": tstr_pr["mean_ci"],
-    }
-    return {"means": means, "per_label": per_label}
+    return (trtr, tstr, gap, trtr_pr, tstr_pr), means, per_label
 
 
 def _per_combination_utility(
