@@ -133,6 +133,35 @@ def _verdict_lines(v: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _level_and_protocol_note(r: dict[str, Any]) -> list[str]:
+    """What the intervals resample and how the classifiers saw the images (reports written
+    before these were recorded say nothing)."""
+    lines = []
+    level = r.get("interval_level")
+    if level == "patient":
+        lines.append(
+            f"Intervals and DeLong tests are at patient level ({r.get('test_patients')} test "
+            f"patients, {r.get('test_images')} images): the bootstrap resamples patients with "
+            "all their images, DeLong is Obuchowski's clustered test; the image-level ones "
+            "(the study's) are in report.json as `*_image_level`."
+        )
+    elif level == "image":
+        note = r.get("interval_level_note")
+        lines.append(
+            "Intervals and DeLong tests are at image level" + (f": {note}" if note else ".")
+        )
+    protocol = r.get("classifier_protocol") or {}
+    if protocol.get("name") == "study":
+        weights = protocol.get("initial_weights")
+        start = f"from {weights['file']}" if isinstance(weights, dict) else "from RANDOM weights"
+        side = protocol.get("input_resolution")
+        lines.append(
+            f"Classifiers: the study's protocol (3 channels, {side} x {side}, "
+            f"ImageNet-normalised), DenseNet started {start}."
+        )
+    return ["", *lines] if lines else []
+
+
 def _utility_lines(r: dict[str, Any]) -> list[str]:
     lines = [
         *_section("Utility: a classifier trained on synthetic data, tested on real data"),
@@ -149,6 +178,7 @@ def _utility_lines(r: dict[str, Any]) -> list[str]:
         "Both classifiers are tested on the same real test images. AUCs below 0.5 are "
         "reported as they are; AUPRC's chance level is the label's prevalence. DeLong p: "
         f"DeLong's paired test of TRTR vs TSTR AUROC.{_holm_note(r)}",
+        *_level_and_protocol_note(r),
         *_study_style_note(r),
         "",
         *_table(

@@ -211,3 +211,17 @@ def test_markdown_of_a_report_without_them():
     text = report_lib.report_markdown(r)
     assert "study-style" not in text and "Holm's step-down" not in text
     assert "| 0.012 | n/a |" in text
+
+
+def test_markdown_says_what_the_intervals_resample_and_how_the_classifiers_saw_images():
+    r = _utility_report(
+        interval_level="patient",
+        test_patients=13,
+        test_images=93,
+        classifier_protocol={"name": "study", "input_resolution": 224, "initial_weights": None},
+    )
+    text = "\n".join(report_lib._utility_lines(r))
+    assert "patient level (13 test patients, 93 images)" in text
+    assert "the study's protocol (3 channels, 224 x 224" in text and "RANDOM weights" in text
+    older = "\n".join(report_lib._utility_lines(_utility_report()))
+    assert "patient level" not in older and "protocol" not in older
