@@ -23,8 +23,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from torch_state_dict import load_state_dict  # this folder's module
 
-from synthjax.models.torch_checkpoints import load_state_dict, save_npz, to_float32
+from synthjax.models.torch_checkpoints import save_npz, to_float32
 
 DROPPED_PREFIXES = ("fc.", "AuxLogits.")
 DROPPED_SUFFIXES = (".num_batches_tracked",)

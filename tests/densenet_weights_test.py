@@ -10,8 +10,6 @@ Flax network, loaded through the converter and `load_pretrained`, must reproduce
 """
 
 import functools
-import importlib.util
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -21,17 +19,14 @@ import pytest
 from synthjax.models import densenet, densenet_weights
 from synthjax.train import classifier
 from synthjax.train.classifier_inputs import InputSpec, classifier_inputs
+from tests.torch_checkpoints_test import load_script
 
-SCRIPT = Path(__file__).parent.parent / "scripts" / "convert_densenet121.py"
 # A small DenseNet with DenseNet-121's structure: ImageNet stem, 3 blocks, 2 transitions.
 TINY = dict(block_sizes=(2, 3, 2), growth_rate=4, num_init_features=8, bn_size=2)
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("convert_densenet121", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("convert_densenet121")
 
 
 def torchvision_shapes(block_sizes, growth_rate, num_init_features, bn_size, classes=1000):

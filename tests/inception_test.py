@@ -20,7 +20,6 @@ cores), so no test here needs the slow mark.
 """
 
 import hashlib
-import importlib.util
 import json
 import zlib
 from pathlib import Path
@@ -31,9 +30,9 @@ import numpy as np
 import pytest
 
 from synthjax.models import inception
+from tests.torch_checkpoints_test import load_script
 
 DATA = Path(__file__).parent / "data" / "inception"
-SCRIPT = Path(__file__).parent.parent / "scripts" / "convert_fid_inception.py"
 
 # Variance gain of the synthetic conv weights, N(0, CONV_GAIN / fan_in). He's 2 would make
 # activations grow with depth: BatchNorm here divides by stored variances that do not match
@@ -87,10 +86,7 @@ def make_image(seed: int, h: int, w: int, c: int) -> np.ndarray:
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("convert_fid_inception", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("convert_fid_inception")
 
 
 @pytest.fixture(scope="module")

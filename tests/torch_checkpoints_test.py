@@ -13,7 +13,10 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 def load_script(name: str):
-    """A converter script as a module (scripts/ is not a package)."""
+    """A converter script as a module (scripts/ is not a package; its scripts import their
+    shared reader, scripts/torch_state_dict.py, as `python scripts/x.py` would)."""
+    if str(SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(SCRIPTS))
     spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -1,7 +1,9 @@
-"""Reading a PyTorch checkpoint for the weight converters in `scripts/`.
+"""What the weight converters in `scripts/` share, and the loaders that read their files.
 
-PyTorch is needed only where a converter runs (once, on any machine that has it): nothing
-here imports it until `load_state_dict` is called, and the package never calls it.
+The converters read a PyTorch checkpoint once, on any machine with PyTorch
+(`scripts/torch_state_dict.py`); the package itself never imports PyTorch. Here: tensors
+to float32 arrays, writing the .npz, and comparing a converted file's arrays with the
+layout a model expects.
 """
 
 from __future__ import annotations
@@ -11,37 +13,12 @@ from typing import Any
 
 import numpy as np
 
-NO_TORCH = (
-    "PyTorch is not installed here. The .pth checkpoint can only be read by PyTorch: run this "
-    "once on any machine with PyTorch (pip install torch), then copy the .npz it writes."
-)
-
 
 def to_float32(value: Any) -> np.ndarray:
     """A tensor or array as a float32 NumPy array."""
     if hasattr(value, "detach"):  # a torch.Tensor
         value = value.detach().cpu().float().numpy()
     return np.asarray(value, dtype=np.float32)
-
-
-def load_state_dict(path: str) -> Mapping[str, Any]:
-    """The state_dict in the .pth file `path` (also one saved as {"state_dict": ...}).
-
-    Exits with what to do when PyTorch is missing or the file holds no state_dict.
-    """
-    try:
-        import torch  # only this step needs PyTorch
-    except ImportError:
-        raise SystemExit(NO_TORCH) from None
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except TypeError:  # PyTorch < 1.13 has no weights_only
-        checkpoint = torch.load(path, map_location="cpu")
-    if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("state_dict"), Mapping):
-        checkpoint = checkpoint["state_dict"]
-    if not isinstance(checkpoint, Mapping):
-        raise SystemExit(f"{path} does not hold a state_dict (got {type(checkpoint).__name__})")
-    return checkpoint
 
 
 def layout_differences(
