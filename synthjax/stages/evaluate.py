@@ -78,9 +78,13 @@ def utility_results(run: Run) -> dict[str, Any]:
     (trtr, tstr, gap, trtr_pr, tstr_pr), means, intervals = _level_statistics(
         y, p_real, p_synth, opts, suffix=""
     )
-    _, image_means, image_intervals = _level_statistics(
-        y, p_real, p_synth, {**opts, "clusters": None}, suffix="_image_level"
-    )
+    if clusters is None:  # the main level is the image level: copy it, do not redo it
+        image_means = {f"{k}_image_level": v for k, v in means.items()}
+        image_intervals = [{f"{k}_image_level": v for k, v in row.items()} for row in intervals]
+    else:
+        _, image_means, image_intervals = _level_statistics(
+            y, p_real, p_synth, {**opts, "clusters": None}, suffix="_image_level"
+        )
     kept_names = [n for n, k in zip(names, keep, strict=True) if k]
     per_label = [
         {
