@@ -151,3 +151,64 @@ def test_refusals():
         test(images.astype(np.float32), images)
     with pytest.raises(ValueError, match=r"evaluate\.c2st\.resolutions"):
         test(images, images, resolutions=[5])
+
+
+def _patients_and_strangers(num_patients=8, per_patient=24, size=8, seed=7):
+    """Real: a few patients, each many noisy copies of their own random pattern; synthetic:
+    one image per stranger from the same pattern distribution. Only memorising the real
+    patients can tell the two apart."""
+    rng = np.random.default_rng(seed)
+    looks = rng.normal(128, 50, (num_patients, size, size, 1))
+    ids = np.repeat(np.arange(num_patients), per_patient)
+    real = looks[ids] + rng.normal(0, 8, (len(ids), size, size, 1))
+    strangers = rng.normal(128, 50, (len(ids), size, size, 1))
+    fake = strangers + rng.normal(0, 8, strangers.shape)
+    to_uint8 = lambda x: np.clip(x, 0, 255).astype(np.uint8)
+    return to_uint8(real), to_uint8(fake), np.array([f"p{i}" for i in ids])
+
+
+def test_split_by_patient_keeps_patients_apart():
+    real, fake, patients = _patients_and_strangers()
+    (train_real, train_fake), (test_real, test_fake) = discrimination._split(
+        real, fake[:150], seed=3, real_patients=patients
+    )
+    assert not set(patients[train_real]) & set(patients[test_real])
+    assert len(train_real) + len(test_real) == 150  # balanced to the smaller side
+    assert (len(train_fake), len(test_fake)) == (len(train_real), len(test_real))
+    assert not set(train_fake) & set(test_fake)
+    assert abs(len(train_real) - 75) <= 24  # the cut is the patient boundary nearest half
+    with pytest.raises(ValueError, match="one patient"):
+        discrimination._split(real[:24], fake[:24], seed=0, real_patients=patients[:24])
+
+
+def test_memorised_patients_are_not_taken_for_a_difference():
+    # Split by image, the classifier learns the eight real patients from the train half
+    # and recognises their other images in the test half; split by patient, real and
+    # synthetic images are drawn alike and the test says so.
+    real, fake, patients = _patients_and_strangers()
+    settings = {**SETTINGS, "train_steps": 150}
+    by_image = discrimination.discrimination_test(real, fake, resolutions=[8], seed=0, **settings)
+    by_patient = discrimination.discrimination_test(
+        real, fake, resolutions=[8], seed=0, real_patients=patients, **settings
+    )
+    image_auc = by_image["per_resolution"][0]["auroc"]
+    patient = by_patient["per_resolution"][0]
+    assert by_image["split"] == "image" and by_patient["split"] == "patient"
+    assert by_patient["interval_level"] == "patient"
+    assert 1 <= by_patient["test_real_patients"] < 8
+    assert image_auc > 0.8, image_auc
+    assert patient["auroc"] < image_auc - 0.2, (patient["auroc"], image_auc)
+    assert patient["auroc_ci"][0] < 0.5 + 0.1
+    # Few patients: resampling them gives a wider interval than resampling images.
+    image_level = discrimination.discrimination_test(
+        real,
+        fake,
+        resolutions=[8],
+        seed=0,
+        real_patients=patients,
+        interval_level="image",
+        **settings,
+    )["per_resolution"][0]
+    assert image_level["auroc"] == patient["auroc"]
+    width = lambda ci: ci[1] - ci[0]
+    assert width(patient["auroc_ci"]) > width(image_level["auroc_ci"])

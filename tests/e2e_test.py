@@ -87,6 +87,9 @@ def test_evaluation_measures_utility_fidelity_discrimination_and_privacy(smoke_r
     c2st = report["discrimination"]["per_resolution"]
     assert [r["resolution"] for r in c2st] == [report["resolution"]]
     assert c2st[0]["auroc_ci"][0] <= c2st[0]["auroc"] <= c2st[0]["auroc_ci"][1]
+    # The phantom's patients are known: the halves share none, the interval resamples them.
+    assert report["discrimination"]["split"] == "patient"
+    assert report["discrimination"]["interval_level"] == "patient"
     card = json.loads((workdir / "synthetic" / "DATASET_CARD.json").read_text())
     assert card["releasable"] is card["privacy"]["releasable"]
     assert report["privacy"] == card["privacy"]

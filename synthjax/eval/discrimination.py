@@ -10,7 +10,9 @@ both sets box-downsampled to several resolutions, so one sees at which scale the
 images give themselves away (e.g. fine at 32 px, distinguishable at 256 px by texture).
 
 Protocol: balance the two sides by seeded subsampling, split each 50/50 into train and test
-halves (the same split at every resolution), label synthetic = 1 and real = 0, train with
+halves (the same split at every resolution; with the real images' patients, at a patient
+boundary so that no patient is in both halves, and the interval resamples patients), label
+synthetic = 1 and real = 0, train with
 Adam on sigmoid cross-entropy for a fixed number of steps on batches drawn with replacement
 (random horizontal flips), then score the test halves. Runs on the default device, compiled
 with `synthjax.core.compiler.jit`; the same inputs and seed give the same result.
@@ -155,18 +157,48 @@ def _predict(params: PyTree, images: np.ndarray, batch_size: int) -> np.ndarray:
 
 
 def _split(
-    real: np.ndarray, fake: np.ndarray, seed: int
+    real: np.ndarray, fake: np.ndarray, seed: int, real_patients: np.ndarray | None = None
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """(train real, train fake), (test real, test fake) index arrays, n = min(N, M) per side."""
+    """(train real, train fake), (test real, test fake) index arrays, n = min(N, M) per side.
+
+    With `real_patients` ([N] patient ids), the real images are taken patient by patient in
+    a seeded order and the halves meet at a patient boundary, so no patient has images in
+    both halves; otherwise a classifier that learns a patient's look from the train half
+    recognises that patient's other images in the test half as real, and the test measures
+    memorised patients instead of the synthetic images. The fake side is then split at the
+    same sizes.
+    """
     rng = np.random.default_rng([seed, _SPLIT_STREAM])
     n = min(len(real), len(fake))
-    halves = []
-    for size in (len(real), len(fake)):
-        chosen = rng.choice(size, n, replace=False) if size > n else np.arange(n)
-        chosen = rng.permutation(chosen)
-        halves.append((np.sort(chosen[: n // 2]), np.sort(chosen[n // 2 :])))
-    (train_real, test_real), (train_fake, test_fake) = halves
-    return (train_real, train_fake), (test_real, test_fake)
+    if real_patients is None:
+        halves = []
+        for size in (len(real), len(fake)):
+            chosen = rng.choice(size, n, replace=False) if size > n else np.arange(n)
+            chosen = rng.permutation(chosen)
+            halves.append((np.sort(chosen[: n // 2]), np.sort(chosen[n // 2 :])))
+        (train_real, test_real), (train_fake, test_fake) = halves
+        return (train_real, train_fake), (test_real, test_fake)
+    groups, inverse = np.unique(np.asarray(real_patients), return_inverse=True)
+    if len(groups) < 2:
+        raise ValueError(
+            f"the {len(real)} real images all come from one patient; the discrimination test "
+            "splits them by patient and needs two or more (give it more held-out images)"
+        )
+    rank = rng.permutation(len(groups))[inverse]  # each patient's place in a seeded order
+    ordered = np.lexsort((rng.permutation(len(real)), rank))[:n]  # patient by patient
+    starts = np.flatnonzero(np.r_[True, rank[ordered][1:] != rank[ordered][:-1]])
+    cut = int(starts[np.argmin(np.abs(starts - n // 2) + (starts == 0) * n)])
+    if cut == 0:
+        raise ValueError(
+            f"the {n} real images the discrimination test takes all come from one patient; "
+            "it needs two or more so that the halves share no patient (give it more "
+            "held-out images)"
+        )
+    fake_order = rng.permutation(len(fake))[:n]
+    return (
+        (np.sort(ordered[:cut]), np.sort(fake_order[:cut])),
+        (np.sort(ordered[cut:]), np.sort(fake_order[cut:])),
+    )
 
 
 def _labelled(real: np.ndarray, fake: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -213,8 +245,10 @@ def _test_at(
     train: tuple[np.ndarray, np.ndarray],
     test: tuple[np.ndarray, np.ndarray],
     settings: _Settings,
+    test_clusters: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Trains and scores one classifier on (real, fake) image pairs at `resolution`."""
+    """Trains and scores one classifier on (real, fake) image pairs at `resolution`;
+    `test_clusters` ([real + fake] ids, or None for images) are what the interval resamples."""
     train_steps, batch_size, seed = settings.train_steps, settings.batch_size, settings.seed
     confidence, progress_name = settings.confidence, settings.progress_name
     start = time.perf_counter()
@@ -241,6 +275,7 @@ def _test_at(
         num_resamples=settings.num_resamples,
         seed=seed,
         confidence=confidence,
+        clusters=test_clusters,
     )
     result = {
         "resolution": resolution,
@@ -283,6 +318,8 @@ def discrimination_test(
     num_resamples: int,
     confidence: float,
     progress_name: str = "evaluate[c2st]",
+    real_patients: Sequence[Any] | None = None,
+    interval_level: str = "patient",
 ) -> dict[str, Any]:
     """The discrimination test of real vs synthetic images at each resolution.
 
@@ -297,12 +334,20 @@ def discrimination_test(
       num_resamples: bootstrap resamples of the AUROC interval.
       confidence: coverage of the interval.
       progress_name: prefix of the progress and result log lines.
+      real_patients: [N] patient id of each real image, or None if unknown. When given,
+        the halves share no patient (see `_split`).
+      interval_level: with `real_patients`, "patient" resamples the test half's real
+        patients (each synthetic image its own cluster) for the interval; "image" resamples
+        images.
 
     Returns:
       A JSON-serialisable dict {"per_resolution": [...], "protocol": str, "seed": int};
       each per-resolution entry has "resolution", "auroc", "auroc_ci", "accuracy" (logit
       threshold 0, i.e. probability 0.5), the four half sizes, "train_steps",
       "final_train_loss", "wall_s" and "roc" {"fpr", "tpr"}. Synthetic is the positive class.
+      "split" is "patient" (the halves share no patient) or "image"; "interval_level" what
+      the intervals resample, "test_real_patients" the test half's real patients (None
+      when unknown).
     """
     real, fake = np.asarray(real), np.asarray(fake)
     _check_inputs(real, fake)
@@ -312,21 +357,49 @@ def discrimination_test(
             f"{batch_size}, {learning_rate}"
         )
     chosen = resolutions_for(real.shape[1], resolutions)
-    (train_real, train_fake), (test_real, test_fake) = _split(real, fake, seed)
+    patients = None if real_patients is None else np.asarray(real_patients)
+    if patients is not None and len(patients) != len(real):
+        raise ValueError(f"{len(patients)} patient ids for {len(real)} real images")
+    if interval_level not in ("patient", "image"):
+        raise ValueError(f"interval_level must be 'patient' or 'image', got {interval_level!r}")
+    (train_real, train_fake), (test_real, test_fake) = _split(real, fake, seed, patients)
     train = (real[train_real], fake[train_fake])
     test = (real[test_real], fake[test_fake])
+    clusters = None
+    if patients is not None and interval_level == "patient":
+        # Real images cluster by patient; every synthetic image is a draw of its own.
+        _, real_ids = np.unique(patients[test_real], return_inverse=True)
+        clusters = np.r_[real_ids, real_ids.max() + 1 + np.arange(len(test_fake))]
     settings = _Settings(
         train_steps, batch_size, learning_rate, seed, num_resamples, confidence, progress_name
     )
-    per_resolution = [_test_at(r, train, test, settings) for r in chosen]
+    per_resolution = [_test_at(r, train, test, settings, clusters) for r in chosen]
     n = len(train_real) + len(test_real)
+    split = "image" if patients is None else "patient"
+    halves = (
+        "50/50 into train and test halves"
+        if split == "image"
+        else ("into train and test halves at a patient boundary (no patient in both)")
+    )
+    resampled = (
+        "the test half's images"
+        if clusters is None
+        else ("the test half's real patients and synthetic images")
+    )
     protocol = (
         f"{n} real and {n} synthetic images (seeded subsampling of the larger side), each split "
-        f"50/50 into train and test halves shared by all resolutions; at each box-downsampled "
+        f"{halves}, shared by all resolutions; at each box-downsampled "
         f"resolution a {len(_WIDTHS)}-block CNN is trained for {train_steps} Adam steps "
         f"(learning rate {learning_rate:g}, batches of {batch_size} drawn with replacement, "
         f"random horizontal flips) to tell synthetic (1) from real (0), and its test-half "
         f"AUROC gets a {confidence:.0%} percentile bootstrap interval over {num_resamples} "
-        "resamples."
+        f"resamples of {resampled}."
     )
-    return {"per_resolution": per_resolution, "protocol": protocol, "seed": seed}
+    return {
+        "per_resolution": per_resolution,
+        "protocol": protocol,
+        "seed": seed,
+        "split": split,
+        "interval_level": "image" if clusters is None else "patient",
+        "test_real_patients": None if patients is None else len(np.unique(patients[test_real])),
+    }

@@ -374,7 +374,8 @@ def _images(source, indices) -> np.ndarray:
 
 
 def discrimination_results(run: Run) -> dict[str, Any]:
-    """The discrimination test on real held-out (validation + test) vs synthetic images."""
+    """The discrimination test on real held-out (validation + test) vs synthetic images;
+    with the prepared patient ids, its halves share no patient."""
     cfg, data = run.config, prepared(run)
     c2st = cfg.evaluate.c2st
     real_refs = [(s, int(i)) for s in ("validation", "test") for i in data.subset.indices[s]]
@@ -386,6 +387,11 @@ def discrimination_results(run: Run) -> dict[str, Any]:
     synth = np.stack(
         [synth_sources[synth_refs[j][0]][synth_refs[j][1]]["image"] for j in synth_pick]
     )
+    patients = None
+    if all(data.source(s).has_patients for s in ("validation", "test")):
+        patients = np.array(
+            [str(data.source(real_refs[j][0]).patients[real_refs[j][1]]) for j in real_pick]
+        )
     return discrimination.discrimination_test(
         real,
         synth,
@@ -396,6 +402,8 @@ def discrimination_results(run: Run) -> dict[str, Any]:
         seed=cfg.seed,
         num_resamples=cfg.evaluate.bootstrap_resamples,
         confidence=cfg.evaluate.confidence,
+        real_patients=patients,
+        interval_level=cfg.evaluate.interval_level,
     )
 
 
