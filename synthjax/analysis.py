@@ -5,7 +5,7 @@ study's tables and figures drawn from those rows, and the published numbers to s
 from synthjax import analysis
 
 runs = analysis.load_runs("runs/sweep")         # one row per workdir with a config.json
-table = analysis.study_table(runs, "dataset.num_classes")  # real and each generator, per setting
+table = analysis.study_table(runs, "dataset.num_classes", reference="cxr_classes")  # over seeds
 print(analysis.to_markdown(table))
 seeds = analysis.aggregate_seeds(runs, "tstr_auroc_mean")  # per setting, over its seeds
 analysis.seed_table(runs, "dataset.num_classes")  # the figure's points: mean, seed std, interval
@@ -406,13 +406,15 @@ def _format_x(ax, x: str, values: Iterable[float]) -> None:
         ax.minorticks_off()
 
 
-def _curves(runs: pd.DataFrame, x: str, arch_column: str) -> list[tuple[str, pd.DataFrame]]:
+def _curves(
+    runs: pd.DataFrame, x: str, arch_column: str, suffix: str = ""
+) -> list[tuple[str, pd.DataFrame]]:
     """[(curve, `_points`)]: real (TRTR over the real-data settings) and each generator's
-    TSTR, in that order."""
-    curves = [("real", _points(runs, x, "trtr_auroc_mean", real=True))]
+    TSTR, in that order; `suffix` picks a variant of the mean AUROC (`_study_style`)."""
+    curves = [("real", _points(runs, x, f"trtr_auroc_mean{suffix}", real=True))]
     for arch in sorted(runs[arch_column].dropna().unique()):
         part = runs[runs[arch_column] == arch]
-        curves.append((str(arch), _points(part, x, "tstr_auroc_mean")))
+        curves.append((str(arch), _points(part, x, f"tstr_auroc_mean{suffix}")))
     return curves
 
 
@@ -481,18 +483,49 @@ def plot_gap_against(runs: pd.DataFrame, x: str, *, ax=None, arch_column: str = 
     return ax
 
 
-def study_table(runs: pd.DataFrame, x: str, arch_column: str = "gan.arch") -> pd.DataFrame:
-    """The study's table: a row per value of `x` with `real` (mean TRTR AUROC over its runs),
-    each generator's mean TSTR AUROC (a column per value of `arch_column`), and `n`, the
-    runs (generators x seeds) that reached their report."""
+def study_table(
+    runs: pd.DataFrame,
+    x: str,
+    arch_column: str = "gan.arch",
+    *,
+    reference: str | pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """The study's table over seeds: a row per value of `x`; for `real` (TRTR) and each
+    generator's TSTR (a curve per value of `arch_column`), `<curve>` the mean AUROC over the
+    setting's seeds, `<curve>_lo` / `<curve>_hi` its interval (the seed interval of
+    `aggregate_seeds` with two or more seeds; with one, that run's own bootstrap interval,
+    the test sample only) and `<curve>_study_style` the mean of the seeds' study-style mean
+    AUROC (AUC < 0.5 flipped, as the study's code did: the numbers to set beside its
+    figures); `n_seeds`, the fewest seeds of any curve at that `x`; and with `reference` (a
+    `study_reference` benchmark, or a table shaped like its result) the study's published
+    values as `study: <curve>`. `to_markdown` writes a value and its interval as one cell."""
     runs = _reported(runs)
-    grouped = runs.groupby(x)
-    table = grouped["trtr_auroc_mean"].mean().rename("real").to_frame()
-    per_arch = runs.pivot_table(index=x, columns=arch_column, values="tstr_auroc_mean")
-    per_arch.columns = [str(arch) for arch in per_arch.columns]
-    table = table.join(per_arch)
-    table["n"] = grouped.size()
-    return table.reset_index()
+    table, seeds, styles = None, [], {}
+    for curve, points in _curves(runs, x, arch_column):
+        one = points["n_seeds"].to_numpy() < 2
+        part = pd.DataFrame(
+            {
+                x: points[x],
+                curve: points["mean"],
+                f"{curve}_lo": np.where(one, points["test_lo"], points["lo"]),
+                f"{curve}_hi": np.where(one, points["test_hi"], points["hi"]),
+            }
+        )
+        seeds.append(points.set_index(x)["n_seeds"].rename(curve))
+        table = part if table is None else table.merge(part, on=x, how="outer")
+    has_style = {"trtr_auroc_mean_study_style", "tstr_auroc_mean_study_style"} <= set(runs)
+    if has_style:
+        for curve, points in _curves(runs, x, arch_column, "_study_style"):
+            styles[f"{curve}_study_style"] = points.set_index(x)["mean"]
+    table = table.set_index(x)
+    for name, values in styles.items():
+        table[name] = values
+    table["n_seeds"] = pd.concat(seeds, axis=1).min(axis=1).astype(int)
+    if reference is not None:
+        study = study_reference(reference) if isinstance(reference, str) else reference
+        study = study.set_index("x").rename(columns=lambda c: f"study: {c}")
+        table = table.join(study, how="left")
+    return table.sort_index().reset_index()
 
 
 def per_label_auroc(runs: pd.DataFrame, arch_column: str = "gan.arch") -> pd.DataFrame:
@@ -508,7 +541,8 @@ def per_label_auroc(runs: pd.DataFrame, arch_column: str = "gan.arch") -> pd.Dat
 
 def to_markdown(table: pd.DataFrame, digits: int = 3) -> str:
     """`table` as a markdown pipe table, floats to `digits` decimals, missing values as `-`, numbers
-    right-aligned (no `tabulate` needed). A named index becomes the first column."""
+    right-aligned (no `tabulate` needed). A named index becomes the first column. A column
+    `c` with columns `c_lo` and `c_hi` beside it (`study_table`) is one cell, `c [lo, hi]`."""
     if table.index.name is not None:
         table = table.reset_index()
 
@@ -519,11 +553,19 @@ def to_markdown(table: pd.DataFrame, digits: int = 3) -> str:
             return f"{value:.{digits}f}"
         return str(value)
 
-    numeric = [pd.api.types.is_numeric_dtype(table[c]) for c in table.columns]
+    ends = {c for c in table.columns if f"{c}_lo" in table and f"{c}_hi" in table}
+    shown = [c for c in table.columns if not any(c in (f"{e}_lo", f"{e}_hi") for e in ends)]
+
+    def value(row: pd.Series, c: str) -> str:
+        if c not in ends or pd.isna(row[f"{c}_lo"]):
+            return cell(row[c])
+        return f"{cell(row[c])} [{cell(row[f'{c}_lo'])}, {cell(row[f'{c}_hi'])}]"
+
+    numeric = [pd.api.types.is_numeric_dtype(table[c]) for c in shown]
     lines = [
-        [str(c) for c in table.columns],
+        [str(c) for c in shown],
         ["---:" if is_number else "---" for is_number in numeric],
-        *([cell(v) for v in row] for row in table.itertuples(index=False)),
+        *([value(row, c) for c in shown] for _, row in table.astype(object).iterrows()),
     ]
     return "\n".join("| " + " | ".join(line) + " |" for line in lines)
 
@@ -565,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
     for workdir, stage in zip(unfinished["workdir"], unfinished["finished"], strict=True):
         print(f"  unfinished: {workdir} (last stage done: {stage or 'none'})")
     try:
-        table = study_table(runs, args.x, args.arch_column)
+        table = study_table(runs, args.x, args.arch_column, reference=args.reference)
     except ValueError as e:
         print(e)
         return 1

@@ -188,18 +188,42 @@ def test_gap_against_a_setting_with_seeds(sweep):
 def test_study_table_and_its_markdown(sweep):
     runs = analysis.load_runs(sweep)
     table = analysis.study_table(runs, "dataset.num_classes")
-    assert table.columns.tolist() == ["dataset.num_classes", "real", "cpd", "prog", "n"]
+    assert table.columns.tolist() == [
+        "dataset.num_classes",
+        *("real", "real_lo", "real_hi", "cpd", "cpd_lo", "cpd_hi", "prog", "prog_lo", "prog_hi"),
+        *("real_study_style", "cpd_study_style", "prog_study_style", "n_seeds"),
+    ]
     assert table["dataset.num_classes"].tolist() == [2, 4]  # the unfinished run is left out
     assert table["real"].tolist() == pytest.approx([0.9, 0.85])
     assert table["cpd"].tolist() == pytest.approx([(0.70 + 0.71) / 2] * 2)
     assert table["prog"].tolist() == pytest.approx([(0.75 + 0.76) / 2] * 2)
-    assert table["n"].tolist() == [4, 4]
-    assert analysis.to_markdown(table).splitlines() == [
-        "| dataset.num_classes | real | cpd | prog | n |",
-        "| ---: | ---: | ---: | ---: | ---: |",
-        "| 2 | 0.900 | 0.705 | 0.755 | 4 |",
-        "| 4 | 0.850 | 0.705 | 0.755 | 4 |",
+    assert table["n_seeds"].tolist() == [2, 2]
+    # The interval is aggregate_seeds' over the two seeds, not the runs' own.
+    cpd = analysis.aggregate_seeds(runs[runs["gan.arch"] == "cpd"])
+    assert table["cpd_lo"].tolist() == pytest.approx(cpd["lo"].tolist())
+    assert table["cpd_hi"].tolist() == pytest.approx(cpd["hi"].tolist())
+    # Study-style: the per-label AUROCs flipped below 0.5 and averaged (none is here).
+    assert table["cpd_study_style"].tolist() == pytest.approx([0.655, 0.655])
+    lo, hi = table.loc[0, ["cpd_lo", "cpd_hi"]]
+    assert analysis.to_markdown(table).splitlines()[:3] == [
+        "| dataset.num_classes | real | cpd | prog | real_study_style | cpd_study_style"
+        " | prog_study_style | n_seeds |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| 2 | 0.900 [0.880, 0.920] | 0.705 [{lo:.3f}, {hi:.3f}] | 0.755 [{lo + 0.05:.3f}, "
+        f"{hi + 0.05:.3f}] | 0.850 | 0.655 | 0.705 | 2 |",
     ]
+
+
+def test_study_table_with_one_seed_and_the_study_beside_it(tmp_path):
+    runs = _three_seeds(tmp_path)  # prog has one seed: its run's own interval
+    table = analysis.study_table(runs, "dataset.num_classes", reference="cxr_classes")
+    row = table.iloc[0]
+    assert row["n_seeds"] == 1
+    assert (row["prog_lo"], row["prog_hi"]) == pytest.approx((0.71, 0.81))
+    assert (row["study: real"], row["study: cpd"], row["study: prog"]) == (0.965, 0.957, 0.955)
+    flipped = runs.assign(tstr_auroc_mean_study_style=runs["tstr_auroc_mean"] + 0.03)
+    table = analysis.study_table(flipped, "dataset.num_classes")
+    assert table.loc[0, "cpd_study_style"] == pytest.approx(table.loc[0, "cpd"] + 0.03)
 
 
 def test_to_markdown_text_nan_and_named_index():
@@ -250,7 +274,8 @@ def test_command_line_prints_the_table_and_saves_the_figure(sweep, tmp_path, cap
     printed = capsys.readouterr().out
     assert "loaded 9 runs: 8 with a report, 1 unfinished" in printed
     assert "unfinished" in printed and "(last stage done: gan)" in printed
-    assert "| 2 | 0.900 | 0.705 | 0.755 | 4 |" in printed
+    assert "| 2 | 0.900 [0.880, 0.920] | 0.705 [0.624, 0.786] | 0.755 [0.674, 0.836] |" in printed
+    assert "| 0.850 | 0.655 | 0.705 | 2 | 0.965 | 0.957 | 0.955 |" in printed  # + the study
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -260,7 +285,9 @@ def test_command_line_on_resolution_adds_the_gap(resolution_sweep, tmp_path, cap
     out = tmp_path / "resolution.png"
     argv = [str(resolution_sweep), "--x", "dataset.resolution", "--out", str(out)]
     assert analysis.main(argv) == 0
-    assert "| 128 | 0.900 | 0.850 | 0.750 | 2 |" in capsys.readouterr().out
+    assert "| 128 | 0.900 [0.880, 0.920] | 0.850 [0.800, 0.900] | 0.750 [0.700, 0.800] |" in (
+        capsys.readouterr().out
+    )
     height, width, _ = matplotlib.image.imread(out).shape
     assert width > 1.5 * height  # two panels side by side
 

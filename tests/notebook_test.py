@@ -61,4 +61,4 @@ def test_notebook_runs_on_a_finished_sweep(tmp_path, monkeypatch):
     printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "9 runs under" in printed and "8 finished, 1 not yet" in printed
     markdown = [o.data["text/markdown"] for o in outputs if "text/markdown" in o.get("data", {})]
-    assert any("| 2 | 0.900 | 0.705 | 0.755 | 4 |" in table for table in markdown)
+    assert any("| 2 | 0.900 [0.880, 0.920] | 0.705 [0.624, 0.786] |" in t for t in markdown)
