@@ -17,7 +17,10 @@ setting, not once per run (builds and phantoms are keyed by their settings and l
 Run here (`--via=local`), a run whose overrides differ from a finished run's only in the
 generator and later stages (`gan.*`, `synthesize.*`, `privacy.*`, `evaluate.*`) starts
 from a copy of that run's `prepare` and `classifier_real`: the same data, seed and
-classifier give the same real classifier, so it is trained once per setting.
+classifier give the same real classifier, so it is trained once per setting. So does a run
+beside a finished workdir of another sweep (run into the same `--workdir`, e.g.
+`configs/sweeps/reproduction.py:dcgan` beside the cpd/prog one) whose config.json differs
+from the run's only in fields no real stage reads.
 
 Every sweep has a seed axis: each `get_sweep` entry is a setting, run once per seed (the
 config file's `SEEDS`, else `DEFAULT_SEEDS`, three; `--seeds=0,1,2,3,4` chooses others), so
@@ -36,6 +39,7 @@ Everything after `--` goes to the launcher named by `--via`. `--only` picks runs
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import re
@@ -179,24 +183,68 @@ def real_key(values: dict[str, Any]) -> str:
     return json.dumps(kept, sort_keys=True, default=str)
 
 
-def share_real_stages(run: dict[str, Any], runs: Sequence[dict[str, Any]]) -> str | None:
-    """Copies `prepare` and `classifier_real` from a run of the sweep that finished them
-    with the same real-side settings (the same data, classifier and seed: the same
-    fingerprints), so crossing a setting with both generators trains one real classifier.
-    Returns the donor's name, or None when there is none or the run has its own."""
+def resolve(config: str, overrides: Sequence[str]) -> dict[str, Any]:
+    """The run's config as `synthjax.main` resolves it (get_config(arg) plus the
+    overrides), as the JSON its workdir's config.json holds."""
+    c = config_files.load(common.check_config(config))
+    for override in overrides:
+        field, _, text = override.partition("=")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        config_files.set_field(c, field, value)
+    return json.loads(json.dumps(c.to_dict(), default=str))
+
+
+def _same_real_side(mine: dict[str, Any], theirs: dict[str, Any]) -> bool:
+    """Whether two resolved configs differ only in fields no real stage reads."""
+    from synthjax import experiment  # jax and the library: only when a run is started here
+
+    return not any(
+        set(experiment.stages_of_field(change.field)) & set(REAL_STAGES)
+        for change in experiment.config_changes(theirs, mine)
+    )
+
+
+def _copy_real_stages(source: Path, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for stage in REAL_STAGES:
+        shutil.copytree(source / stage, target / f".{stage}.copying")
+        os.replace(target / f".{stage}.copying", target / stage)
+
+
+def share_real_stages(
+    run: dict[str, Any], runs: Sequence[dict[str, Any]], config: str | None = None
+) -> str | None:
+    """Copies `prepare` and `classifier_real` from a run that finished them with the same
+    real-side settings (the same data, classifier and seed: the same fingerprints), so
+    crossing a setting with both generators trains one real classifier. The donor is a run
+    of this sweep, or, given the sweep's `config`, any workdir beside the run (another
+    sweep's, e.g. the same settings with another generator) whose config.json differs from
+    the run's resolved config only in fields no real stage reads. Returns the donor's name,
+    or None when there is none or the run has its own."""
     target = Path(run["workdir"])
     if any((target / s).exists() for s in REAL_STAGES):
         return None
+    done = lambda path: all((path / s / "summary.json").exists() for s in REAL_STAGES)
     for other in runs:
         source = Path(other["workdir"])
         if other is run or other["real_key"] != run["real_key"]:
             continue
-        if all((source / s / "summary.json").exists() for s in REAL_STAGES):
-            target.mkdir(parents=True, exist_ok=True)
-            for stage in REAL_STAGES:
-                shutil.copytree(source / stage, target / f".{stage}.copying")
-                os.replace(target / f".{stage}.copying", target / stage)
+        if done(source):
+            _copy_real_stages(source, target)
             return other["name"]
+    if config is None or not target.parent.is_dir():
+        return None
+    mine = None
+    for source in sorted(target.parent.iterdir()):
+        if source == target or not (source / "config.json").is_file() or not done(source):
+            continue
+        mine = mine if mine is not None else resolve(config, run["overrides"])
+        if _same_real_side(mine, json.loads((source / "config.json").read_text())):
+            _copy_real_stages(source, target)
+            return source.name
     return None
 
 
@@ -257,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.via == "print":
                 common.say(step, command)
             else:
-                donor = None if args.dry_run else share_real_stages(run, runs)
+                donor = None if args.dry_run else share_real_stages(run, runs, args.config)
                 if donor:
                     print(f"[{step}] prepare and classifier_real copied from {donor}")
                 common.execute(step, command, dry_run=args.dry_run)

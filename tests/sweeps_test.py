@@ -221,6 +221,43 @@ def test_runs_differing_only_in_the_generator_share_the_real_classifier(tmp_path
     assert sweep.share_real_stages(prog, runs) is None  # it has its own now
 
 
+def test_another_sweeps_runs_beside_it_share_their_real_classifier(tmp_path):
+    # The dcgan variant of the reproduction sweep, run into the workdir of the cpd/prog one:
+    # its runs differ from theirs in gan.* only, so they start from their real stages.
+    main, variant = "configs/sweeps/reproduction.py", "configs/sweeps/reproduction.py:dcgan"
+    donors = {r["name"]: r for r in sweep.expand(main, str(tmp_path))}
+    runs = sweep.expand(variant, str(tmp_path))
+    assert {sweep.resolve(variant, r["overrides"])["gan"]["arch"] for r in runs} == {"dcgan"}
+    dcgan = runs[0]
+    cpd = donors[dcgan["name"].replace("dcgan", "cpd")]
+    assert sweep.share_real_stages(dcgan, runs, variant) is None  # nothing finished yet
+    for name in (cpd["name"], cpd["name"].replace("seed-0", "seed-1")):
+        workdir = Path(donors[name]["workdir"])
+        config = sweep.resolve(main, donors[name]["overrides"])
+        workdir.mkdir(parents=True)
+        (workdir / "config.json").write_text(json.dumps(config))
+    for stage in sweep.REAL_STAGES:  # only the seed-0 run has finished its real stages
+        (Path(cpd["workdir"]) / stage).mkdir()
+        (Path(cpd["workdir"]) / stage / "summary.json").write_text(json.dumps({"s": stage}))
+    other_seed = next(r for r in runs if r["name"] == dcgan["name"].replace("seed-0", "seed-1"))
+    assert sweep.share_real_stages(other_seed, runs, variant) is None
+    assert sweep.share_real_stages(dcgan, runs) is None  # without the config: this sweep only
+    assert sweep.share_real_stages(dcgan, runs, variant) == cpd["name"]
+    copied = Path(dcgan["workdir"]) / "classifier_real" / "summary.json"
+    assert json.loads(copied.read_text()) == {"s": "classifier_real"}
+    # A field a real stage reads (the classifier's length) keeps a run from sharing.
+    longer = dict(runs[1], overrides=[*runs[1]["overrides"], "classifier.train_steps=301"])
+    prog = donors[runs[1]["name"].replace("dcgan", "cpd")]
+    workdir = Path(prog["workdir"])
+    workdir.mkdir()
+    (workdir / "config.json").write_text(json.dumps(sweep.resolve(main, prog["overrides"])))
+    for stage in sweep.REAL_STAGES:
+        (workdir / stage).mkdir()
+        (workdir / stage / "summary.json").write_text("{}")
+    assert sweep.share_real_stages(longer, runs, variant) is None
+    assert sweep.share_real_stages(runs[1], runs, variant) == prog["name"]
+
+
 def test_runs_of_any_seed_share_one_phantom_per_setting(tmp_path):
     c = config_files.load("configs/quickstart.py:smoke")
     c.dataset.phantom.num_patients = 12
@@ -238,6 +275,7 @@ def test_runs_of_any_seed_share_one_phantom_per_setting(tmp_path):
 
 STUDY_SWEEPS = (
     "configs/sweeps/reproduction.py",
+    "configs/sweeps/reproduction.py:dcgan",
     "configs/sweeps/classes.py",
     "configs/sweeps/samples.py:ct",
     "configs/sweeps/resolution.py",

@@ -16,6 +16,11 @@ Each seed's pass (six GANs, three real and six synthetic classifiers) takes unde
 2 cores; `--seeds=0` runs one pass, whose settings can then be compared on the test sample's
 interval only. The cpd and prog runs of one class setting and seed share the prepared data
 and the real-data classifier.
+
+`configs/sweeps/reproduction.py:dcgan` runs the same settings with the quickstart's
+generator under the synthjax recipe (dcgan, `gan.recipe=synthjax`, `gan.select=combined`),
+into the same `--workdir`: its runs start from the cpd runs' real classifiers when those
+have finished, and `synthjax.analysis` then shows dcgan as a third curve.
 """
 
 import ml_collections
@@ -32,8 +37,15 @@ TEST_PER_CLASS = 40
 SEEDS = (0, 1, 2)
 
 
+def _variants(arg: str | None) -> tuple[bool, str]:
+    """(the dcgan variant, the rest of `arg` for the quickstart: smoke, ct)."""
+    items = [item.strip() for item in (arg or "").split(",") if item.strip()]
+    return "dcgan" in items, ",".join(item for item in items if item != "dcgan")
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c = quickstart.get_config(arg)
+    dcgan, rest = _variants(arg)
+    c = quickstart.get_config(rest or None)
     c.dataset.phantom.num_patients = 20_000
     c.dataset.validation_per_class = VALIDATION_PER_CLASS
     c.dataset.test_per_class = TEST_PER_CLASS
@@ -44,13 +56,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.gan.fd.start_kimg = 9.6
     c.gan.recipe = "study"  # the study's design, as measured below; cross with synthjax
     c.gan.select = "fd"  # by --config.gan.recipe=synthjax --config.gan.select=combined
+    if dcgan:  # the quickstart's generator and recipe
+        c.gan.arch, c.gan.recipe, c.gan.select = "dcgan", "synthjax", "combined"
     return c
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:
-    del arg
+    archs = ("dcgan",) if _variants(arg)[0] else ("cpd", "prog")
     return [
         {"dataset.num_classes": n, "dataset.samples_per_class": per_class, "gan.arch": arch}
         for n, per_class in TRAIN_PER_CLASS.items()
-        for arch in ("cpd", "prog")
+        for arch in archs
     ]
