@@ -133,6 +133,42 @@ def _verdict_lines(v: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+_LEVEL_ROWS = (
+    ("TRTR mean AUROC", "trtr_auroc_mean_ci"),
+    ("TSTR mean AUROC", "tstr_auroc_mean_ci"),
+    ("gap TRTR - TSTR", "auroc_gap_ci"),
+)
+
+
+def _level_widths(r: dict[str, Any]) -> list[str]:
+    """The main intervals at patient and at image level side by side, with the ratio of
+    their widths: how much resampling patients instead of images changes them."""
+    rows = []
+    for name, key in _LEVEL_ROWS:
+        patient, image = r.get(key), r.get(f"{key}_image_level")
+        if not patient or not image or None in (*patient, *image):
+            continue
+        wide_p, wide_i = patient[1] - patient[0], image[1] - image[0]
+        ratio = f"{wide_p / wide_i:.2f}x" if wide_i > 0 else "n/a"
+        rows.append(
+            f"| {name} |{_fmt_ci(patient)} ({wide_p:.3f}) |{_fmt_ci(image)} ({wide_i:.3f}) "
+            f"| {ratio} |"
+        )
+    if not rows:
+        return []
+    return [
+        "",
+        "| 95% CI (width) | patient level | image level | width ratio |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+        "Patient-level intervals are wider when a patient's images resemble each other and "
+        "share their labels; they can come out narrower when each patient holds both "
+        "positive and negative images (a CT series), as a patient effect shared by the two "
+        "sides of a comparison cancels.",
+    ]
+
+
 def _level_and_protocol_note(r: dict[str, Any]) -> list[str]:
     """What the intervals resample and how the classifiers saw the images (reports written
     before these were recorded say nothing)."""
@@ -145,6 +181,7 @@ def _level_and_protocol_note(r: dict[str, Any]) -> list[str]:
             "all their images, DeLong is Obuchowski's clustered test; the image-level ones "
             "(the study's) are in report.json as `*_image_level`."
         )
+        lines += _level_widths(r)
     elif level == "image":
         note = r.get("interval_level_note")
         lines.append(

@@ -222,6 +222,18 @@ def test_markdown_says_what_the_intervals_resample_and_how_the_classifiers_saw_i
     )
     text = "\n".join(report_lib._utility_lines(r))
     assert "patient level (13 test patients, 93 images)" in text
+    # Without the image-level keys there is nothing to set beside the patient-level ones.
+    assert "width ratio" not in text
+    r.update(
+        tstr_auroc_mean_ci=[0.4, 0.6],
+        tstr_auroc_mean_ci_image_level=[0.45, 0.55],
+        auroc_gap_ci=[0.1, 0.2],
+        auroc_gap_ci_image_level=[0.1, 0.3],
+    )
+    text = "\n".join(report_lib._utility_lines(r))
+    assert "| TSTR mean AUROC | [0.400, 0.600] (0.200) | [0.450, 0.550] (0.100) | 2.00x |" in text
+    assert "| gap TRTR - TSTR | [0.100, 0.200] (0.100) | [0.100, 0.300] (0.200) | 0.50x |" in text
+    assert "TRTR mean AUROC |" not in text  # no image-level TRTR interval in this report
     assert "the study's protocol (3 channels, 224 x 224" in text and "RANDOM weights" in text
     older = "\n".join(report_lib._utility_lines(_utility_report()))
     assert "patient level" not in older and "protocol" not in older
