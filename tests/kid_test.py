@@ -149,6 +149,40 @@ def test_bootstrap_of_subsets_and_no_interval_without_resamples():
     assert again == got
 
 
+def test_resample_counts_draw_images_or_whole_clusters():
+    rng = np.random.default_rng(0)
+    counts = fidelity._resample_counts(rng, 7, None, 500)
+    assert counts.shape == (500, 7) and (counts.sum(1) == 7).all()
+    assert abs(counts.mean() - 1.0) < 0.05  # each image drawn once per resample on average
+    clusters = np.array(["b", "a", "b", "c", "c", "c", "a"])
+    counts = fidelity._resample_counts(np.random.default_rng(1), 7, clusters, 500)
+    for members in (clusters == "a", clusters == "b", clusters == "c"):
+        assert (counts[:, members] == counts[:, members][:, :1]).all()  # all or none
+    per_cluster = counts[:, [1, 0, 3]]  # a, b, c: three clusters drawn three times a resample
+    assert (per_cluster.sum(1) == 3).all()
+    # One image per cluster is the image-level bootstrap, draw for draw.
+    np.testing.assert_array_equal(
+        fidelity._resample_counts(np.random.default_rng(2), 5, np.arange(5), 50),
+        fidelity._resample_counts(np.random.default_rng(2), 5, None, 50),
+    )
+
+
+def test_kid_interval_by_patient_is_wider_when_a_patients_images_are_alike():
+    # 20 real patients of 10 near-copies each: 200 images but 20 independent draws. Their
+    # KID against synthetic images from the same distribution varies from sample to sample
+    # as 20 draws do; the image-level bootstrap, seeing 200, is too narrow.
+    rng = np.random.default_rng(6)
+    d = 6
+    patients = np.repeat(np.arange(20), 10)
+    real = rng.standard_normal((20, d))[patients] + 0.05 * rng.standard_normal((200, d))
+    fake = rng.standard_normal((200, d))
+    by_image = fidelity.kid(real, fake, num_resamples=300, seed=0)
+    by_patient = fidelity.kid(real, fake, num_resamples=300, seed=0, real_clusters=patients)
+    assert by_image["kid"] == by_patient["kid"]
+    width = lambda r: r["kid_ci"][1] - r["kid_ci"][0]
+    assert width(by_patient) > 1.5 * width(by_image), (by_patient["kid_ci"], by_image["kid_ci"])
+
+
 # --- FD at a fixed size, and KID in the report -------------------------------------------------
 
 
@@ -280,6 +314,7 @@ def test_smoke_run_reports_kid_and_the_fd_size(smoke_run):
     assert fid["fd_num_images"] == min(fid["fd_num_images_requested"], *sizes)
     assert (fid["fd_note"] is None) == (fid["fd_num_images"] == fid["fd_num_images_requested"])
     assert "KID (95% CI)" in (workdir / "report.md").read_text()
+    assert "over real patients and synthetic images" in fid["kid_interval"]  # phantom patients
     records = [json.loads(x) for x in (workdir / "gan" / "metrics.jsonl").open()]
     evaluations = [r for r in records if "fd" in r]
     assert evaluations and all(np.isfinite(r["kid"]) for r in evaluations)

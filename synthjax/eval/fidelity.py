@@ -27,13 +27,15 @@ the original TF code compute it (subsets of 1,000, 100 of them; the size shrinks
 smaller set when there are fewer images, as clean-fid does). Unlike FD it is unbiased at
 every sample size: its expectation is the same at 170 images as at 10,000, so KIDs from
 test splits of different sizes compare, and it is 0 on average for a perfect generator
-(it can be negative). Its interval is a bootstrap over images: each resample redraws the
-real and the synthetic images with replacement (multinomial counts), and every subset's
-MMD^2 is recomputed with the counts as weights, pairs of copies of one image left out as
-the unbiased estimate leaves out i = j.
+(it can be negative). Its interval is a bootstrap: each resample redraws the real and the
+synthetic images with replacement (or, given their patients, the patients with all their
+images), and every subset's MMD^2 is recomputed with the draw counts as weights, pairs of
+copies of one image left out as the unbiased estimate leaves out i = j.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -187,6 +189,25 @@ def _weighted_mmd2(
         )
 
 
+def _resample_counts(
+    rng: np.random.Generator, num: int, clusters: Any, num_resamples: int
+) -> np.ndarray:
+    """float64[B, num]: how often each image is in each bootstrap resample: images drawn
+    with replacement, or with `clusters` ([num] ids) clusters drawn with replacement and
+    every image of a drawn cluster taken as often as its cluster was drawn."""
+    if clusters is None:
+        ids = np.arange(num)
+    else:
+        clusters = np.asarray(clusters)
+        if len(clusters) != num:
+            raise ValueError(f"{len(clusters)} cluster ids for {num} images")
+        ids = np.unique(clusters, return_inverse=True)[1].reshape(-1)
+    k = int(ids.max()) + 1
+    draws = rng.integers(0, k, (num_resamples, k)) + k * np.arange(num_resamples)[:, None]
+    counts = np.bincount(draws.ravel(), minlength=num_resamples * k).reshape(num_resamples, k)
+    return counts[:, ids].astype(np.float64)
+
+
 def kid(
     real: np.ndarray,
     fake: np.ndarray,
@@ -196,6 +217,8 @@ def kid(
     num_resamples: int = 0,
     confidence: float = 0.95,
     seed: int = 0,
+    real_clusters: Any = None,
+    fake_clusters: Any = None,
 ) -> dict[str, object]:
     """KID of `fake` against `real` (module docstring), with a bootstrap interval.
 
@@ -203,6 +226,8 @@ def kid(
       real: float[N, F] real features; fake: float[M, F] synthetic features.
       subset_size, num_subsets: the subsets averaged (the references': 1000, 100).
       num_resamples: bootstrap resamples of the images (0: no interval).
+      real_clusters, fake_clusters: [N] / [M] cluster (patient) ids, or None: what the
+        bootstrap resamples on each side (clusters with all their images, or images).
 
     Returns:
       {"kid", "kid_ci" ([lo, hi] percentile interval or None), "kid_subset_size" (m),
@@ -215,8 +240,8 @@ def kid(
         raise ValueError(f"need features [N, F] and [M, F], got {real.shape} and {fake.shape}")
     real_idx, fake_idx = kid_subsets(len(real), len(fake), subset_size, num_subsets, seed)
     rng = np.random.default_rng([seed, 73])
-    counts_real = rng.multinomial(len(real), np.full(len(real), 1 / len(real)), num_resamples)
-    counts_fake = rng.multinomial(len(fake), np.full(len(fake), 1 / len(fake)), num_resamples)
+    counts_real = _resample_counts(rng, len(real), real_clusters, num_resamples)
+    counts_fake = _resample_counts(rng, len(fake), fake_clusters, num_resamples)
     m = real_idx.shape[1]
     ones = np.ones((1, m))
     per_subset, resampled = [], np.zeros(num_resamples)
@@ -227,8 +252,7 @@ def kid(
         np.fill_diagonal(kyy, 0.0)
         per_subset.append(float(_weighted_mmd2(kxx, kyy, kxy, ones, ones)[0]))
         if num_resamples:
-            wx = counts_real[:, ri].astype(np.float64)
-            wy = counts_fake[:, fi].astype(np.float64)
+            wx, wy = counts_real[:, ri], counts_fake[:, fi]
             resampled += _weighted_mmd2(kxx, kyy, kxy, wx, wy)
     ci = None
     resampled = resampled[np.isfinite(resampled)] / len(real_idx)

@@ -242,9 +242,12 @@ def _fidelity_in(
     k: int,
     kid_opts: dict[str, Any],
     fd_rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    patients: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict:
     """FD, KID and PRDC of synthetic vs real test features, and of real validation vs real
-    test. FD on the rows `fd_rows` picks of (real, synth, baseline) (None: all)."""
+    test. FD on the rows `fd_rows` picks of (real, synth, baseline) (None: all); KID's
+    interval resamples the (real, baseline) rows' `patients` (None: images)."""
+    real_c, base_c = (None, None) if patients is None else patients
     fd_real, fd_synth, fd_base = (
         (real, synth, baseline)
         if fd_rows is None
@@ -252,11 +255,11 @@ def _fidelity_in(
     )
     return {
         "fd": fidelity.frechet_distance_of_features(fd_real, fd_synth),
-        **fidelity.kid(real, synth, **kid_opts),
+        **fidelity.kid(real, synth, **kid_opts, real_clusters=real_c),
         **fidelity.prdc(real, synth, k=k),
         "real_baseline": {
             "fd": fidelity.frechet_distance_of_features(fd_real, fd_base),
-            **fidelity.kid(real, baseline, **kid_opts),
+            **fidelity.kid(real, baseline, **kid_opts, real_clusters=real_c, fake_clusters=base_c),
             **fidelity.prdc(real, baseline, k=k),
         },
     }
@@ -311,6 +314,11 @@ def fidelity_results(run: Run, space: FeatureSpace) -> dict[str, Any]:
         seed=cfg.seed,
     )
 
+    patients = None
+    by_patient = ecfg.interval_level == "patient"
+    if by_patient and all(data.source(s).has_patients for s in ("test", "validation")):
+        patients = (real_source.patients[real_idx], data.source("validation").patients[val_idx])
+
     def features(source, idx, sp: FeatureSpace) -> np.ndarray:
         return features_of_source(sp, source, idx, batch_size=batch)
 
@@ -327,10 +335,11 @@ def fidelity_results(run: Run, space: FeatureSpace) -> dict[str, Any]:
         "fd_num_images_requested": ecfg.fd_num_images,
         "fd_note": fd_note,
         "kid_interval": (
-            f"{100 * ecfg.confidence:g}% percentile bootstrap over images (real and synthetic "
-            f"resampled with replacement, {ecfg.bootstrap_resamples} resamples)"
+            f"{100 * ecfg.confidence:g}% percentile bootstrap over "
+            + ("real patients and synthetic images" if patients else "images")
+            + f" (resampled with replacement, {ecfg.bootstrap_resamples} resamples)"
         ),
-        "overall": _fidelity_in(real, synth, baseline, k, kid_opts, fd_rows),
+        "overall": _fidelity_in(real, synth, baseline, k, kid_opts, fd_rows, patients),
         "per_combination": [],
     }
     real_labels = real_source.labels[real_idx]
@@ -348,7 +357,14 @@ def fidelity_results(run: Run, space: FeatureSpace) -> dict[str, Any]:
                 "combination": label_combination_name(combo, data.label_names, max_len=200),
                 "num_real": int(r.sum()),
                 "num_synthetic": int(s.sum()),
-                **_fidelity_in(real[r], synth[s], baseline[v], k, kid_opts),
+                **_fidelity_in(
+                    real[r],
+                    synth[s],
+                    baseline[v],
+                    k,
+                    kid_opts,
+                    patients=None if patients is None else (patients[0][r], patients[1][v]),
+                ),
             }
         )
     if ecfg.inception_weights:
@@ -364,6 +380,7 @@ def fidelity_results(run: Run, space: FeatureSpace) -> dict[str, Any]:
                 k,
                 kid_opts,
                 fd_rows,
+                patients,
             ),
         }
     return out
