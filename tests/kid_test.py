@@ -318,3 +318,4 @@ def test_smoke_run_reports_kid_and_the_fd_size(smoke_run):
     records = [json.loads(x) for x in (workdir / "gan" / "metrics.jsonl").open()]
     evaluations = [r for r in records if "fd" in r]
     assert evaluations and all(np.isfinite(r["kid"]) for r in evaluations)
+    assert all(r["kid_lo"] < r["kid_hi"] for r in evaluations)  # the monitor's interval
