@@ -25,6 +25,7 @@ from scipy.stats import binomtest
 
 from synthjax import reader_study
 from synthjax.data import shards
+from synthjax.reader_study import kit
 
 NOT_KEPT_VALUE = 0
 
@@ -513,3 +514,18 @@ def test_page_in_chromium(workdirs, tmp_path):
     assert set(result["per_resolution"]) == {"8", "16"}
     assert result["per_reader"][reader]["answered"] == n
     assert (tmp_path / "reader_page.png").stat().st_size > 0
+
+
+def test_real_images_come_from_as_many_patients_as_there_are():
+    patients = np.repeat(np.array(["p1", "p2", "p3", "p4"]), [10, 5, 1, 4])
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        pick = kit.spread_over_patients(patients, 4, rng)
+        assert sorted(patients[pick]) == ["p1", "p2", "p3", "p4"]  # one each
+        pick = kit.spread_over_patients(patients, 7, np.random.default_rng(seed))
+        counts = {p: int((patients[pick] == p).sum()) for p in ("p1", "p2", "p3", "p4")}
+        assert counts["p3"] == 1 and sorted(counts.values()) == [1, 2, 2, 2]
+        assert len(set(pick)) == 7 and list(pick) == sorted(pick)
+    again = kit.spread_over_patients(patients, 7, np.random.default_rng(0))
+    assert list(again) == list(kit.spread_over_patients(patients, 7, np.random.default_rng(0)))
+    assert len(kit.spread_over_patients(patients, 20, np.random.default_rng(0))) == 20

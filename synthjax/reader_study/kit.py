@@ -130,6 +130,24 @@ def _open_sources(workdir: epath.Path) -> tuple[ImageSource, np.ndarray, ImageSo
     return real, indices, synthetic
 
 
+def spread_over_patients(patients: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """int[n], sorted: positions in `patients` drawn so that as many patients as possible
+    appear, each as few times as possible: one image of every patient (in a seeded order)
+    before any patient's second. A reader shown two images of one patient can tell a real
+    image by its twin, and the kit would then measure recognition, not realism."""
+    _, ids = np.unique(np.asarray(patients), return_inverse=True)
+    ids = ids.reshape(-1)
+    shuffled = rng.permutation(len(ids))  # a random image order within each patient
+    patient_rank = rng.permutation(int(ids.max()) + 1)[ids[shuffled]]
+    turn = np.empty(len(ids), np.int64)  # 0 for a patient's first image, 1 its second, ...
+    order = np.lexsort((np.arange(len(ids)), patient_rank))
+    starts = np.r_[0, np.flatnonzero(np.diff(patient_rank[order])) + 1]
+    sizes = np.diff(np.r_[starts, len(ids)])
+    turn[order] = np.arange(len(ids)) - np.repeat(starts, sizes)
+    chosen = np.lexsort((patient_rank, turn))[:n]  # every first image, then every second, ...
+    return np.sort(shuffled[chosen])
+
+
 def _draw_workdir(
     workdir: epath.Path, per_class: int, rng: np.random.Generator, log: Log
 ) -> tuple[list[_Image], _Drawn]:
@@ -144,7 +162,10 @@ def _draw_workdir(
     ):
         if got < per_class:
             log(f"{name}: only {available} {kind} images, fewer than {per_class}: taking all")
-    real_pick = np.sort(rng.choice(len(indices), size=n_real, replace=False))
+    if real.has_patients:
+        real_pick = spread_over_patients(real.patients[indices], n_real, rng)
+    else:
+        real_pick = np.sort(rng.choice(len(indices), size=n_real, replace=False))
     synthetic_pick = np.sort(rng.choice(len(synthetic), size=n_synthetic, replace=False))
     images = [
         _Image(real[int(indices[i])]["image"], "real", resolution, name) for i in real_pick
