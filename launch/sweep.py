@@ -33,7 +33,8 @@ A `get_sweep` entry may carry a `name` for its setting; otherwise the name is ma
 overrides. A run is named `<setting>_seed-<seed>`.
 
 Everything after `--` goes to the launcher named by `--via`. `--only` picks runs by name.
-`sweep.json` in `--workdir` lists the runs, their overrides and workdirs (for notebooks).
+`sweep.json` in `--workdir` lists the runs, their overrides, workdirs and config (for
+notebooks); a second sweep into the same `--workdir` adds its runs to it.
 """
 
 from __future__ import annotations
@@ -248,6 +249,30 @@ def share_real_stages(
     return None
 
 
+def write_index(root: str, config: str, runs: Sequence[dict[str, Any]]) -> None:
+    """`root`/sweep.json: {"config": the latest sweep's config, "runs": [...]}, each run
+    with its `config`. Another sweep run into the same root (a variant beside the main
+    one) adds its runs; this config's earlier runs are replaced."""
+    path = Path(root) / "sweep.json"
+    kept = []
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+            kept = [
+                r
+                for r in old.get("runs", [])
+                if r.get("config", old.get("config")) != config and "workdir" in r
+            ]
+            for r in kept:
+                r.setdefault("config", old.get("config"))
+        except (json.JSONDecodeError, AttributeError):
+            kept = []  # a damaged index is rewritten from what this sweep knows
+    index = {"config": config, "runs": [*kept, *({**r, "config": config} for r in runs)]}
+    tmp = path.with_name(".sweep.json.tmp")
+    tmp.write_text(json.dumps(index, indent=2, default=str))
+    os.replace(tmp, path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     launcher_args: list[str] = []
@@ -277,8 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     local = "://" not in args.workdir
     if local and not args.dry_run:
         os.makedirs(args.workdir, exist_ok=True)
-        with open(os.path.join(args.workdir, "sweep.json"), "w") as f:
-            json.dump({"config": args.config, "runs": runs}, f, indent=2, default=str)
+        write_index(args.workdir, args.config, runs)
 
     settings = len({r["setting"] for r in runs})
     seeds = ",".join(str(s) for s in dict.fromkeys(r["seed"] for r in runs))

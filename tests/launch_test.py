@@ -92,6 +92,13 @@ def test_sweep_runs_locally_and_writes_its_index(tmp_path, monkeypatch):
     assert {(r["setting"], r["seed"]) for r in index["runs"]} >= {
         ("samples_per_class-70_arch-prog", 1)
     }
+    # Another sweep into the same root adds its runs; a rerun of this one replaces its own.
+    sweep.main(["--config=configs/quickstart.py:ct", f"--workdir={tmp_path}", "--seeds=0"])
+    sweep.main([f"--config={CONFIG}", f"--workdir={tmp_path}", "--seeds=0"])
+    index = json.loads((tmp_path / "sweep.json").read_text())
+    assert index["config"] == CONFIG
+    by_config = [r["config"] for r in index["runs"]]
+    assert by_config.count("configs/quickstart.py:ct") == 4 and by_config.count(CONFIG) == 4
 
 
 def test_a_config_without_a_sweep_is_refused(capsys):
