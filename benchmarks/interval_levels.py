@@ -103,10 +103,14 @@ def main(argv: list[str] | None = None) -> int:
         run_seed(args.config, workdir, seed, args.override, args.full)
         rows[seed] = widths(workdir, args.resamples)
 
-    print(f"\n{args.config} {' '.join(args.override)}: 95% interval widths, {args.resamples} "
-          "resamples at each level")
-    print("| seed | side | test patients / images | mean AUROC by patient | by image | ratio "
-          "| per-label ratios |")
+    print(
+        f"\n{args.config} {' '.join(args.override)}: 95% interval widths, {args.resamples} "
+        "resamples at each level"
+    )
+    print(
+        "| seed | side | test patients / images | mean AUROC by patient | by image | ratio "
+        "| per-label ratios |"
+    )
     print("|---|---|---|---|---|---|---|")
     ratios: dict[str, list[float]] = {}
     for seed, sides in rows.items():
@@ -120,8 +124,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{per_label.max():.2f}x |"
             )
     for side, values in ratios.items():
-        print(f"{side}: mean width ratio over seeds {np.mean(values):.2f}x "
-              f"(from {min(values):.2f}x to {max(values):.2f}x)")
+        print(
+            f"{side}: mean width ratio over seeds {np.mean(values):.2f}x "
+            f"(from {min(values):.2f}x to {max(values):.2f}x)"
+        )
     return 0
 
 

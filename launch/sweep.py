@@ -184,9 +184,9 @@ def real_key(values: dict[str, Any]) -> str:
     return json.dumps(kept, sort_keys=True, default=str)
 
 
-def resolve(config: str, overrides: Sequence[str]) -> dict[str, Any]:
-    """The run's config as `synthjax.main` resolves it (get_config(arg) plus the
-    overrides), as the JSON its workdir's config.json holds."""
+def resolve_config(config: str, overrides: Sequence[str]) -> Any:
+    """The run's ConfigDict as `synthjax.main` resolves it: get_config(arg) plus the
+    overrides (`field=value`, the value read as a Python literal where it is one)."""
     c = config_files.load(common.check_config(config))
     for override in overrides:
         field, _, text = override.partition("=")
@@ -195,7 +195,12 @@ def resolve(config: str, overrides: Sequence[str]) -> dict[str, Any]:
         except (ValueError, SyntaxError):
             value = text
         config_files.set_field(c, field, value)
-    return json.loads(json.dumps(c.to_dict(), default=str))
+    return c
+
+
+def resolve(config: str, overrides: Sequence[str]) -> dict[str, Any]:
+    """`resolve_config` as the JSON a run's config.json holds."""
+    return json.loads(json.dumps(resolve_config(config, overrides).to_dict(), default=str))
 
 
 def _same_real_side(mine: dict[str, Any], theirs: dict[str, Any]) -> bool:

@@ -1,7 +1,6 @@
 """The study's sweeps: what they expand into, that every run's config is valid, that the
 per-class sizes fit CheXpert's real label frequencies, refusals, and what runs share."""
 
-import ast
 import json
 from pathlib import Path
 
@@ -25,15 +24,7 @@ CHEXPERT_TABLE = (
 
 def _resolved(config: str, run: dict):
     """The run's config as `synthjax.main` would see it: get_config(arg) + overrides."""
-    c = config_files.load(config)
-    for override in run["overrides"]:
-        field, _, text = override.partition("=")
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            value = text
-        config_files.set_field(c, field, value)
-    return c
+    return sweep.resolve_config(config, run["overrides"])
 
 
 @pytest.mark.parametrize(
