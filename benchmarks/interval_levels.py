@@ -9,7 +9,7 @@ and the range of the per-label ratios.
   python benchmarks/interval_levels.py --config configs/quickstart.py:ct --workdir /tmp/il
   python benchmarks/interval_levels.py --config configs/quickstart.py:ct --workdir /tmp/ct_long \
       --override dataset.phantom.num_patients=300 --override dataset.phantom.min_slices=16 \
-      --override dataset.phantom.max_slices=32 --override dataset.num_classes=3
+      --override dataset.phantom.max_slices=32
 
 The second is the brain-CT phantom with long series (16-32 slices a patient): there a
 patient's slices are many and alike, and the patient-level interval is the honest one. A run
@@ -73,6 +73,11 @@ def widths(workdir: Path, resamples: int) -> dict[str, dict[str, np.ndarray]]:
         patients, _ = interval_clusters(run, labels)
         if patients is None:
             raise SystemExit(f"{workdir}: the prepared data keep no patient ids")
+        if not keep.any():
+            raise SystemExit(
+                f"{workdir}: no label has {config.evaluate.min_positives} positive and negative "
+                "test images; use a design with more test patients or label combinations"
+            )
         y, p = labels[:, keep], predictions["probs"][:, keep]
         levels = {}
         for level, clusters in (("patient", patients), ("image", None)):
