@@ -12,9 +12,9 @@ images give themselves away (e.g. fine at 32 px, distinguishable at 256 px by te
 Protocol: balance the two sides by seeded subsampling, split each 50/50 into train and test
 halves (the same split at every resolution; with the real images' patients, at a patient
 boundary so that no patient is in both halves, and the interval resamples patients), label
-synthetic = 1 and real = 0, train with
-Adam on sigmoid cross-entropy for a fixed number of steps on batches drawn with replacement
-(random horizontal flips), then score the test halves. Runs on the default device, compiled
+synthetic = 1 and real = 0, train with Adam on sigmoid cross-entropy for a fixed number of
+steps on batches drawn with replacement (random horizontal flips), then score the test
+halves. Runs on the default device, compiled
 with `synthjax.core.compiler.jit`; the same inputs and seed give the same result.
 """
 
