@@ -237,6 +237,11 @@ def study_reference(benchmark: str) -> pd.DataFrame:
     return table.sort_values("x", ignore_index=True)
 
 
+def _reference_table(reference: str | pd.DataFrame) -> pd.DataFrame:
+    """`study_reference(reference)` for a benchmark's name; a table shaped like it as is."""
+    return study_reference(reference) if isinstance(reference, str) else reference
+
+
 def summarize(runs: pd.DataFrame, by: str | list[str], metric: str) -> pd.DataFrame:
     """Mean, standard deviation and count of `metric` over the runs (seeds) of each group."""
     by = [by] if isinstance(by, str) else by
@@ -453,7 +458,7 @@ def plot_auroc_against(
         _errorbar(ax, points, x, color=colors[curve], label=label)
     xs = list(runs[x])
     if reference is not None:
-        study = study_reference(reference) if isinstance(reference, str) else reference
+        study = _reference_table(reference)
         for name, shown in _STUDY_NAMES.items():
             style = {"ls": "--", "marker": ".", "alpha": 0.45, "color": colors.get(name, "gray")}
             ax.plot(study["x"], study[name], label=f"study: {shown}", **style)
@@ -500,7 +505,7 @@ def study_table(
     `study_reference` benchmark, or a table shaped like its result) the study's published
     values as `study: <curve>`. `to_markdown` writes a value and its interval as one cell."""
     runs = _reported(runs)
-    table, seeds, styles = None, [], {}
+    table, seeds = None, []
     for curve, points in _curves(runs, x, arch_column):
         one = points["n_seeds"].to_numpy() < 2
         part = pd.DataFrame(
@@ -513,17 +518,14 @@ def study_table(
         )
         seeds.append(points.set_index(x)["n_seeds"].rename(curve))
         table = part if table is None else table.merge(part, on=x, how="outer")
-    has_style = {"trtr_auroc_mean_study_style", "tstr_auroc_mean_study_style"} <= set(runs)
-    if has_style:
-        for curve, points in _curves(runs, x, arch_column, "_study_style"):
-            styles[f"{curve}_study_style"] = points.set_index(x)["mean"]
     table = table.set_index(x)
-    for name, values in styles.items():
-        table[name] = values
+    if {"trtr_auroc_mean_study_style", "tstr_auroc_mean_study_style"} <= set(runs):
+        for curve, points in _curves(runs, x, arch_column, "_study_style"):
+            table[f"{curve}_study_style"] = points.set_index(x)["mean"]
     table["n_seeds"] = pd.concat(seeds, axis=1).min(axis=1).astype(int)
     if reference is not None:
-        study = study_reference(reference) if isinstance(reference, str) else reference
-        study = study.set_index("x").rename(columns=lambda c: f"study: {c}")
+        study = _reference_table(reference).set_index("x")
+        study = study.rename(columns=lambda c: f"study: {c}")
         table = table.join(study, how="left")
     return table.sort_index().reset_index()
 
